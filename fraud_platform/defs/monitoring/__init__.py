@@ -1,0 +1,5 @@
+"""Dagster definitions for the monitoring domain."""
+
+import dagster as dg
+
+defs = dg.Definitions()

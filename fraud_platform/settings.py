@@ -1,0 +1,164 @@
+"""The one typed place where the platform reads its configuration.
+
+Every setting comes from an environment variable with an embedded-default fallback, so the same
+code runs on one laptop (local lake folder, SQLite MLflow, embedded broker) and on the
+docker-compose stack (MinIO, MLflow server, Apache Kafka) by changing env vars only. Dagster
+resources (``fraud_platform.defs.resources``) and the streaming job both build from here.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def platform_home() -> Path:
+    """Root folder for all embedded-default state (lake, broker, MLflow, DuckDB, Dagster)."""
+    return Path(_env("FRAUD_PLATFORM_HOME", ".fraud_platform")).resolve()
+
+
+class TopicNames(BaseModel):
+    """Kafka topic names; each configurable so a shared cluster can use its own naming scheme."""
+
+    transactions: str = "transactions"
+    transactions_dlq: str = "transactions.dlq"
+    labels: str = "labels"
+    labels_dlq: str = "labels.dlq"
+    predictions: str = "fraud_predictions"
+    partitions: int = Field(3, ge=1, description="Partition count used when the platform creates topics")
+
+    @classmethod
+    def from_env(cls) -> "TopicNames":
+        return cls(
+            transactions=_env("FRAUD_TOPIC_TRANSACTIONS", "transactions"),
+            transactions_dlq=_env("FRAUD_TOPIC_TRANSACTIONS_DLQ", "transactions.dlq"),
+            labels=_env("FRAUD_TOPIC_LABELS", "labels"),
+            labels_dlq=_env("FRAUD_TOPIC_LABELS_DLQ", "labels.dlq"),
+            predictions=_env("FRAUD_TOPIC_PREDICTIONS", "fraud_predictions"),
+            partitions=int(_env("FRAUD_TOPIC_PARTITIONS", "3")),
+        )
+
+    def dlq_for(self, topic: str) -> str:
+        return {self.transactions: self.transactions_dlq, self.labels: self.labels_dlq}.get(topic, f"{topic}.dlq")
+
+
+class LakeSettings(BaseModel):
+    """Where the lake zones live: a local folder (default) or an S3 bucket (MinIO/AWS)."""
+
+    backend: Literal["local", "s3"] = "local"
+    root: str = Field(description="Local folder, or key prefix inside the bucket for S3")
+    bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls) -> "LakeSettings":
+        bucket = _env("FRAUD_LAKE_S3_BUCKET")
+        return cls(
+            backend="s3" if bucket else "local",
+            root=_env("FRAUD_LAKE_ROOT", "lake" if bucket else str(platform_home() / "lake")),
+            bucket=bucket,
+            s3_endpoint_url=_env("FRAUD_LAKE_S3_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL"),
+            s3_region=_env("AWS_REGION", "us-east-1"),
+        )
+
+
+class KafkaSettings(BaseModel):
+    """The one Kafka client configuration used by every producer and consumer.
+
+    ``bootstrap_servers`` defaults to the embedded broker the project started (its address is
+    read from the broker state file); SASL credentials come from env vars only, never from git.
+    """
+
+    bootstrap_servers: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    client_id: str = "fraud-platform"
+    topics: TopicNames = Field(default_factory=TopicNames)
+
+    @classmethod
+    def from_env(cls) -> "KafkaSettings":
+        password = _env("FRAUD_KAFKA_SASL_PASSWORD")
+        return cls(
+            bootstrap_servers=_env("FRAUD_KAFKA_BOOTSTRAP_SERVERS"),
+            security_protocol=_env("FRAUD_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            sasl_mechanism=_env("FRAUD_KAFKA_SASL_MECHANISM"),
+            sasl_username=_env("FRAUD_KAFKA_SASL_USERNAME"),
+            sasl_password=SecretStr(password) if password else None,
+            topics=TopicNames.from_env(),
+        )
+
+    def resolved_bootstrap(self) -> str:
+        """Explicit bootstrap servers, else the embedded broker's advertised address."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        from fraud_platform.infra.broker import EmbeddedBroker
+
+        address = EmbeddedBroker.default().running_address()
+        if address is None:
+            raise RuntimeError(
+                "No Kafka broker configured: FRAUD_KAFKA_BOOTSTRAP_SERVERS is unset and the embedded "
+                "broker is not running. Start it with `fraud-platform broker start`."
+            )
+        return address
+
+    def client_config(self, **overrides: object) -> dict[str, object]:
+        """librdkafka configuration shared by producers, consumers and the admin client."""
+        config: dict[str, object] = {
+            "bootstrap.servers": self.resolved_bootstrap(),
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        config.update(overrides)
+        return config
+
+
+class PlatformSettings(BaseModel):
+    """All platform settings, read from env once per process."""
+
+    home: Path
+    lake: LakeSettings
+    kafka: KafkaSettings
+    mlflow_tracking_uri: str
+    mlflow_registry_uri: str | None = None
+    model_name: str = "fraud_detector"
+    duckdb_path: Path
+    tokenisation_key: SecretStr
+    reporting_currency: str = "EUR"
+
+    @classmethod
+    def from_env(cls) -> "PlatformSettings":
+        home = platform_home()
+        return cls(
+            home=home,
+            lake=LakeSettings.from_env(),
+            kafka=KafkaSettings.from_env(),
+            mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
+            mlflow_registry_uri=_env("MLFLOW_REGISTRY_URI"),
+            model_name=_env("FRAUD_MODEL_NAME", "fraud_detector"),
+            duckdb_path=Path(_env("FRAUD_DUCKDB_PATH", str(home / "warehouse" / "fraud.duckdb"))),
+            # Dev-only default so simulations run out of the box; production sets a real key via env.
+            tokenisation_key=SecretStr(_env("FRAUD_TOKENISATION_KEY", "dev-only-tokenisation-key")),
+            reporting_currency=_env("FRAUD_REPORTING_CURRENCY", "EUR"),
+        )
+
+    @cached_property
+    def mlflow_artifact_root(self) -> str:
+        return _env("MLFLOW_ARTIFACT_ROOT", (self.home / "mlflow" / "artifacts").as_uri())
