@@ -1,0 +1,50 @@
+"""Test isolation shared by every test package: each test session gets its own platform home
+(lake, MLflow, DuckDB, Dagster storage) so tests never touch a developer's local state."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SESSION_HOME
+    import tempfile
+
+    _SESSION_HOME = Path(tempfile.mkdtemp(prefix="fraud-platform-tests-"))
+    os.environ["FRAUD_PLATFORM_HOME"] = str(_SESSION_HOME)
+    os.environ["DAGSTER_HOME"] = str(_SESSION_HOME / "dagster")
+    (_SESSION_HOME / "dagster").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(scope="session")
+def platform_home() -> Path:
+    assert _SESSION_HOME is not None
+    return _SESSION_HOME
+
+
+@pytest.fixture()
+def lake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh local lake folder for one test, exported as FRAUD_LAKE_ROOT."""
+    root = tmp_path / "lake"
+    monkeypatch.setenv("FRAUD_LAKE_ROOT", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test run (starting Spark costs seconds)."""
+    from fraud_platform.infra.spark import build_spark_session
+
+    session = build_spark_session("fraud-platform-tests", master="local[2]")
+    yield session
+    session.stop()
