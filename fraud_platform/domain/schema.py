@@ -175,3 +175,44 @@ QUARANTINE_SCHEMA = pa.schema(
         *KAFKA_LINEAGE_FIELDS,
     ]
 )
+
+# Processed zone (processed/transactions/date=YYYY-MM-DD/*.parquet): deduplicated, typed, amounts in
+# the reporting currency, identifiers pseudonymised (domain.hashing.entity_key), labels that had
+# arrived when the partition was built joined with the time they became known.
+PROCESSED_TRANSACTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("transaction_id", pa.string(), nullable=False),
+        pa.field("event_time", _TS, nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("customer_key", pa.string(), nullable=False),
+        pa.field("card_key", pa.string(), nullable=False),
+        pa.field("terminal_id", pa.string(), nullable=False),
+        pa.field("amount", pa.float64(), nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("amount_eur", pa.float64(), nullable=False),
+        pa.field("merchant_category", pa.string(), nullable=False),
+        pa.field("channel", pa.string(), nullable=False),
+        pa.field("country", pa.string(), nullable=False),
+        pa.field("hour", pa.int32(), nullable=False),
+        pa.field("day_of_week", pa.int32(), nullable=False),  # 0 = Monday
+        pa.field("is_weekend", pa.bool_(), nullable=False),
+        pa.field("is_night", pa.bool_(), nullable=False),  # 22:00-05:59 UTC
+        pa.field("is_fraud", pa.int32(), nullable=True),  # null = no label arrived yet
+        pa.field("label_type", pa.string(), nullable=True),
+        pa.field("label_known_at", _TS, nullable=True),
+        pa.field("fraud_scenario", pa.int32(), nullable=True),
+        pa.field("processed_at", _TS, nullable=False),
+    ]
+)
+
+# Sandbox zone (sandbox/transactions/date=YYYY-MM-DD/*.parquet): only partitions whose label window
+# has matured. ``is_fraud`` is final (1 if a fraud label became known within the maturity window,
+# else 0) and ``label_known_at`` is kept so features never use a label before it was known.
+SANDBOX_TRANSACTIONS_SCHEMA = pa.schema(
+    [
+        *(f for f in PROCESSED_TRANSACTIONS_SCHEMA if f.name not in ("is_fraud", "processed_at")),
+        pa.field("is_fraud", pa.int32(), nullable=False),
+        pa.field("matured_at", _TS, nullable=False),
+        pa.field("split", pa.string(), nullable=False),  # train | validation | test (see domain.splits)
+    ]
+)

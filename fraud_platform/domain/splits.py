@@ -1,0 +1,56 @@
+"""Time-based train/validation/test splits with a label-delay gap (Fraud Detection Handbook
+protocol): a model trained on days up to T is only deployable once their labels are known, so the
+days between training and test are left out. One function, used by the sandbox (to record the
+splits) and by training (to use them), so both always agree."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train_days: int | None = None  # None = every matured day before validation
+    validation_days: int = 7
+    delay_days: int = 7
+    test_days: int = 7
+
+
+@dataclass(frozen=True)
+class TimeSplits:
+    train: tuple[date, date] | None
+    validation: tuple[date, date] | None
+    test: tuple[date, date] | None
+    delay_days: int
+
+    def split_of(self, day: date) -> str:
+        for name in ("test", "validation", "train"):
+            window = getattr(self, name)
+            if window and window[0] <= day <= window[1]:
+                return name
+        return "excluded"
+
+    def as_dict(self) -> dict:
+        return {k: ([d.isoformat() for d in v] if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def plan_time_splits(available_days: Sequence[date], config: SplitConfig = SplitConfig()) -> TimeSplits:
+    """Test = last ``test_days``; a ``delay_days`` gap; validation; then train before it."""
+    days = sorted(set(available_days))
+    if not days:
+        return TimeSplits(None, None, None, config.delay_days)
+    last = days[-1]
+
+    def window(end: date, length: int) -> tuple[date, date] | None:
+        start = max(end - timedelta(days=length - 1), days[0])
+        return (start, end) if length > 0 and start <= end else None
+
+    test = window(last, config.test_days)
+    val_end = (test[0] if test else last + timedelta(days=1)) - timedelta(days=config.delay_days + 1)
+    validation = window(val_end, config.validation_days) if val_end >= days[0] else None
+    train_end = (validation[0] if validation else val_end + timedelta(days=1)) - timedelta(days=1)
+    train_len = config.train_days if config.train_days is not None else (train_end - days[0]).days + 1
+    train = window(train_end, train_len) if train_end >= days[0] else None
+    return TimeSplits(train, validation, test, config.delay_days)
