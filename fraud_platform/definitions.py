@@ -3,6 +3,7 @@
 import dagster as dg
 
 from fraud_platform.defs import features, ingestion, lake, ml, monitoring, warehouse
+from fraud_platform.defs.freshness import apply_freshness
 from fraud_platform.defs.resources import build_resources
 
 defs = dg.Definitions.merge(
@@ -13,4 +14,4 @@ defs = dg.Definitions.merge(
     ml.defs,
     monitoring.defs,
     dg.Definitions(resources=build_resources()),
-)
+).map_asset_specs(func=apply_freshness)

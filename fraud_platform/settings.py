@@ -130,6 +130,72 @@ class KafkaSettings(BaseModel):
         return config
 
 
+class SparkSettings(BaseModel):
+    """How the platform's batch Spark session is built (local[*] by default, a spark:// cluster in compose)."""
+
+    master: str = "local[*]"
+    shuffle_partitions: int = Field(4, ge=1, description="Sized for a 2-core machine: 2x cores")
+    ui_enabled: bool = False
+    driver_memory: str = "2g"
+
+    @classmethod
+    def from_env(cls) -> "SparkSettings":
+        return cls(
+            master=_env("FRAUD_SPARK_MASTER", "local[*]"),
+            shuffle_partitions=int(_env("FRAUD_SPARK_SHUFFLE_PARTITIONS", "4")),
+            ui_enabled=_env("FRAUD_SPARK_UI_ENABLED", "false").lower() in ("1", "true", "yes"),
+            driver_memory=_env("FRAUD_SPARK_DRIVER_MEMORY", "2g"),
+        )
+
+
+class LakeProcessingSettings(BaseModel):
+    """Label maturity and data-quality bounds for the processed/sandbox zones (see docs/lake.md)."""
+
+    label_maturity_days: int = Field(7, ge=0, description="Days after a partition's end before its labels are final")
+    maturity_reference: Literal["labels_watermark", "now"] = "labels_watermark"
+    fraud_rate_min: float = Field(0.0, ge=0.0, le=1.0)
+    fraud_rate_max: float = Field(0.05, ge=0.0, le=1.0)
+    row_count_tolerance: float = Field(0.5, ge=0.0, description="Allowed relative change vs the previous partition")
+
+    @classmethod
+    def from_env(cls) -> "LakeProcessingSettings":
+        return cls(
+            label_maturity_days=int(_env("FRAUD_LABEL_MATURITY_DAYS", "7")),
+            maturity_reference=_env("FRAUD_MATURITY_REFERENCE", "labels_watermark"),
+            fraud_rate_min=float(_env("FRAUD_DQ_FRAUD_RATE_MIN", "0.0")),
+            fraud_rate_max=float(_env("FRAUD_DQ_FRAUD_RATE_MAX", "0.05")),
+            row_count_tolerance=float(_env("FRAUD_DQ_ROW_COUNT_TOLERANCE", "0.5")),
+        )
+
+
+class WarehouseSettings(BaseModel):
+    """Where dbt builds the warehouse: the DuckDB file (``PlatformSettings.duckdb_path``, default) or a
+    Postgres server (``FRAUD_DBT_TARGET=postgres``). dbt/profiles.yml reads the same env vars."""
+
+    target: Literal["duckdb", "postgres"] = "duckdb"
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_user: str = "postgres"
+    pg_password: SecretStr | None = None
+    pg_database: str = "fraud"
+    pg_schema: str = Field("analytics", description="Schema dbt builds models into")
+    pg_source_schema: str = Field("lake", description="Schema the lake sources are loaded into for dbt")
+
+    @classmethod
+    def from_env(cls) -> "WarehouseSettings":
+        password = _env("FRAUD_WAREHOUSE_PG_PASSWORD")
+        return cls(
+            target=_env("FRAUD_DBT_TARGET", "duckdb"),
+            pg_host=_env("FRAUD_WAREHOUSE_PG_HOST", "127.0.0.1"),
+            pg_port=int(_env("FRAUD_WAREHOUSE_PG_PORT", "5432")),
+            pg_user=_env("FRAUD_WAREHOUSE_PG_USER", "postgres"),
+            pg_password=SecretStr(password) if password else None,
+            pg_database=_env("FRAUD_WAREHOUSE_PG_DATABASE", "fraud"),
+            pg_schema=_env("FRAUD_WAREHOUSE_PG_SCHEMA", "analytics"),
+            pg_source_schema=_env("FRAUD_WAREHOUSE_PG_SOURCE_SCHEMA", "lake"),
+        )
+
+
 class PlatformSettings(BaseModel):
     """All platform settings, read from env once per process."""
 
@@ -142,6 +208,9 @@ class PlatformSettings(BaseModel):
     duckdb_path: Path
     tokenisation_key: SecretStr
     reporting_currency: str = "EUR"
+    spark: SparkSettings = Field(default_factory=SparkSettings.from_env)
+    lake_processing: LakeProcessingSettings = Field(default_factory=LakeProcessingSettings.from_env)
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings.from_env)
 
     @classmethod
     def from_env(cls) -> "PlatformSettings":

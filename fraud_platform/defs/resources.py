@@ -12,9 +12,13 @@ from typing import Optional
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
+from dagster_dbt import DbtCliResource
 
 from fraud_platform.infra.lake import LakeStore, lake_store_from_settings
-from fraud_platform.settings import KafkaSettings, LakeSettings, PlatformSettings, TopicNames
+from fraud_platform.ml.tracking import TrackingTarget
+from fraud_platform.settings import KafkaSettings, LakeSettings, PlatformSettings, SparkSettings, TopicNames
+from fraud_platform.settings import WarehouseSettings
+from fraud_platform import warehouse as wh
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -61,6 +65,105 @@ class KafkaResource(dg.ConfigurableResource):
         )
 
 
+class SparkResource(dg.ConfigurableResource):
+    """The batch Spark session. ``getOrCreate`` makes it one session per process (per run with the
+    in-process executor), shared by every Spark asset instead of one JVM per asset."""
+
+    master: str = "local[*]"
+    shuffle_partitions: int = 4
+    ui_enabled: bool = False
+    driver_memory: str = "2g"
+    python_executable: Optional[str] = None  # workers' interpreter; default: this process's venv python
+    app_name: str = "fraud-platform"
+
+    @classmethod
+    def from_settings(cls, settings: SparkSettings) -> "SparkResource":
+        return cls(**settings.model_dump())
+
+    def session(self):
+        import sys
+
+        from fraud_platform.infra.spark import build_spark_session
+
+        os.environ["PYSPARK_PYTHON"] = self.python_executable or sys.executable
+        os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+        conf = {
+            "spark.sql.shuffle.partitions": str(self.shuffle_partitions),
+            "spark.default.parallelism": str(self.shuffle_partitions),
+            "spark.ui.enabled": str(self.ui_enabled).lower(),
+            "spark.driver.memory": self.driver_memory,
+            "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+            "spark.ui.showConsoleProgress": "false",
+        }
+        return build_spark_session(self.app_name, master=self.master, conf=conf)
+
+
+class WarehouseDbtResource(DbtCliResource):
+    """dbt CLI for the warehouse project (dbt/). Every dbt subprocess gets the platform's resolved
+    settings as the env vars profiles.yml reads, so dbt and Python always agree on the DuckDB file,
+    the lake root and the Postgres server. Field names ``pg_*`` mirror ``WarehouseSettings``."""
+
+    duckdb_path: str
+    lake_root_uri: str
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_user: str = "postgres"
+    pg_password: Optional[str] = None
+    pg_database: str = "fraud"
+    pg_schema: str = "analytics"
+    pg_source_schema: str = "lake"
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> "WarehouseDbtResource":
+        pg = settings.warehouse.model_dump(exclude={"target", "pg_password"})
+        return cls(
+            project_dir=str(wh.DBT_PROJECT_DIR),
+            dbt_executable=wh.dbt_executable(),
+            target=settings.warehouse.target,
+            duckdb_path=str(settings.duckdb_path),
+            lake_root_uri=wh.lake_uri(settings.lake),
+            pg_password=dg.EnvVar("FRAUD_WAREHOUSE_PG_PASSWORD") if settings.warehouse.pg_password else None,
+            **pg,
+        )
+
+    def warehouse(self) -> WarehouseSettings:
+        fields = {k: v for k, v in self.model_dump().items() if k in WarehouseSettings.model_fields}
+        return WarehouseSettings(**{**fields, "target": self.target or "duckdb"})
+
+    def cli(self, args, **kwargs):  # type: ignore[override]
+        with wh.patched_environ(wh.dbt_env(self.warehouse(), self.duckdb_path, self.lake_root_uri)):
+            return super().cli(args, **kwargs)
+
+    def write_lock(self):
+        """DuckDB's single-writer lock (a no-op context for the Postgres target)."""
+        from contextlib import nullcontext
+
+        return wh.duckdb_write_lock(self.duckdb_path) if self.warehouse().target == "duckdb" else nullcontext()
+
+    def read_relation(self, name: str):
+        return wh.read_relation(name, self.warehouse(), self.duckdb_path)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking + model registry (SQLite under FRAUD_PLATFORM_HOME by default); the
+    experiment's artifact location is pinned to ``artifact_root``."""
+
+    tracking_uri: str
+    artifact_root: str
+    registry_uri: Optional[str] = None
+    experiment_name: str = "fraud_detection"
+    model_name: str = "fraud_detector"
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> "MlflowResource":
+        return cls(tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root,
+                   registry_uri=settings.mlflow_registry_uri, model_name=settings.model_name)
+
+    def target(self) -> TrackingTarget:
+        return TrackingTarget(self.tracking_uri, self.artifact_root, self.registry_uri, self.experiment_name,
+                              self.model_name)
+
+
 def platform_environment() -> str:
     return os.environ.get("FRAUD_PLATFORM_ENV", "local")
 
@@ -72,6 +175,9 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, objec
     kafka = settings.kafka
     resources: dict[str, object] = {
         "lake": LakeResource.from_settings(settings.lake),
+        "dbt": WarehouseDbtResource.from_settings(settings),
+        "spark": SparkResource.from_settings(settings.spark),
+        "mlflow": MlflowResource.from_settings(settings),
         "kafka": KafkaResource(
             bootstrap_servers=kafka.bootstrap_servers,
             security_protocol=kafka.security_protocol,

@@ -54,3 +54,51 @@ def plan_time_splits(available_days: Sequence[date], config: SplitConfig = Split
     train_len = config.train_days if config.train_days is not None else (train_end - days[0]).days + 1
     train = window(train_end, train_len) if train_end >= days[0] else None
     return TimeSplits(train, validation, test, config.delay_days)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One prequential fold: train on ``train`` days, validate on ``validation`` days, with
+    ``delay_days`` between them (labels of the last training days must be known at deployment)."""
+
+    train: tuple[date, date]
+    validation: tuple[date, date]
+
+    def as_dict(self) -> dict:
+        return {"train": [d.isoformat() for d in self.train], "validation": [d.isoformat() for d in self.validation]}
+
+
+def prequential_folds(
+    available_days: Sequence[date],
+    end: date,
+    *,
+    train_days: int | None,
+    validation_days: int,
+    delay_days: int,
+    n_folds: int,
+) -> list[Fold]:
+    """FDH prequential validation before ``end`` (inclusive): fold ``i`` validates on the
+    ``validation_days`` ending ``i * validation_days`` days before ``end`` and trains on the
+    ``train_days`` (None = every earlier day) ending ``delay_days`` before that. Folds without full data are skipped; the
+    most recent fold comes first."""
+    days = set(available_days)
+    folds = []
+    for i in range(n_folds):
+        val_end = end - timedelta(days=i * validation_days)
+        val_start = val_end - timedelta(days=validation_days - 1)
+        train_end = val_start - timedelta(days=delay_days + 1)
+        train_start = train_end - timedelta(days=train_days - 1) if train_days else min(days, default=train_end)
+        if train_start > train_end:
+            continue
+        span = [train_start + timedelta(days=j) for j in range((train_end - train_start).days + 1)]
+        span += [val_start + timedelta(days=j) for j in range(validation_days)]
+        if all(d in days for d in span):
+            folds.append(Fold((train_start, train_end), (val_start, val_end)))
+    return folds
+
+
+def day_range(window: tuple[date, date] | None) -> list[date]:
+    """Every day of an inclusive window (empty for None)."""
+    if window is None:
+        return []
+    return [window[0] + timedelta(days=i) for i in range((window[1] - window[0]).days + 1)]

@@ -8,7 +8,7 @@ Fetch response's high watermark); and topics must exist before consumers assign 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 from typing import Iterable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -75,14 +75,6 @@ def topic_partitions(settings: KafkaSettings, topic: str, timeout: float = 15.0)
     return sorted(metadata.partitions)
 
 
-@dataclass
-class FetchedMessage:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-
 
 def read_range(
     settings: KafkaSettings,
@@ -92,10 +84,12 @@ def read_range(
     idle_timeout: float = 5.0,
     batch_size: int = 20000,
 ) -> Iterable[tuple[list, dict[int, int]]]:
-    """Read ``topic`` from ``start_offsets`` to the current end of each partition.
+    """Read ``topic`` from ``start_offsets`` up to the end each partition had when we reached it.
 
     Yields (messages, next_offsets) chunks; next_offsets is the per-partition position after the
-    chunk. The end is detected by partition-EOF (Fetch high watermark), not ListOffsets.
+    chunk. The end is detected by partition-EOF (the Fetch response's high watermark), not by
+    ListOffsets, which under-reports on the embedded broker. A partition is done at its first EOF,
+    so a run lands a snapshot even while producers keep writing.
     """
     consumer = make_consumer(settings, group_id=f"fraud-platform-reader-{topic}")
     try:
@@ -103,23 +97,31 @@ def read_range(
         positions = dict(start_offsets)
         pending = set(start_offsets)
         seen = 0
+        idle_since = time.monotonic()
         while pending:
-            msgs = consumer.consume(batch_size, timeout=idle_timeout)
+            # A short timeout: consume() otherwise blocks until the batch is full.
+            msgs = consumer.consume(batch_size, timeout=0.2)
             if not msgs:
-                break  # nothing arrives and no EOF: treat as end (broker slow or partition idle)
+                if time.monotonic() - idle_since > idle_timeout:
+                    raise TimeoutError(
+                        f"no data and no end-of-partition from {topic} partitions {sorted(pending)} "
+                        f"for {idle_timeout}s; is the broker at {settings.resolved_bootstrap()} healthy?"
+                    )
+                continue
+            idle_since = time.monotonic()
             chunk = []
             for msg in msgs:
+                partition = msg.partition()
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
+                        pending.discard(partition)
                         continue
                     raise KafkaException(error)
-                if msg.partition() not in pending and msg.offset() < positions[msg.partition()]:
-                    continue
+                if partition not in pending:
+                    continue  # arrived after this partition's end was reached; next run lands it
                 chunk.append(msg)
-                positions[msg.partition()] = msg.offset() + 1
-                pending.add(msg.partition())
+                positions[partition] = msg.offset() + 1
             if chunk:
                 seen += len(chunk)
                 yield chunk, dict(positions)

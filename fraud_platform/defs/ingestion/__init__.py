@@ -1,5 +1,16 @@
-"""Dagster definitions for the ingestion domain."""
+"""Dagster definitions for the ingestion domain: Kafka → raw and quarantine zones."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from fraud_platform.defs.ingestion.assets import (
+    quarantined_labels,
+    quarantined_transactions,
+    raw_labels,
+    raw_transactions,
+    reconciliation_checks,
+)
+
+defs = dg.Definitions(
+    assets=[raw_transactions, raw_labels, quarantined_transactions, quarantined_labels],
+    asset_checks=reconciliation_checks,
+)

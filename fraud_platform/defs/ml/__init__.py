@@ -1,5 +1,10 @@
-"""Dagster definitions for the ml domain."""
+"""Dagster definitions for the ml domain: training, evaluation and champion promotion."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from fraud_platform.defs.ml.assets import ModelTrainingResource, champion_model, fraud_model, model_evaluation
+
+defs = dg.Definitions(
+    assets=[fraud_model, model_evaluation, champion_model],
+    resources={"ml_training": ModelTrainingResource()},
+)

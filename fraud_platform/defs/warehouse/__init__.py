@@ -1,5 +1,9 @@
-"""Dagster definitions for the warehouse domain."""
+"""Dagster definitions for the warehouse domain: the dbt project (dbt/) on DuckDB or Postgres."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from fraud_platform.defs.warehouse.assets import WAREHOUSE_POOL, warehouse_dbt_assets
+
+defs = dg.Definitions(assets=[warehouse_dbt_assets])
+
+__all__ = ["WAREHOUSE_POOL", "defs", "warehouse_dbt_assets"]

@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# One image for every Dagster process of the compose deployment (code-location gRPC server,
+# webserver, daemon, one-shot instance init) and for the Spark worker: PySpark needs the same
+# Python minor version and libraries on the executors as on the driver, so the worker runs
+# from this image too (see docs/deployment.md).
+#
+# Debian bookworm is pinned on purpose: it is the newest Debian that still ships OpenJDK 17,
+# the JVM that Spark 4 and the pinned pyspark are tested with.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \
+    && rm -rf /var/lib/apt/lists/* \
+    # A stable JAVA_HOME whatever the CPU architecture (amd64/arm64 JVM folders differ).
+    && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")" /opt/java
+
+ENV JAVA_HOME=/opt/java \
+    SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
+    PATH=/usr/local/lib/python3.11/site-packages/pyspark/bin:/usr/local/lib/python3.11/site-packages/pyspark/sbin:$PATH \
+    PYSPARK_PYTHON=/usr/local/bin/python \
+    PYSPARK_DRIVER_PYTHON=/usr/local/bin/python
+
+WORKDIR /opt/fraud_platform
+
+# Dependencies are pinned by constraints.txt (the same pins CI installs). The build context is
+# the repository root, filtered by .dockerignore.
+COPY . /opt/fraud_platform
+RUN pip install -c constraints.txt . \
+    && python -c "import fraud_platform, dagster, pyspark, dagster_postgres"
+
+# The Dagster instance (Postgres storage, queued runs, pools) and the gRPC workspace.
+ENV DAGSTER_HOME=/opt/dagster/dagster_home \
+    FRAUD_PLATFORM_ENV=docker \
+    FRAUD_PLATFORM_HOME=/var/lib/fraud_platform
+RUN mkdir -p "$DAGSTER_HOME/storage" /var/lib/fraud_platform \
+    && cp deploy/dagster.yaml "$DAGSTER_HOME/dagster.yaml" \
+    && cp deploy/workspace.docker.yaml /opt/dagster/workspace.yaml \
+    && useradd --create-home --uid 10001 fraud \
+    && chown -R fraud:fraud /opt/dagster /var/lib/fraud_platform
+
+USER fraud
+EXPOSE 3000 4000
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "fraud_platform.definitions", "--location-name", "fraud_platform"]

@@ -1,0 +1,77 @@
+"""Fresh-machine entry point; standard library only, so it runs before anything is installed.
+
+    python3.11 -m fraud_platform.bootstrap run    # venv + install + the main job end-to-end
+    python3.11 -m fraud_platform.bootstrap test   # venv + install + the whole test suite
+
+The venv lives in ./.venv and is (re)installed from pyproject.toml pinned by constraints.txt
+whenever either file changes, so every machine gets the same versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = ROOT / ".venv"
+STAMP = VENV / ".fraud-platform-install"
+
+
+def _bin(name: str) -> str:
+    return str(VENV / "bin" / name)
+
+
+def _check_prerequisites() -> None:
+    if sys.version_info[:2] != (3, 11):
+        sys.exit(f"error: Python 3.11 is required, this is {sys.version.split()[0]} (run it with python3.11)")
+    if shutil.which("java") is None:
+        sys.exit("error: Java 17 is required for Spark (no `java` on PATH)")
+
+
+def _install_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create ./.venv and install the project with its test extras, pinned by constraints.txt."""
+    _check_prerequisites()
+    if not (VENV / "bin" / "python").exists():
+        print("creating .venv", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    fingerprint = _install_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint:
+        return
+    print("installing fraud_platform and its pinned dependencies into .venv", flush=True)
+    subprocess.run([_bin("python"), "-m", "pip", "install", "-q", "--upgrade", "pip", "setuptools", "wheel"], check=True, cwd=ROOT)
+    subprocess.run(
+        [_bin("python"), "-m", "pip", "install", "-q", "-c", "constraints.txt", "-e", ".[test]"], check=True, cwd=ROOT
+    )
+    STAMP.write_text(fingerprint)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "test", "install"):
+        print(__doc__)
+        return 2
+    ensure_venv()
+    env = dict(os.environ, PYSPARK_PYTHON=_bin("python"), PYSPARK_DRIVER_PYTHON=_bin("python"))
+    if argv[0] == "install":
+        return 0
+    if argv[0] == "run":
+        command = [_bin("fraud-platform"), "run-local", *argv[1:]]
+    else:
+        command = [_bin("python"), "-m", "pytest", *argv[1:]]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

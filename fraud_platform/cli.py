@@ -1,0 +1,295 @@
+"""`fraud-platform`: operational commands for the embedded platform.
+
+    fraud-platform broker start|stop|status   manage the embedded Kafka-protocol broker
+    fraud-platform topics                     create the platform's topics (idempotent)
+    fraud-platform simulate ...               stream simulated transactions + delayed labels to Kafka
+    fraud-platform land ...                   land topics into the lake now (what the ingestion assets run)
+    fraud-platform import PATH ...            bring your own CSV/Parquet history through the same validation
+    fraud-platform run-local ...              the main job: broker → simulate → materialise every asset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from fraud_platform.settings import PlatformSettings, platform_home
+
+log = logging.getLogger("fraud_platform")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _rate(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/s)?\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"--rate expects messages per second like '2000/s', got {text!r}")
+    return float(match.group(1))
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in values or []:
+        if "=" not in item:
+            _fail(f"{flag} expects NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+# -- broker ---------------------------------------------------------------------------------------
+def cmd_broker(args: argparse.Namespace) -> None:
+    from fraud_platform.infra.broker import BrokerError, EmbeddedBroker
+
+    broker = EmbeddedBroker.default()
+    try:
+        if args.action == "start":
+            state = broker.start(port=args.port, durable=args.durable, storage=args.storage)
+            print(f"broker running at {state.address} (pid {state.pid}, storage {state.storage}); log: {state.log_file}")
+            if args.topics:
+                _create_topics()
+        elif args.action == "stop":
+            print("broker stopped" if broker.stop() else "broker was not running")
+        else:
+            status = broker.status()
+            print(json.dumps(status, indent=1))
+            if not status["running"]:
+                raise SystemExit(1)
+    except BrokerError as error:
+        _fail(str(error))
+
+
+def _create_topics() -> dict[str, int]:
+    from fraud_platform.infra.kafka import ensure_topics
+
+    created = ensure_topics(PlatformSettings.from_env().kafka)
+    for topic, partitions in created.items():
+        print(f"topic {topic}: {partitions} partition(s)")
+    return created
+
+
+def cmd_topics(args: argparse.Namespace) -> None:
+    _kafka_or_fail()
+    _create_topics()
+
+
+def _kafka_or_fail():
+    settings = PlatformSettings.from_env()
+    try:
+        settings.kafka.resolved_bootstrap()
+    except RuntimeError as error:
+        _fail(str(error))
+    return settings
+
+
+# -- simulate -------------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulator
+    from fraud_platform.infra.publish import publish_simulation
+
+    settings = _kafka_or_fail()
+    if args.start + timedelta(days=args.days) > datetime.now(timezone.utc).date() + timedelta(days=1):
+        print("warning: the window reaches into the future; events more than 1 h ahead are dead-lettered as future_timestamp", file=sys.stderr)
+    config = SimulationConfig.from_settings(
+        settings, args.start, args.days, n_customers=args.customers, n_terminals=args.terminals, seed=args.seed,
+        fraud_rate=args.fraud_rate, label_delay_days=args.label_delay_days,
+    )
+    report = publish_simulation(
+        settings.kafka, TransactionSimulator(config), rate=None if args.as_fast_as_possible else args.rate,
+        inject_invalid_rate=args.inject_invalid, seed=args.seed,
+    )
+    print(
+        f"produced {report.total} messages in {report.seconds:.1f}s ({report.rate:,.0f} msg/s): {report.produced}; "
+        f"expected valid transactions {report.expected_valid_transactions}; injected invalid {report.injected_invalid}"
+    )
+
+
+# -- land -----------------------------------------------------------------------------------------
+LAND_TARGETS = ("transactions", "labels", "quarantine-transactions", "quarantine-labels")
+
+
+def land(targets: list[str], settings: PlatformSettings | None = None) -> dict[str, object]:
+    """Run the landing engine for the given datasets (same code the ingestion assets run)."""
+    from fraud_platform.infra.landing import LandingEngine
+    from fraud_platform.infra.landing_specs import labels_spec, quarantine_spec, transactions_spec
+    from fraud_platform.infra.lake import lake_store_from_settings
+
+    settings = settings or PlatformSettings.from_env()
+    store = lake_store_from_settings(settings.lake)
+    topics = settings.kafka.topics
+    specs = {
+        "transactions": transactions_spec(topics),
+        "labels": labels_spec(topics),
+        "quarantine-transactions": quarantine_spec(topics, "transactions"),
+        "quarantine-labels": quarantine_spec(topics, "labels"),
+    }
+    results = {}
+    for target in targets:
+        result = LandingEngine(store, settings.kafka, specs[target]).land()
+        results[target] = result
+        print(
+            f"{target}: consumed {result.consumed} = {result.valid} landed + {result.dead_lettered} dead-lettered "
+            f"{result.rejections_by_rule or ''}"
+        )
+    return results
+
+
+def cmd_land(args: argparse.Namespace) -> None:
+    _kafka_or_fail()
+    land(list(LAND_TARGETS) if args.dataset == "all" else [args.dataset])
+
+
+# -- import ---------------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> None:
+    from fraud_platform.infra.publish import import_history
+
+    settings = _kafka_or_fail()
+    if not args.path.exists():
+        _fail(f"{args.path} does not exist")
+    try:
+        report = import_history(
+            settings.kafka, args.path, args.kind, column_map=_pairs(args.map, "--map"), constants=_pairs(args.set, "--set"),
+            assume_utc=not args.no_assume_utc, label_delay_days=args.label_delay_days,
+            tokenisation_key=settings.tokenisation_key.get_secret_value(),
+        )
+    except ValueError as error:
+        _fail(str(error))
+    print(f"produced {report.produced} from {args.path}")
+    if not args.no_land:
+        targets = ["transactions", "labels", "quarantine-transactions", "quarantine-labels"]
+        land(targets if args.kind == "transactions" else ["labels", "quarantine-labels"], settings)
+
+
+# -- run-local ------------------------------------------------------------------------------------
+def prepare_dagster_home() -> Path:
+    """DAGSTER_HOME under the platform home, with the local instance config (pools, SQLite)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or platform_home() / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    template = REPO_ROOT / "deploy" / "dagster.local.yaml"
+    if template.exists() and not (home / "dagster.yaml").exists():
+        shutil.copy(template, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def materialize_everything(start: date, end: date) -> None:
+    """Materialise every asset of the code location: daily-partitioned ones over [start, end]
+    in one run (their BackfillPolicy is single_run), then the unpartitioned ones."""
+    from fraud_platform.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    partitioned, unpartitioned = [], []
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        (partitioned if node.partitions_def is not None else unpartitioned).append(key.to_user_string())
+    dagster = str(Path(sys.executable).parent / "dagster")
+    base = [dagster, "asset", "materialize", "-m", "fraud_platform.definitions"]
+    steps = []
+    if partitioned:
+        steps.append(base + ["--select", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
+    if unpartitioned:
+        steps.append(base + ["--select", ",".join(sorted(unpartitioned))])
+    for command in steps:
+        print("$ " + " ".join(command[1:]), flush=True)
+        completed = subprocess.run(command, cwd=REPO_ROOT)
+        if completed.returncode != 0:
+            _fail(f"materialisation failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)
+
+
+def cmd_run_local(args: argparse.Namespace) -> None:
+    from fraud_platform.infra.broker import EmbeddedBroker
+
+    home = prepare_dagster_home()
+    state = EmbeddedBroker.default().start()
+    print(f"broker running at {state.address}")
+    _create_topics()
+    end = datetime.now(timezone.utc).date() - timedelta(days=1)
+    start = end - timedelta(days=args.days - 1)
+    cmd_simulate(argparse.Namespace(
+        start=start, days=args.days, customers=args.customers, terminals=args.terminals, seed=args.seed,
+        fraud_rate=None, label_delay_days=7, rate=None, as_fast_as_possible=True, inject_invalid=args.inject_invalid,
+    ))
+    materialize_everything(start, end)
+    print(
+        "\nDone. Browse lineage, runs and asset metadata with:\n"
+        f"  DAGSTER_HOME={home} FRAUD_PLATFORM_HOME={platform_home()} .venv/bin/dagster dev\n"
+        f"The lake is in {PlatformSettings.from_env().lake.root}; stop the broker with `.venv/bin/fraud-platform broker stop`."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fraud-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    broker = sub.add_parser("broker", help="start, stop or inspect the embedded Kafka-protocol broker (tansu)")
+    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("--port", type=int, help="listen port on 127.0.0.1 (default: a free port)")
+    broker.add_argument("--durable", action="store_true", help="persist messages to $FRAUD_PLATFORM_HOME/broker/data (tansu S3 engine via rclone)")
+    broker.add_argument("--storage", help="explicit tansu storage URL, e.g. postgres://… (default memory://tansu/)")
+    broker.add_argument("--no-topics", dest="topics", action="store_false", help="do not create the platform's topics on start")
+    broker.set_defaults(func=cmd_broker)
+
+    topics = sub.add_parser("topics", help="create the platform's topics with the configured partition count")
+    topics.set_defaults(func=cmd_topics)
+
+    sim = sub.add_parser("simulate", help="stream simulated transactions (and their delayed fraud labels) to Kafka")
+    sim.add_argument("--start", type=date.fromisoformat, required=True, help="first simulated day (YYYY-MM-DD)")
+    sim.add_argument("--days", type=int, default=1)
+    sim.add_argument("--customers", type=int, default=5000)
+    sim.add_argument("--terminals", type=int, default=10000)
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--fraud-rate", type=float, help="target share of fraudulent transactions (default: FDH scenario intensities, ~0.9%%)")
+    sim.add_argument("--label-delay-days", type=int, default=7, help="labels become known up to this many days after the transaction")
+    pace = sim.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=_rate, default=None, help="produce at this rate, e.g. 2000/s")
+    pace.add_argument("--as-fast-as-possible", action="store_true", help="no rate limit (the default when --rate is absent)")
+    sim.add_argument("--inject-invalid", type=float, default=0.0, help="fraction of transactions turned into invalid records of every class")
+    sim.set_defaults(func=cmd_simulate)
+
+    land_p = sub.add_parser("land", help="land topics into the lake now (exactly-once; what the ingestion assets do)")
+    land_p.add_argument("--dataset", choices=[*LAND_TARGETS, "all"], default="all")
+    land_p.set_defaults(func=cmd_land)
+
+    imp = sub.add_parser("import", help="import a CSV/Parquet history through the same validation and landing")
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--kind", choices=["transactions", "labels"], default="transactions")
+    imp.add_argument("--map", action="append", metavar="SRC=FIELD", help="rename a source column to an event field (repeatable); FDH names are mapped automatically")
+    imp.add_argument("--set", action="append", metavar="FIELD=VALUE", help="constant for a field the source lacks, e.g. currency=EUR (repeatable)")
+    imp.add_argument("--no-assume-utc", action="store_true", help="reject timestamps without an offset instead of reading them as UTC")
+    imp.add_argument("--label-delay-days", type=float, default=7.0, help="for transactions files with is_fraud: when the label became known")
+    imp.add_argument("--no-land", action="store_true", help="only produce to Kafka; landing happens on the next ingestion run")
+    imp.set_defaults(func=cmd_import)
+
+    run = sub.add_parser("run-local", help="the main job end-to-end on the embedded defaults")
+    run.add_argument("--days", type=int, default=30)
+    run.add_argument("--customers", type=int, default=2000)
+    run.add_argument("--terminals", type=int, default=4000)
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--inject-invalid", type=float, default=0.005)
+    run.set_defaults(func=cmd_run_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

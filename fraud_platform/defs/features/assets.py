@@ -1,0 +1,134 @@
+"""Feature assets: the online snapshot (``customer_features``, ``terminal_features``) and the
+training matrix (``transaction_features``), all computed by ``fraud_platform.domain.features`` from
+the sandbox zone, so training and the streaming scorer share one implementation."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+
+from fraud_platform.defs.owners import ML_ENGINEERING
+from fraud_platform.defs.resources import LakeResource
+from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot, compute_batch_features
+from fraud_platform.infra.lake import LakeStore
+from fraud_platform.reports import markdown_table
+
+SANDBOX_TRANSACTIONS = dg.AssetKey("sandbox_transactions")
+ONLINE_PREFIX = "features/online"
+LATEST_SNAPSHOT_KEY = f"{ONLINE_PREFIX}/_latest.json"
+MATRIX_DATASET = "transaction_features"
+# Columns the training matrix carries besides the features: ids, time, label and its known time.
+MATRIX_KEYS = ["transaction_id", "event_time", "event_date", "customer_key", "card_key", "terminal_id",
+               "is_fraud", "label_known_at"]
+
+
+def read_sandbox(store: LakeStore) -> tuple[pd.DataFrame, list[str]]:
+    """Every sandbox partition (features need the full history) and the partition dates read."""
+    days = store.partition_dates("sandbox", "transactions")
+    if not days:
+        raise dg.Failure("the sandbox zone is empty: materialise sandbox_transactions first")
+    keys = [k for day in days for k in store.parquet_keys("sandbox", "transactions", day)]
+    frame = store.read_parquet(keys).to_pandas()
+    return frame.sort_values("event_time", kind="stable").reset_index(drop=True), days
+
+
+def snapshot_prefix(version: str) -> str:
+    return f"{ONLINE_PREFIX}/version={version}"
+
+
+def _publish_snapshot(store: LakeStore, tables: tuple[str, ...]) -> tuple[FeatureSnapshot, dict, str]:
+    """Build the snapshot as of the end of the last sandbox day and write ``tables`` of it."""
+    frame, days = read_sandbox(store)
+    as_of = datetime.combine(pd.Timestamp(days[-1]).date() + timedelta(days=1), time(), timezone.utc)
+    snapshot = FeatureSnapshot.build(frame, as_of=as_of)
+    prefix = snapshot_prefix(snapshot.version)
+    manifest = snapshot.write(store, prefix, tables)
+    manifest = {**manifest, "key": prefix, "uri": store.uri(prefix), "source_partitions": [days[0], days[-1]]}
+    store.write_json(LATEST_SNAPSHOT_KEY, manifest)
+    return snapshot, manifest, prefix
+
+
+def _snapshot_metadata(manifest: dict, tables: dict[str, pd.DataFrame]) -> dict:
+    return {
+        "snapshot_version": manifest["version"],
+        "as_of": manifest["as_of"],
+        "lake_uri": manifest["uri"],
+        "source_partitions": " .. ".join(manifest["source_partitions"]),
+        "dagster/row_count": int(sum(len(t) for t in tables.values())),
+        **{f"rows_{name}": len(t) for name, t in tables.items()},
+    }
+
+
+_COMMON = dict(
+    group_name="features", owners=[ML_ENGINEERING], kinds={"pandas", "parquet"}, deps=[SANDBOX_TRANSACTIONS],
+)
+
+
+@dg.asset(
+    **_COMMON,
+    description="Online state per customer (daily spend buckets + open-day events, terminals seen) as of "
+                "the end of the sandbox; the streaming scorer's lookup snapshot (features/online/version=V).",
+)
+def customer_features(lake: LakeResource) -> dg.MaterializeResult:
+    store = lake.store()
+    snapshot, manifest, _ = _publish_snapshot(store, FeatureSnapshot.CUSTOMER_TABLES)
+    activity = snapshot.customer_activity
+    per_customer = activity.groupby("customer_key")["n"].sum()
+    return dg.MaterializeResult(metadata={
+        **_snapshot_metadata(manifest, {t: getattr(snapshot, t) for t in FeatureSnapshot.CUSTOMER_TABLES}),
+        "customers": int(per_customer.size),
+        "tx_per_customer_in_state": dg.MetadataValue.md(markdown_table(per_customer.describe().to_frame("n").T)),
+    })
+
+
+@dg.asset(
+    **_COMMON,
+    description="Online state per terminal (daily transaction buckets, fraud labels by known time) as of "
+                "the end of the sandbox; with customer_features, the scorer's snapshot.",
+)
+def terminal_features(lake: LakeResource) -> dg.MaterializeResult:
+    store = lake.store()
+    snapshot, manifest, _ = _publish_snapshot(store, FeatureSnapshot.TERMINAL_TABLES)
+    frauds = snapshot.terminal_frauds.groupby("terminal_id")["n"].sum().sort_values(ascending=False)
+    return dg.MaterializeResult(metadata={
+        **_snapshot_metadata(manifest, {t: getattr(snapshot, t) for t in FeatureSnapshot.TERMINAL_TABLES}),
+        "terminals": int(snapshot.terminal_activity["terminal_id"].nunique()),
+        "terminals_with_known_fraud": int(frauds.size),
+        "top_fraud_terminals": dg.MetadataValue.md(markdown_table(frauds.head(10).rename("known_frauds").reset_index())),
+    })
+
+
+def read_matrix(store: LakeStore) -> pd.DataFrame:
+    keys = store.parquet_keys("features", MATRIX_DATASET)
+    if not keys:
+        raise dg.Failure("no training matrix: materialise transaction_features first")
+    return store.read_parquet(keys).to_pandas()
+
+
+@dg.asset(
+    **_COMMON,
+    description="Training matrix: point-in-time features for every sandbox transaction plus its label "
+                "(features/transaction_features/date=D/).",
+)
+def transaction_features(lake: LakeResource) -> dg.MaterializeResult:
+    store = lake.store()
+    frame, days = read_sandbox(store)
+    features = compute_batch_features(frame)
+    matrix = pd.concat([frame[MATRIX_KEYS], features[FEATURE_COLUMNS]], axis=1)
+    store.delete_prefix(f"features/{MATRIX_DATASET}")
+    for day, part in matrix.groupby("event_date"):
+        store.write_parquet(f"features/{MATRIX_DATASET}/date={pd.Timestamp(day).date().isoformat()}/part-0.parquet",
+                            pa.Table.from_pandas(part, preserve_index=False))
+    stats = matrix[FEATURE_COLUMNS].describe().T[["mean", "std", "min", "max"]].reset_index(names="feature")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(matrix),
+        "partitions": len(days),
+        "first_partition": days[0],
+        "last_partition": days[-1],
+        "fraud_rate": float(matrix["is_fraud"].mean()),
+        "n_features": len(FEATURE_COLUMNS),
+        "feature_stats": dg.MetadataValue.md(markdown_table(stats, max_rows=len(stats))),
+    })

@@ -1,0 +1,177 @@
+"""Landing assets: Kafka topics → raw zone (validated) and dead-letter topics → quarantine zone.
+
+Kafka is not addressable by event date, so materialising any daily partition of ``raw_*`` lands
+everything the topic holds beyond the last committed manifest (see infra.landing for the
+exactly-once protocol) and reports the requested partitions. Other dates that received rows in the
+same run are recorded as runtime materializations, so the UI and sensors see every new partition.
+Re-materialising a partition is idempotent: nothing new is consumed twice.
+"""
+
+
+from typing import Callable
+
+import dagster as dg
+import pandas as pd
+
+from fraud_platform.defs.owners import DATA_ENGINEERING
+from fraud_platform.defs.partitions import daily_partitions
+from fraud_platform.defs.resources import KafkaResource, LakeResource
+from fraud_platform.infra.landing import LandingEngine, LandingResult, LandingSpec
+from fraud_platform.infra.landing_specs import labels_spec, quarantine_spec, transactions_spec
+from fraud_platform.infra.lake import LakeStore
+from fraud_platform.settings import TopicNames
+
+PREVIEW_ROWS = 5
+
+
+def _preview(store: LakeStore, spec: LandingSpec, day: str | None) -> str:
+    keys = store.parquet_keys(spec.zone, spec.dataset, day)[:1]
+    table = store.read_parquet(keys)
+    if table is None or table.num_rows == 0:
+        return "_no rows_"
+    frame = table.slice(0, PREVIEW_ROWS).to_pandas()
+    frame = frame[[c for c in frame.columns if not c.startswith("_") and c not in ("original_value", "original_key")]]
+    return frame.to_markdown(index=False) if hasattr(frame, "to_markdown") else frame.to_string()
+
+
+def _landing_metadata(result: LandingResult) -> dict[str, object]:
+    return {
+        "consumed_this_run": result.consumed,
+        "landed_this_run": result.valid,
+        "dead_lettered_this_run": result.dead_lettered,
+        "rejections_by_rule": dg.MetadataValue.json(result.rejections_by_rule),
+        "offset_ranges_this_run": dg.MetadataValue.json(result.ranges),
+        "batches_this_run": [b.batch_id for b in result.batches],
+        "orphan_files_removed": len(result.orphans_removed),
+    }
+
+
+def _partition_metadata(engine: LandingEngine, days: list[str]) -> dict[str, object]:
+    """Rows and the offset ranges that fed the given days, from the committed manifests."""
+    store, spec = engine.store, engine.spec
+    rows = {d: sum(store.read_parquet([k], columns=[spec.dedupe_columns[0]]).num_rows for k in store.parquet_keys(spec.zone, spec.dataset, d)) for d in days}
+    offsets = {
+        m.batch_id: m.ranges for m in engine.manifests() if any(d in m.rows_by_date for d in days)
+    }
+    return {
+        "dagster/row_count": sum(rows.values()),
+        "rows_by_date": dg.MetadataValue.json(rows),
+        "offset_ranges_by_batch": dg.MetadataValue.json(offsets),
+        "preview": dg.MetadataValue.md(_preview(store, spec, days[0])),
+        "path": dg.MetadataValue.path(store.uri(f"{spec.zone}/{spec.dataset}")),
+    }
+
+
+def landing_asset(
+    name: str,
+    spec_for: Callable[[TopicNames], LandingSpec],
+    description: str,
+    partitioned: bool,
+    deps: list[str] | None = None,
+) -> dg.AssetsDefinition:
+    """Build a landing asset: one implementation for raw and quarantine datasets."""
+
+    @dg.asset(
+        name=name,
+        group_name="ingestion",
+        description=description,
+        owners=[DATA_ENGINEERING],
+        kinds={"kafka", "parquet"},
+        partitions_def=daily_partitions if partitioned else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
+        pool="kafka_landing",
+        deps=deps,
+    )
+    def _landing(context: dg.AssetExecutionContext, lake: LakeResource, kafka: KafkaResource) -> dg.MaterializeResult:
+        settings = kafka.settings()
+        engine = LandingEngine(lake.store(), settings, spec_for(settings.topics))
+        result = engine.land()
+        context.log.info(
+            f"{name}: consumed {result.consumed} = {result.valid} landed + {result.dead_lettered} dead-lettered "
+            f"{result.rejections_by_rule}; offsets {result.ranges}; rows by date {result.rows_by_date}"
+        )
+        requested = context.partition_keys if partitioned else sorted(result.rows_by_date) or [None]
+        if partitioned:
+            for other in sorted(set(result.rows_by_date) - set(requested)):
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=context.asset_key, partition=other,
+                        description="Landed by a run for another partition (Kafka is read in offset order).",
+                        metadata={"dagster/row_count": result.rows_by_date[other], "landing_run": context.run_id},
+                    )
+                )
+        metadata = {**_landing_metadata(result), **_partition_metadata(engine, [d for d in requested if d] or engine.store.partition_dates(engine.spec.zone, engine.spec.dataset)[-1:] or [None])}
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _landing
+
+
+raw_transactions = landing_asset(
+    "raw_transactions",
+    transactions_spec,
+    "Card transactions from the `transactions` topic that passed schema and business validation, "
+    "landed exactly once as daily Parquet (raw/transactions/date=…) with Kafka lineage columns. "
+    "Rejected records go to `transactions.dlq` with their reason.",
+    partitioned=True,
+)
+raw_labels = landing_asset(
+    "raw_labels",
+    labels_spec,
+    "Fraud outcomes (chargebacks/confirmations) from the `labels` topic, partitioned by the date "
+    "they became known (raw/labels/date=…). They arrive days after the transaction, as in real card fraud.",
+    partitioned=True,
+)
+quarantined_transactions = landing_asset(
+    "quarantined_transactions",
+    lambda topics: quarantine_spec(topics, "transactions"),
+    "Every transaction rejected on ingestion (from `transactions.dlq`): original bytes, rule, field, "
+    "value, message and source offset. Nothing is dropped: consumed = landed + quarantined.",
+    partitioned=False,
+    deps=["raw_transactions"],
+)
+quarantined_labels = landing_asset(
+    "quarantined_labels",
+    lambda topics: quarantine_spec(topics, "labels"),
+    "Every label rejected on ingestion (from `labels.dlq`), with its reason and source offset.",
+    partitioned=False,
+    deps=["raw_labels"],
+)
+
+
+def _reconciliation_check(asset: dg.AssetsDefinition, spec_for: Callable[[TopicNames], LandingSpec]) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset,
+        name="offsets_reconcile",
+        description="Every consumed record is landed or dead-lettered exactly once: per committed batch "
+        "consumed = valid + dead-lettered, and batch offset ranges are contiguous with no overlap.",
+    )
+    def _check(lake: LakeResource, kafka: KafkaResource) -> dg.AssetCheckResult:
+        engine = LandingEngine(lake.store(), kafka.settings(), spec_for(kafka.settings().topics))
+        problems: list[str] = []
+        ends: dict[str, int] = {}
+        manifests = sorted(engine.manifests(), key=lambda m: m.batch_id)
+        for m in manifests:
+            if m.consumed != m.valid + m.dead_lettered:
+                problems.append(f"batch {m.batch_id}: consumed {m.consumed} != {m.valid} valid + {m.dead_lettered} dead-lettered")
+            for p, (start, end) in sorted(m.ranges.items()):
+                if p in ends and start != ends[p]:
+                    problems.append(f"batch {m.batch_id}: partition {p} starts at {start}, previous batch ended at {ends[p]}")
+                ends[p] = end
+        totals = {
+            "batches": len(manifests),
+            "consumed": sum(m.consumed for m in manifests),
+            "valid": sum(m.valid for m in manifests),
+            "dead_lettered": sum(m.dead_lettered for m in manifests),
+        }
+        return dg.AssetCheckResult(
+            passed=not problems,
+            metadata={**totals, "end_offsets": dg.MetadataValue.json(ends), "problems": dg.MetadataValue.json(problems[:20])},
+        )
+
+    return _check
+
+
+reconciliation_checks = [
+    _reconciliation_check(raw_transactions, transactions_spec),
+    _reconciliation_check(raw_labels, labels_spec),
+]

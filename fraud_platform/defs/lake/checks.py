@@ -1,0 +1,68 @@
+"""Great Expectations suites (``fraud_platform.quality``) wired as Dagster asset checks.
+
+Checks on processed and sandbox are blocking: they guard training inputs, so a failing partition
+stops downstream assets in the same run. Raw checks report without blocking (raw keeps re-deliveries
+by design and is owned by ingestion). One factory, so every check reports failures the same way.
+"""
+
+
+from datetime import date
+
+import dagster as dg
+
+from fraud_platform.defs.partitions import daily_partitions
+from fraud_platform.defs.resources import LakeResource
+from fraud_platform.quality import DATASETS, QualityBounds
+from fraud_platform.quality.runner import validate_partitions
+from fraud_platform.settings import LakeProcessingSettings
+
+
+def quality_bounds() -> QualityBounds:
+    settings = LakeProcessingSettings.from_env()
+    return QualityBounds(settings.fraud_rate_min, settings.fraud_rate_max, settings.row_count_tolerance)
+
+
+def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition:
+    """A check running ``dataset``'s GX suite on every partition of the run."""
+    suite = DATASETS[dataset]
+
+    @dg.asset_check(
+        asset=dg.AssetKey(dataset),
+        name="gx_suite",
+        blocking=blocking,
+        partitions_def=daily_partitions,
+        description=(
+            f"GX suite on {suite.zone}/{suite.dataset}: contract columns/types/nullability, value sets, ranges, "
+            "times within the partition, row count vs previous partition"
+            + (", unique transaction_id" if suite.zone != "raw" else "")
+            + ("; fraud rate bounds" if dataset == "sandbox_transactions" else "")
+            + (" (blocking: guards training inputs)." if blocking else ".")
+        ),
+    )
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        days = [date.fromisoformat(key) for key in context.partition_keys]
+        outcomes = validate_partitions(lake.store(), suite, days, quality_bounds())
+        failed = [o for o in outcomes if not o.success]
+        failures = {
+            f"{o.day.isoformat()}": [f.__dict__ for f in o.failures] for o in failed
+        }
+        summary = "; ".join(f"{o.day}: " + ", ".join(f.describe() for f in o.failures[:3]) for o in failed[:3])
+        return dg.AssetCheckResult(
+            passed=not failed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=summary or f"{len(outcomes)} partitions passed",
+            metadata={
+                "partitions_checked": len(outcomes),
+                "partitions_failed": [o.day.isoformat() for o in failed],
+                "rows_checked": sum(o.rows for o in outcomes),
+                "expectations_evaluated": sum(o.evaluated for o in outcomes),
+                "failures": dg.MetadataValue.json(failures),
+                "failing_transaction_ids": sorted({t for o in failed for f in o.failures for t in f.transaction_ids})[:50],
+            },
+        )
+
+    return _check
+
+
+RAW_CHECKS = [gx_partition_check("raw_transactions", blocking=False), gx_partition_check("raw_labels", blocking=False)]
+LAKE_CHECKS = [gx_partition_check("processed_transactions", blocking=True), gx_partition_check("sandbox_transactions", blocking=True)]

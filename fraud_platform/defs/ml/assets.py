@@ -1,0 +1,209 @@
+"""ML assets: ``fraud_model`` (search + train, tracked in MLflow), ``model_evaluation`` (held-out
+test window, compared with the champion on the same rows) and ``champion_model`` (register, gate,
+promote or park as challenger). The logic lives in ``fraud_platform.ml``; these wrap it."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from fraud_platform.defs.features.assets import LATEST_SNAPSHOT_KEY, read_matrix
+from fraud_platform.defs.owners import ML_ENGINEERING
+from fraud_platform.defs.resources import LakeResource, MlflowResource
+from fraud_platform.domain.splits import SplitConfig
+from fraud_platform.ml import registry
+from fraud_platform.ml.evaluation import EvaluationConfig, evaluate_model, log_evaluation, test_rows
+from fraud_platform.ml.training import DEFAULT_SEARCH_SPACE, TrainingConfig, model_input, train_model
+from fraud_platform.reports import markdown_table
+
+
+class ModelTrainingResource(dg.ConfigurableResource):
+    """Knobs for training, evaluation and promotion (defaults: FDH protocol, 90 s search budget)."""
+
+    train_days: int = 7
+    validation_days: int = 7
+    delay_days: int = 7
+    test_days: int = 7
+    n_folds: int = 2
+    variants: list[str] = ["smote", "class_weight", "none"]
+    n_candidates: int = 4
+    budget_seconds: float = 90.0
+    n_estimators: list[int] = DEFAULT_SEARCH_SPACE["n_estimators"]
+    max_depth: list[int] = DEFAULT_SEARCH_SPACE["max_depth"]
+    learning_rate: list[float] = DEFAULT_SEARCH_SPACE["learning_rate"]
+    smote_ratio: float = 0.1
+    seed: int = 42
+    daily_alert_budget: int = 100
+    top_k: int = 100
+    promotion_metric: str = "average_precision"
+    promotion_margin: float = 0.0
+    max_latency_ms_per_1k: float = 1000.0
+
+    def training_config(self) -> TrainingConfig:
+        space = {**DEFAULT_SEARCH_SPACE, "n_estimators": self.n_estimators, "max_depth": self.max_depth,
+                 "learning_rate": self.learning_rate}
+        return TrainingConfig(
+            split=SplitConfig(self.train_days, self.validation_days, self.delay_days, self.test_days),
+            n_folds=self.n_folds, variants=tuple(self.variants), search_space=space,
+            n_candidates=self.n_candidates, budget_seconds=self.budget_seconds, smote_ratio=self.smote_ratio,
+            seed=self.seed,
+        )
+
+    def evaluation_config(self) -> EvaluationConfig:
+        return EvaluationConfig(daily_alert_budget=self.daily_alert_budget, top_k=self.top_k)
+
+    def promotion_policy(self) -> registry.PromotionPolicy:
+        return registry.PromotionPolicy(metric=self.promotion_metric, min_improvement=self.promotion_margin,
+                                        max_latency_ms_per_1k=self.max_latency_ms_per_1k)
+
+
+_COMMON = dict(group_name="ml", owners=[ML_ENGINEERING])
+
+
+def _window(value: list[str]) -> tuple[date, date]:
+    return date.fromisoformat(value[0]), date.fromisoformat(value[1])
+
+
+@dg.asset(
+    **_COMMON, kinds={"xgboost", "mlflow"}, deps=[dg.AssetKey("transaction_features")],
+    description="XGBoost with SMOTE vs class weighting vs none, chosen by a budgeted search over "
+                "prequential folds with the label delay; every trial and the final model tracked in MLflow.",
+)
+def fraud_model(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
+                ml_training: ModelTrainingResource) -> dg.Output[dict]:
+    matrix = read_matrix(lake.store())
+    mlflow.target().activate()
+    partitions = sorted(pd.to_datetime(matrix["event_date"]).dt.date.astype(str).unique())
+    result = train_model(
+        matrix, ml_training.training_config(), source_partitions=partitions,
+        tags={"dagster.run_id": context.run.run_id, "dagster.asset": "fraud_model"},
+    )
+    value = {
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "variant": result.variant,
+        "params": result.params,
+        "validation_ap": result.validation_ap,
+        "features": result.features,
+        "test_window": [d.isoformat() for d in result.plan.splits.test],
+        "train_window": [d.isoformat() for d in result.plan.final_train],
+        "train_partitions": result.train_partitions,
+    }
+    return dg.Output(value, metadata={
+        "mlflow_run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "variant": result.variant,
+        "validation_ap": float(result.validation_ap),
+        "train_rows": result.train_rows,
+        "train_frauds": result.train_frauds,
+        "train_seconds": float(result.train_seconds),
+        "train_window": " .. ".join(value["train_window"]),
+        "test_window": " .. ".join(value["test_window"]),
+        "variants": dg.MetadataValue.md(markdown_table(result.variants)),
+        "search": dg.MetadataValue.md(markdown_table(result.trials, max_rows=50)),
+        "plan": dg.MetadataValue.json(result.plan.as_dict()),
+    })
+
+
+def _champion(client, model_name: str, features_available: set[str]) -> tuple[registry.ChampionInfo | None, Any]:
+    """Current champion and its model, if its features can be computed on this matrix."""
+    info = registry.load_champion(client, model_name)
+    if info is None or not set(info.features) <= features_available:
+        return info, None
+    return info, registry.load_model(info)
+
+
+@dg.asset(
+    **_COMMON, kinds={"mlflow"}, deps=[dg.AssetKey("transaction_features")],
+    description="Held-out test window (known-compromised cards removed): AUC, AP, CP@100 per day, "
+                "threshold for the daily alert budget, curves, calibration, importance; vs the champion.",
+)
+def model_evaluation(lake: LakeResource, mlflow: MlflowResource, ml_training: ModelTrainingResource,
+                     fraud_model: dict) -> dg.Output[dict]:
+    import mlflow as mlflow_lib
+
+    target = mlflow.target()
+    target.activate()
+    client = target.client()
+    matrix = read_matrix(lake.store())
+    model = mlflow_lib.sklearn.load_model(fraud_model["model_uri"])
+    info, champ_model = _champion(client, target.model_name, set(matrix.columns))
+    champion = (info.version, champ_model, info.features) if champ_model is not None else None
+    evaluation = evaluate_model(model, fraud_model["features"], matrix, _window(fraud_model["test_window"]),
+                                ml_training.evaluation_config(), champion=champion)
+    log_evaluation(client, fraud_model["run_id"], evaluation)
+    value = {
+        "metrics": evaluation.metrics,
+        "champion_version": info.version if info else None,
+        "champion_metrics": evaluation.champion.metrics if evaluation.champion else None,
+        "champion_comparable": info is None or champ_model is not None,
+        "test_window": fraud_model["test_window"],
+    }
+    m = evaluation.metrics
+    return dg.Output(value, metadata={
+        "report": dg.MetadataValue.md(evaluation.markdown),
+        **{k: float(m[k]) for k in ("auc_roc", "average_precision", "card_precision_at_k", "precision", "recall",
+                                     "f1", "threshold")},
+        "test_rows": evaluation.test_rows,
+        "removed_known_compromised": evaluation.removed_known_compromised,
+        "champion_version": info.version if info else "none",
+        "vs_champion": dg.MetadataValue.md(markdown_table(evaluation.comparison)),
+    })
+
+
+@dg.asset(
+    **_COMMON, kinds={"mlflow"},
+    description="Registers the trained version and moves the `champion` alias to it only if it beats the "
+                "current champion on the same test rows by the margin and passes the sanity gates; "
+                "otherwise aliases it `challenger` with the reason. Tags carry what the scorer needs.",
+)
+def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: ModelTrainingResource,
+                   fraud_model: dict, model_evaluation: dict) -> dg.Output[dict]:
+    import mlflow as mlflow_lib
+
+    target = mlflow.target()
+    target.activate()
+    client = target.client()
+    store = lake.store()
+    policy = ml_training.promotion_policy()
+    matrix = read_matrix(store)
+    test, _ = test_rows(matrix, _window(fraud_model["test_window"]))
+    model = mlflow_lib.sklearn.load_model(fraud_model["model_uri"])
+    gates = registry.sanity_gates(model, model_input(test, fraud_model["features"]), policy)
+
+    current = registry.load_champion(client, target.model_name)
+    if current is not None and current.version != model_evaluation["champion_version"]:
+        decision = registry.Decision(False, f"champion changed to v{current.version} after evaluation; re-evaluate")
+    elif not model_evaluation["champion_comparable"]:
+        decision = registry.Decision(False, "champion's features are not in the current matrix; compare manually")
+    else:
+        decision = registry.decide(model_evaluation["metrics"], model_evaluation["champion_metrics"], gates, policy)
+
+    snapshot = store.read_json(LATEST_SNAPSHOT_KEY) if store.exists(LATEST_SNAPSHOT_KEY) else {}
+    tags = registry.publish_tags(
+        model_evaluation["metrics"], features=fraud_model["features"],
+        threshold=model_evaluation["metrics"]["threshold"], snapshot_uri=snapshot.get("uri"),
+        snapshot_key=snapshot.get("key"), snapshot_version=snapshot.get("version"),
+        test_window="/".join(fraud_model["test_window"]),
+    )
+    version = registry.register_version(client, target.model_name, fraud_model["model_uri"], fraud_model["run_id"],
+                                        {**tags, "fraud.variant": fraud_model["variant"]})
+    alias = registry.apply_decision(client, target.model_name, version, decision)
+    champion = registry.load_champion(client, target.model_name)
+    value = {"version": version, "alias": alias, "promoted": decision.promote, "reason": decision.reason,
+             "champion_version": champion.version if champion else None}
+    return dg.Output(value, metadata={
+        "model_name": target.model_name,
+        "version": version,
+        "alias": alias,
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "champion_version": value["champion_version"] or "none",
+        "gate_failures": ", ".join(gates.failures) or "none",
+        "latency_ms_per_1k": float(gates.latency_ms_per_1k),
+        "score_mean": float(gates.score_mean),
+        "snapshot_version": snapshot.get("version", "none"),
+    })

@@ -1,0 +1,95 @@
+"""The datasets the platform lands from Kafka: validated transactions and labels into the raw
+zone, and dead letters into the quarantine zone. One place that ties topic, validator, schema,
+partition date and duplicate identity together."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fraud_platform.domain.schema import (
+    LABEL_FIELDS,
+    QUARANTINE_SCHEMA,
+    RAW_LABELS_SCHEMA,
+    RAW_TRANSACTIONS_SCHEMA,
+    TRANSACTION_FIELDS,
+)
+from fraud_platform.domain.validation import LabelValidator, Rejection, TransactionValidator
+from fraud_platform.infra.dead_letters import parse_dead_letter_headers
+from fraud_platform.infra.landing import Decoded, LandingSpec
+from fraud_platform.settings import TopicNames
+
+
+def _decode_transaction(validator: TransactionValidator):
+    def decode(msg) -> Decoded | Rejection:
+        event = validator.parse(msg.value())
+        if isinstance(event, Rejection):
+            return event
+        row = {name: getattr(event, name) for name in TRANSACTION_FIELDS}
+        row["amount"] = float(event.amount)
+        return Decoded(row, event.event_time.date(), (event.transaction_id,))
+
+    return decode
+
+
+def _decode_label(validator: LabelValidator):
+    def decode(msg) -> Decoded | Rejection:
+        event = validator.parse(msg.value())
+        if isinstance(event, Rejection):
+            return event
+        row = {name: getattr(event, name) for name in LABEL_FIELDS}
+        return Decoded(row, event.known_at.date(), (event.transaction_id, event.label_type))
+
+    return decode
+
+
+def _decode_dead_letter(msg) -> Decoded:
+    """Dead letters are never rejected again: a record without our headers is kept as 'unknown'."""
+    headers = parse_dead_letter_headers(msg.headers())
+    try:
+        failed_at = datetime.fromisoformat(headers["failed_at"])
+    except (KeyError, ValueError):
+        failed_at = datetime.fromtimestamp(msg.timestamp()[1] / 1000, tz=timezone.utc)
+    source = (
+        headers.get("source.topic", msg.topic()),
+        int(headers.get("source.partition", msg.partition())),
+        int(headers.get("source.offset", msg.offset())),
+    )
+    row = {
+        "source_topic": source[0],
+        "source_partition": source[1],
+        "source_offset": source[2],
+        "rule": headers.get("error.rule", "unknown"),
+        "field": headers.get("error.field") or None,
+        "value": headers.get("error.value") or None,
+        "message": headers.get("error.message", "dead letter without error headers"),
+        "original_value": msg.value(),
+        "original_key": msg.key(),
+        "dead_lettered_at": failed_at,
+    }
+    return Decoded(row, failed_at.date(), source)
+
+
+def transactions_spec(topics: TopicNames) -> LandingSpec:
+    return LandingSpec(
+        name="raw_transactions", topic=topics.transactions, dlq_topic=topics.transactions_dlq,
+        zone="raw", dataset="transactions", schema=RAW_TRANSACTIONS_SCHEMA,
+        decode=_decode_transaction(TransactionValidator()), dedupe_columns=("transaction_id",),
+    )
+
+
+def labels_spec(topics: TopicNames) -> LandingSpec:
+    return LandingSpec(
+        name="raw_labels", topic=topics.labels, dlq_topic=topics.labels_dlq,
+        zone="raw", dataset="labels", schema=RAW_LABELS_SCHEMA,
+        decode=_decode_label(LabelValidator()), dedupe_columns=("transaction_id", "label_type"),
+    )
+
+
+def quarantine_spec(topics: TopicNames, source: str = "transactions") -> LandingSpec:
+    """Dead letters of ``source`` ('transactions' or 'labels') into quarantine/<source>/."""
+    dlq = topics.transactions_dlq if source == "transactions" else topics.labels_dlq
+    return LandingSpec(
+        name=f"quarantined_{source}", topic=dlq, dlq_topic=None,
+        zone="quarantine", dataset=source, schema=QUARANTINE_SCHEMA,
+        decode=_decode_dead_letter, dedupe_columns=("source_topic", "source_partition", "source_offset"),
+    )

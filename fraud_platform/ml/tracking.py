@@ -1,0 +1,56 @@
+"""MLflow plumbing shared by training, evaluation, the registry asset and the benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # mlflow is imported lazily: resources.py imports this module at load time
+    from mlflow import MlflowClient
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where runs and models go. The experiment is created with an explicit artifact location so
+    artifacts land under the platform home (a SQLite store would otherwise use ./mlruns)."""
+
+    tracking_uri: str
+    artifact_root: str
+    registry_uri: str | None = None
+    experiment_name: str = "fraud_detection"
+    model_name: str = "fraud_detector"
+
+    def activate(self) -> str:
+        """Point the mlflow fluent API here and return the experiment id (created if missing)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            location = f"{self.artifact_root.rstrip('/')}/{self.experiment_name}"
+            experiment_id = client.create_experiment(self.experiment_name, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
+
+    def client(self) -> "MlflowClient":
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """HEAD commit of the source tree, if it is a git checkout (read-only git call)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,172 @@
+"""Expectation suites per lake dataset, derived from the pyarrow contracts in ``domain.schema`` so
+a contract change updates its checks. Each suite is built per partition (its day bounds the event
+times; the previous partition's size bounds the row count)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Callable
+
+import great_expectations.expectations as gxe
+import pandas as pd
+import pyarrow as pa
+
+from fraud_platform.domain.schema import (
+    CHANNELS,
+    COUNTRIES,
+    CURRENCIES,
+    FX_TO_EUR,
+    LABEL_TYPES,
+    MAX_AMOUNT_EUR,
+    PROCESSED_TRANSACTIONS_SCHEMA,
+    RAW_LABELS_SCHEMA,
+    RAW_TRANSACTIONS_SCHEMA,
+    SANDBOX_TRANSACTIONS_SCHEMA,
+)
+
+# How GX's pandas engine names a column's type once the partition is loaded by ``runner``.
+_GX_TYPE = {
+    pa.string(): "str",
+    pa.float64(): "float64",
+    pa.int32(): "int32",
+    pa.int64(): "int64",
+    pa.bool_(): "bool",
+    pa.date32(): "date",
+}
+SPLIT_NAMES = ("train", "validation", "test", "excluded")
+# Largest plausible raw amount in any local currency (the EUR cap in the weakest currency).
+MAX_RAW_AMOUNT = MAX_AMOUNT_EUR / min(FX_TO_EUR.values())
+
+
+@dataclass(frozen=True)
+class QualityBounds:
+    fraud_rate_min: float = 0.0
+    fraud_rate_max: float = 0.05
+    row_count_tolerance: float = 0.5
+
+
+@dataclass(frozen=True)
+class PartitionContext:
+    day: date
+    previous_row_count: int | None = None
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return pd.Timestamp(datetime.combine(self.day, time(), tzinfo=timezone.utc))
+
+    @property
+    def last_instant(self) -> pd.Timestamp:
+        return self.start + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+
+
+def _gx_type(arrow_type: pa.DataType) -> str:
+    return "Timestamp" if pa.types.is_timestamp(arrow_type) else _GX_TYPE[arrow_type]
+
+
+def contract_expectations(contract: pa.Schema) -> list:
+    """Exact column list and order, each column's type, and non-null for required columns."""
+    out: list = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=contract.names)]
+    out += [gxe.ExpectColumnValuesToBeOfType(column=f.name, type_=_gx_type(f.type)) for f in contract]
+    out += [gxe.ExpectColumnValuesToNotBeNull(column=f.name) for f in contract if not f.nullable]
+    return out
+
+
+def _within_day(column: str, ctx: PartitionContext) -> gxe.Expectation:
+    return gxe.ExpectColumnValuesToBeBetween(column=column, min_value=ctx.start, max_value=ctx.last_instant)
+
+
+def _row_count(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    if not ctx.previous_row_count:
+        return []
+    prev = ctx.previous_row_count
+    return [gxe.ExpectTableRowCountToBeBetween(
+        min_value=int(prev * (1 - bounds.row_count_tolerance)), max_value=int(prev * (1 + bounds.row_count_tolerance)) + 1
+    )]
+
+
+def _transaction_values() -> list:
+    return [
+        gxe.ExpectColumnValuesToBeInSet(column="currency", value_set=sorted(CURRENCIES)),
+        gxe.ExpectColumnValuesToBeInSet(column="channel", value_set=list(CHANNELS)),
+        gxe.ExpectColumnValuesToBeInSet(column="country", value_set=sorted(COUNTRIES)),
+    ]
+
+
+def raw_transactions_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [
+        *contract_expectations(RAW_TRANSACTIONS_SCHEMA),
+        *_transaction_values(),
+        gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0, strict_min=True, max_value=MAX_RAW_AMOUNT),
+        _within_day("event_time", ctx),
+        *_row_count(ctx, bounds),
+    ]
+
+
+def raw_labels_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [
+        *contract_expectations(RAW_LABELS_SCHEMA),
+        gxe.ExpectColumnValuesToBeInSet(column="label_type", value_set=list(LABEL_TYPES)),
+        gxe.ExpectColumnValuesToBeInSet(column="fraud_scenario", value_set=[1, 2, 3]),
+        _within_day("known_at", ctx),
+    ]
+
+
+def _curated_transactions(contract: pa.Schema, ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [
+        *contract_expectations(contract),
+        *_transaction_values(),
+        gxe.ExpectColumnValuesToBeUnique(column="transaction_id"),
+        gxe.ExpectColumnValuesToBeBetween(column="amount_eur", min_value=0, strict_min=True, max_value=MAX_AMOUNT_EUR),
+        gxe.ExpectColumnValuesToBeBetween(column="hour", min_value=0, max_value=23),
+        gxe.ExpectColumnValuesToBeBetween(column="day_of_week", min_value=0, max_value=6),
+        gxe.ExpectColumnValuesToBeInSet(column="is_fraud", value_set=[0, 1]),
+        gxe.ExpectColumnValuesToBeInSet(column="event_date", value_set=[ctx.day]),
+        _within_day("event_time", ctx),
+        # A label can never be known before the transaction happened.
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="label_known_at", column_B="event_time", or_equal=True, ignore_row_if="either_value_is_missing"
+        ),
+        *_row_count(ctx, bounds),
+    ]
+
+
+def processed_transactions_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return _curated_transactions(PROCESSED_TRANSACTIONS_SCHEMA, ctx, bounds)
+
+
+def sandbox_transactions_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [
+        *_curated_transactions(SANDBOX_TRANSACTIONS_SCHEMA, ctx, bounds),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLIT_NAMES)),
+        gxe.ExpectColumnMeanToBeBetween(column="is_fraud", min_value=bounds.fraud_rate_min, max_value=bounds.fraud_rate_max),
+        # The sandbox's promise: every label it carries was known before the partition matured.
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="matured_at", column_B="label_known_at", ignore_row_if="either_value_is_missing"
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class DatasetSuite:
+    name: str
+    zone: str
+    dataset: str
+    contract: pa.Schema
+    build: Callable[[PartitionContext, QualityBounds], list]
+    id_column: str = "transaction_id"
+
+
+DATASETS: dict[str, DatasetSuite] = {
+    s.name: s
+    for s in (
+        DatasetSuite("raw_transactions", "raw", "transactions", RAW_TRANSACTIONS_SCHEMA, raw_transactions_suite),
+        DatasetSuite("raw_labels", "raw", "labels", RAW_LABELS_SCHEMA, raw_labels_suite),
+        DatasetSuite("processed_transactions", "processed", "transactions", PROCESSED_TRANSACTIONS_SCHEMA, processed_transactions_suite),
+        DatasetSuite("sandbox_transactions", "sandbox", "transactions", SANDBOX_TRANSACTIONS_SCHEMA, sandbox_transactions_suite),
+    )
+}
+
+
+def previous_day(day: date) -> date:
+    return day - timedelta(days=1)

@@ -1,0 +1,186 @@
+"""Real parts for the streaming tests: the embedded broker, a SQLite MLflow registry holding small
+real models, a throwaway PostgreSQL database, and per-test topics/lake/checkpoint via env vars."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_platform.domain.features import FEATURE_COLUMNS
+
+PG_ADMIN_DSN = os.environ.get("FRAUD_TEST_POSTGRES_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+MODEL_NAME = "fraud_detector_stream_test"
+
+
+@pytest.fixture(scope="session")
+def broker(platform_home):
+    from fraud_platform.infra.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker.default()
+    embedded.start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture()
+def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker) -> dict[str, str]:
+    """Unique topics, lake, checkpoint and DuckDB file for one test (exported as env vars)."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "FRAUD_TOPIC_TRANSACTIONS": f"tx-{suffix}",
+        "FRAUD_TOPIC_TRANSACTIONS_DLQ": f"tx-{suffix}.dlq",
+        "FRAUD_TOPIC_PREDICTIONS": f"pred-{suffix}",
+        "FRAUD_TOPIC_PARTITIONS": "2",
+        "FRAUD_LAKE_ROOT": str(tmp_path / "lake"),
+        "FRAUD_STREAM_CHECKPOINT": str(tmp_path / "checkpoint"),
+        "FRAUD_STREAM_ALERTS_DUCKDB_PATH": str(tmp_path / "alerts.duckdb"),
+        "FRAUD_STREAM_METRICS_PORT": "0",
+        "FRAUD_STREAM_BLOCK_THRESHOLD": "0.9",
+        "FRAUD_STREAM_REVIEW_THRESHOLD": "0.5",
+        "FRAUD_MODEL_NAME": MODEL_NAME,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("FRAUD_ALERTS_POSTGRES_DSN", raising=False)
+    from fraud_platform.infra.kafka import ensure_topics
+    from fraud_platform.settings import KafkaSettings
+
+    ensure_topics(KafkaSettings.from_env(), [env["FRAUD_TOPIC_TRANSACTIONS"], env["FRAUD_TOPIC_TRANSACTIONS_DLQ"], env["FRAUD_TOPIC_PREDICTIONS"]])
+    return env
+
+
+# -- a real MLflow registry with two real models ------------------------------------------------
+def _training_frame(n: int = 2000, seed: int = 7) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.random((n, len(FEATURE_COLUMNS))), columns=FEATURE_COLUMNS)
+    X["amount_eur"] = rng.gamma(2.0, 60.0, n)
+    y = (X["amount_eur"] > 220).astype(int).to_numpy()  # FDH scenario 1: large amounts are fraud
+    return X, y
+
+
+class Registry:
+    """SQLite MLflow registry with version 1 (logistic regression) and 2 (xgboost) of one model."""
+
+    def __init__(self, root: Path) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.artifact_root = (root / "artifacts").as_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri, self.tracking_uri)
+        experiment = self.client.create_experiment("stream-tests", artifact_location=self.artifact_root)
+        X, y = _training_frame()
+        from sklearn.linear_model import LogisticRegression
+        from xgboost import XGBClassifier
+
+        models = [
+            ("sklearn", LogisticRegression(max_iter=500).fit(X, y)),
+            ("xgboost", XGBClassifier(n_estimators=20, max_depth=3).fit(X, y)),
+        ]
+        for flavor, model in models:
+            with mlflow.start_run(experiment_id=experiment):
+                getattr(mlflow, flavor).log_model(model, name="model", registered_model_name=MODEL_NAME, input_example=X.head(2))
+        for version in ("1", "2"):
+            self.client.set_model_version_tag(MODEL_NAME, version, "threshold", "0.5")
+            self.client.set_model_version_tag(MODEL_NAME, version, "features", json.dumps(FEATURE_COLUMNS))
+        self.promote("1")
+
+    def promote(self, version: str) -> None:
+        self.client.set_registered_model_alias(MODEL_NAME, "champion", version)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> Registry:
+    return Registry(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture()
+def registry_env(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+    registry.promote("1")
+    return registry
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+@pytest.fixture()
+def pg_dsn():
+    """A throwaway database on the local server, dropped afterwards."""
+    import psycopg
+
+    name = f"fraud_stream_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# -- transactions -----------------------------------------------------------------------------------
+def transaction(i: int, amount: float | None = None, when: datetime | None = None, prefix: str = "tx") -> dict:
+    rng = random.Random(i)
+    return {
+        "transaction_id": f"{prefix}-{i:08d}",
+        "event_time": (when or datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat().replace("+00:00", "Z"),
+        "customer_id": f"cust-{i % 50}",
+        "card_token": f"tok_{i % 50:032x}",
+        "terminal_id": f"term-{i % 20}",
+        "amount": amount if amount is not None else round(rng.uniform(5, 400), 2),
+        "currency": "EUR",
+        "merchant_category": "5411",
+        "channel": "ecommerce",
+        "country": "FR",
+    }
+
+
+def invalid_records() -> list[tuple[bytes, str, str | None]]:
+    """(value, expected rule, expected field) for records the validator must refuse."""
+    bad_currency = dict(transaction(900001), currency="XXX")
+    negative = dict(transaction(900002), amount=-5.0)
+    pan = dict(transaction(900003), card_token="4111111111111111")
+    missing = transaction(900004)
+    del missing["terminal_id"]
+    return [
+        (b"{not json", "malformed_json", None),
+        (json.dumps(bad_currency).encode(), "unknown_currency", "currency"),
+        (json.dumps(negative).encode(), "non_positive_amount", "amount"),
+        (json.dumps(pan).encode(), "raw_pan", "card_token"),
+        (json.dumps(missing).encode(), "missing_field", "terminal_id"),
+    ]
+
+
+def produce(records: list[tuple[bytes | None, bytes]], topic: str | None = None, partitions: int = 2) -> None:
+    from fraud_platform.infra.kafka import make_producer
+    from fraud_platform.settings import KafkaSettings
+
+    settings = KafkaSettings.from_env()
+    producer = make_producer(settings)
+    for n, (key, value) in enumerate(records):
+        producer.produce(topic or settings.topics.transactions, key=key, value=value, partition=n % partitions)
+        if n % 10000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def produce_transactions(txs: list[dict], **kwargs) -> None:
+    produce([(t["card_token"].encode(), json.dumps(t).encode()) for t in txs], **kwargs)
+
+
+def consume_all(topic: str, partitions: int = 2) -> list:
+    """Every message of ``topic`` (read to partition-EOF)."""
+    from fraud_platform.infra.kafka import read_range
+    from fraud_platform.settings import KafkaSettings
+
+    out = []
+    for chunk, _ in read_range(KafkaSettings.from_env(), topic, {p: 0 for p in range(partitions)}, idle_timeout=3):
+        out.extend(chunk)
+    return out

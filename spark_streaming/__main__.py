@@ -1,0 +1,58 @@
+"""``python -m spark_streaming``: command-line entry of the streaming scorer.
+
+Flags override FRAUD_STREAM_* env vars. Start-up problems (bad config, broker down, no champion,
+alert store unreachable, missing connector) print one line to stderr and exit with a distinct code:
+2 config, 3 broker, 4 model/registry, 5 alert store, 6 Spark/connector, 1 query failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m spark_streaming", description="Score live Kafka transactions with the MLflow champion.")
+    parser.add_argument("--checkpoint", help="Spark checkpoint folder (FRAUD_STREAM_CHECKPOINT)")
+    parser.add_argument("--trigger-seconds", type=float, help="micro-batch interval (FRAUD_STREAM_TRIGGER_SECONDS)")
+    parser.add_argument("--max-offsets-per-trigger", type=int, help="rate limit per micro-batch (FRAUD_STREAM_MAX_OFFSETS_PER_TRIGGER)")
+    parser.add_argument("--available-now", action="store_true", default=None, help="process what is in the topic now, then exit")
+    parser.add_argument("--max-batches", type=int, help="stop after this many micro-batches")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port, 0 = off (FRAUD_STREAM_METRICS_PORT)")
+    parser.add_argument("--source", choices=["python", "native"], help="Kafka source implementation (FRAUD_STREAM_SOURCE)")
+    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="where a new checkpoint starts")
+    parser.add_argument("--model-refresh-seconds", type=float, help="champion alias check interval")
+    parser.add_argument("--spark-master", help="Spark master (FRAUD_SPARK_MASTER), default local[2]")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("py4j", "mlflow", "urllib3", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from spark_streaming.config import ConfigError, StreamConfig
+    from spark_streaming.job import EXIT_CONFIG, EXIT_QUERY, StartupError, run
+
+    overrides = {k: v for k, v in vars(args).items() if k != "log_level"}
+    try:
+        config = StreamConfig.load(overrides)
+        handler = run(config)
+    except ConfigError as error:
+        print(f"spark_streaming: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupError as error:
+        print(f"spark_streaming: {error}", file=sys.stderr)
+        return error.exit_code
+    except RuntimeError as error:
+        print(f"spark_streaming: {error}", file=sys.stderr)
+        return EXIT_QUERY
+    logging.getLogger("spark_streaming").info("stopped after %d micro-batches (last batch id %s)", handler.batches, handler.last_batch_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

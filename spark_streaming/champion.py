@@ -1,0 +1,225 @@
+"""The model behind the registry alias, and its hot reload.
+
+A background thread checks the alias at most every ``model_refresh_seconds`` and loads a new
+version off the scoring path; the micro-batch loop picks the swapped model up at its next batch, so
+one batch is always scored by exactly one model. Any failure (registry down, broken artifact, model
+rejecting the feature columns) keeps the last good model and is logged and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
+from fraud_platform.infra.lake import LakeStore
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[pd.DataFrame], np.ndarray]
+
+
+class NoChampionError(RuntimeError):
+    """The registry has no version behind the alias (nothing to score with yet)."""
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """What the registry says about the champion (mirrors fraud_platform.ml.registry's reader)."""
+
+    version: str
+    model_uri: str
+    threshold: float | None
+    features: tuple[str, ...]
+    snapshot_uri: str | None
+
+
+def read_champion(client, model_name: str, alias: str) -> ChampionInfo:
+    """Resolve ``alias`` through the platform's registry reader when present, else from version tags."""
+    try:
+        from fraud_platform.ml import registry  # noqa: PLC0415 - optional until the ML package lands
+    except ImportError:
+        registry = None
+    if registry is not None and hasattr(registry, "load_champion") and alias == "champion":
+        info = registry.load_champion(client, model_name)
+        return ChampionInfo(
+            version=str(info.version), model_uri=info.model_uri, threshold=info.threshold,
+            features=tuple(info.features or FEATURE_COLUMNS), snapshot_uri=info.snapshot_uri,
+        )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise NoChampionError(f"model {model_name!r} has no version with alias {alias!r}") from None
+        raise
+    tags = version.tags or {}
+    features = tags.get("features")
+    threshold = tags.get("threshold")
+    return ChampionInfo(
+        version=str(version.version),
+        model_uri=f"models:/{model_name}/{version.version}",
+        threshold=float(threshold) if threshold not in (None, "") else None,
+        features=tuple(json.loads(features)) if features else tuple(FEATURE_COLUMNS),
+        snapshot_uri=tags.get("feature_snapshot_uri") or tags.get("snapshot_uri") or None,
+    )
+
+
+def load_predictor(model_uri: str) -> Predictor:
+    """Fraud probability for a feature frame, whatever flavour the model was logged with."""
+    import mlflow
+
+    flavors = mlflow.models.get_model_info(model_uri).flavors
+    if "sklearn" in flavors:
+        model = mlflow.sklearn.load_model(model_uri)
+        return lambda X: model.predict_proba(X)[:, 1]
+    if "xgboost" in flavors:
+        model = mlflow.xgboost.load_model(model_uri)
+        if hasattr(model, "predict_proba"):
+            return lambda X: model.predict_proba(X)[:, 1]
+        import xgboost
+
+        return lambda X: model.predict(xgboost.DMatrix(X))
+    model = mlflow.pyfunc.load_model(model_uri)
+    return lambda X: np.asarray(model.predict(X), dtype="float64").reshape(len(X), -1)[:, -1]
+
+
+def load_snapshot(lake: LakeStore, snapshot_uri: str | None) -> tuple[FeatureSnapshot, str]:
+    """The champion's online feature snapshot (lake prefix or URI under the lake root) and its version."""
+    if not snapshot_uri:
+        empty = pd.DataFrame(
+            {"transaction_id": [], "customer_key": [], "terminal_id": [], "amount_eur": [],
+             "event_time": pd.to_datetime([], utc=True)}
+        )
+        return FeatureSnapshot.build(empty, as_of="1970-01-01T00:00:00Z"), "none"
+    root = lake.uri().rstrip("/") + "/"
+    prefix = snapshot_uri[len(root):] if snapshot_uri.startswith(root) else snapshot_uri
+    prefix = prefix.removeprefix("file://").rstrip("/")
+    snapshot = FeatureSnapshot.read(lake, prefix)
+    return snapshot, snapshot.version
+
+
+@dataclass
+class ActiveModel:
+    """A loaded champion: predictor + its feature snapshot (rolled forward as batches are scored)."""
+
+    model_name: str
+    info: ChampionInfo
+    predict: Predictor
+    snapshot: FeatureSnapshot
+    snapshot_version: str
+    loaded_at: float
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+
+class ModelWatcher:
+    """Holds the last good champion and refreshes it from the registry in the background."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], object],
+        model_name: str,
+        alias: str,
+        lake: LakeStore,
+        refresh_seconds: float,
+        on_loaded: Callable[[ActiveModel], None] = lambda model: None,
+        on_failure: Callable[[str, Exception], None] = lambda stage, error: None,
+    ) -> None:
+        self._client_factory = client_factory
+        self.model_name = model_name
+        self.alias = alias
+        self.lake = lake
+        self.refresh_seconds = refresh_seconds
+        self._on_loaded = on_loaded
+        self._on_failure = on_failure
+        self._lock = threading.Lock()
+        self._current: ActiveModel | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def load(self, info: ChampionInfo | None = None) -> ActiveModel:
+        """Load the champion now (startup); raises on any problem."""
+        info = info or read_champion(self._client_factory(), self.model_name, self.alias)
+        predict = load_predictor(info.model_uri)
+        snapshot, snapshot_version = load_snapshot(self.lake, info.snapshot_uri)
+        # Prove the model accepts the feature columns before it replaces a working one.
+        probe = snapshot.features(_probe_batch(snapshot))[list(info.features)]
+        scores = np.asarray(predict(probe), dtype="float64")
+        if scores.shape != (1,) or not np.isfinite(scores).all():
+            raise ValueError(f"model {info.model_uri} returned {scores!r} for one row, expected one probability")
+        model = ActiveModel(self.model_name, info, predict, snapshot, snapshot_version, time.time())
+        with self._lock:
+            self._current = model
+        self._on_loaded(model)
+        return model
+
+    def current(self) -> ActiveModel:
+        with self._lock:
+            if self._current is None:
+                raise NoChampionError("no champion loaded")
+            return self._current
+
+    def replace_snapshot(self, model: ActiveModel, snapshot: FeatureSnapshot) -> None:
+        """Roll the in-use model's online state forward (no-op if a new model was swapped in)."""
+        with self._lock:
+            if self._current is model:
+                model.snapshot = snapshot
+
+    def refresh(self) -> bool:
+        """One alias check; True if a new version was swapped in. Never raises."""
+        try:
+            info = read_champion(self._client_factory(), self.model_name, self.alias)
+        except Exception as error:  # registry unreachable, alias deleted, ...
+            log.warning("model refresh: registry check failed, keeping version %s: %s", self._version(), _one_line(error))
+            self._on_failure("registry", error)
+            return False
+        if info.version == self._version():
+            return False
+        try:
+            self.load(info)
+        except Exception as error:
+            log.warning("model refresh: version %s failed to load, keeping version %s: %s", info.version, self._version(), _one_line(error))
+            self._on_failure("load", error)
+            return False
+        log.info("model refresh: now scoring with %s version %s", self.model_name, info.version)
+        return True
+
+    def _version(self) -> str | None:
+        with self._lock:
+            return self._current.version if self._current else None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def _probe_batch(snapshot: FeatureSnapshot) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"transaction_id": ["probe-0000"], "customer_key": ["probe"], "terminal_id": ["probe"],
+         "amount_eur": [1.0], "event_time": [max(snapshot.as_of, pd.Timestamp("2000-01-01", tz="UTC"))]}
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text.splitlines()[0][:300] if text else type(error).__name__

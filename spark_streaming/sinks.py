@@ -1,0 +1,245 @@
+"""Where a scored micro-batch goes, each sink idempotent per batch so a replayed batch (restart
+from the checkpoint) leaves no duplicates:
+
+* lake ``scored/transactions/date=D/batch-<batchId>.parquet``: deterministic name, atomic overwrite;
+* alerts (review/block): upsert ``ON CONFLICT (transaction_id)`` in PostgreSQL, or DuckDB embedded;
+* Kafka ``fraud_predictions`` (key = transaction_id) and ``transactions.dlq``: at-least-once, a
+  replay re-sends, consumers dedupe by key / by the ``dlq.source.*`` headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from fraud_platform.infra.dead_letters import dead_letter_headers
+from fraud_platform.infra.lake import LakeStore, partition_prefix
+
+from spark_streaming.scoring import DeadLetter, ScoredBatch, prediction_records
+
+log = logging.getLogger(__name__)
+
+SCORED_DATASET = "transactions"
+_BATCH_FILE = re.compile(r"batch-(\d+)\.parquet$")
+
+ALERT_COLUMNS: dict[str, str] = {
+    "transaction_id": "TEXT PRIMARY KEY",
+    "event_time": "TIMESTAMPTZ NOT NULL",
+    "customer_key": "TEXT NOT NULL",
+    "card_key": "TEXT NOT NULL",
+    "terminal_id": "TEXT NOT NULL",
+    "amount": "DOUBLE PRECISION NOT NULL",
+    "currency": "TEXT NOT NULL",
+    "amount_eur": "DOUBLE PRECISION NOT NULL",
+    "score": "DOUBLE PRECISION NOT NULL",
+    "decision": "TEXT NOT NULL",
+    "threshold": "DOUBLE PRECISION NOT NULL",
+    "model_name": "TEXT NOT NULL",
+    "model_version": "TEXT NOT NULL",
+    "feature_snapshot_version": "TEXT NOT NULL",
+    "processing_time": "TIMESTAMPTZ NOT NULL",
+    "kafka_partition": "INTEGER NOT NULL",
+    "kafka_offset": "BIGINT NOT NULL",
+    "batch_id": "BIGINT NOT NULL",
+}
+
+
+def alerts_of(batch: ScoredBatch) -> pd.DataFrame:
+    """review/block rows in the alert table's column order."""
+    scored = batch.scored
+    alerts = scored[scored["decision"] != "approve"].rename(
+        columns={"_kafka_partition": "kafka_partition", "_kafka_offset": "kafka_offset"}
+    )
+    alerts = alerts.assign(batch_id=batch.batch_id)
+    return alerts[list(ALERT_COLUMNS)].reset_index(drop=True)
+
+
+def upsert_sql(table: str, placeholder: str) -> str:
+    """One upsert statement for both stores: a replayed alert updates in place, never duplicates."""
+    cols = list(ALERT_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
+    values = ", ".join(placeholder for _ in cols)
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({values}) ON CONFLICT (transaction_id) DO UPDATE SET {updates}"
+
+
+def create_sql(table: str, double: str = "DOUBLE PRECISION") -> str:
+    cols = ", ".join(f"{c} {t.replace('DOUBLE PRECISION', double)}" for c, t in ALERT_COLUMNS.items())
+    return f"CREATE TABLE IF NOT EXISTS {table} ({cols})"
+
+
+class AlertStore(Protocol):
+    description: str
+
+    def ensure_schema(self) -> None: ...
+
+    def upsert(self, alerts: pd.DataFrame) -> int: ...
+
+
+class PostgresAlertStore:
+    """Alerts in PostgreSQL (FRAUD_ALERTS_POSTGRES_DSN); table and schema created if missing."""
+
+    def __init__(self, dsn: str, table: str = "fraud_alerts") -> None:
+        self.dsn = dsn
+        self.table = table
+        self.description = f"postgres table {table}"
+        self._conn = None
+
+    def _connection(self):
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, connect_timeout=10)
+        return self._conn
+
+    def ensure_schema(self) -> None:
+        conn = self._connection()
+        with conn.transaction():
+            if "." in self.table:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
+            conn.execute(create_sql(self.table))
+
+    def upsert(self, alerts: pd.DataFrame) -> int:
+        if alerts.empty:
+            return 0
+        rows = list(alerts.astype(object).where(alerts.notna(), None).itertuples(index=False, name=None))
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(upsert_sql(self.table, "%s"), rows)
+        except Exception:
+            conn.close()  # a broken connection is rebuilt on the (replayed) next attempt
+            raise
+        return len(rows)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+class DuckDBAlertStore:
+    """Embedded default: the same table and upsert in a DuckDB file under FRAUD_PLATFORM_HOME.
+
+    The file is opened per batch so operators can query it between batches.
+    """
+
+    def __init__(self, path: Path, table: str = "fraud_alerts") -> None:
+        self.path = Path(path)
+        self.table = table
+        self.description = f"duckdb {self.path} table {table}"
+
+    def _connect(self):
+        import duckdb
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(str(self.path))
+
+    def ensure_schema(self) -> None:
+        with self._connect() as conn:
+            if "." in self.table:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
+            conn.execute(create_sql(self.table, double="DOUBLE"))
+
+    def upsert(self, alerts: pd.DataFrame) -> int:
+        if alerts.empty:
+            return 0
+        with self._connect() as conn:
+            conn.register("incoming_alerts", alerts)
+            cols = list(ALERT_COLUMNS)
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
+            conn.execute(
+                f"INSERT INTO {self.table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM incoming_alerts "
+                f"ON CONFLICT (transaction_id) DO UPDATE SET {updates}"
+            )
+        return len(alerts)
+
+    def close(self) -> None:
+        pass
+
+
+class ScoredLake:
+    """Scored transactions in the lake, one file per (event date, batch id)."""
+
+    def __init__(self, store: LakeStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def key(day: date | str, batch_id: int) -> str:
+        return f"{partition_prefix('scored', SCORED_DATASET, day)}/batch-{batch_id:012d}.parquet"
+
+    def write(self, batch: ScoredBatch) -> list[str]:
+        scored = batch.scored
+        if scored.empty:
+            return []
+        written = []
+        for day, rows in scored.groupby("event_date", sort=True):
+            table = pa.Table.from_pandas(rows.drop(columns=["event_date"]).assign(batch_id=batch.batch_id), preserve_index=False)
+            key = self.key(day, batch.batch_id)
+            self.store.write_parquet(key, table)
+            written.append(key)
+        return written
+
+    def history(self, before_batch: int, lookback_days: int, today: date, columns: list[str]) -> pd.DataFrame:
+        """Rows of batches ``< before_batch`` from the last ``lookback_days`` event dates.
+
+        Rebuilds the duplicate memory and the online feature state after a restart; batches at or
+        after ``before_batch`` are excluded because the checkpoint will (re)play them.
+        """
+        first = (today - timedelta(days=lookback_days)).isoformat()
+        keys = []
+        for day in self.store.partition_dates("scored", SCORED_DATASET):
+            if day < first:
+                continue
+            for key in self.store.parquet_keys("scored", SCORED_DATASET, day):
+                match = _BATCH_FILE.search(key)
+                if match and int(match.group(1)) < before_batch:
+                    keys.append(key)
+        table = self.store.read_parquet(keys, columns=columns)
+        return table.to_pandas() if table is not None else pd.DataFrame(columns=columns)
+
+
+class KafkaOutputs:
+    """Predictions and dead letters through one idempotent producer; ``flush`` raises on any failed delivery."""
+
+    def __init__(self, producer, predictions_topic: str, dlq_topic: str, source_topic: str) -> None:
+        self.producer = producer
+        self.predictions_topic = predictions_topic
+        self.dlq_topic = dlq_topic
+        self.source_topic = source_topic
+        self._errors: list[str] = []
+
+    def _delivered(self, error, message) -> None:
+        if error is not None:
+            self._errors.append(f"{message.topic()}: {error}")
+
+    def _produce(self, topic: str, **kwargs) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, on_delivery=self._delivered, **kwargs)
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self.producer.poll(0.1)
+
+    def send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            headers = dead_letter_headers(letter.rejection, self.source_topic, letter.partition, letter.offset)
+            self._produce(self.dlq_topic, key=letter.key, value=letter.value, headers=headers)
+
+    def send_predictions(self, scored: pd.DataFrame) -> None:
+        ids = scored["transaction_id"].tolist()
+        for tx_id, value in zip(ids, prediction_records(scored)):
+            self._produce(self.predictions_topic, key=tx_id.encode(), value=value)
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        remaining = self.producer.flush(timeout)
+        errors, self._errors = self._errors, []
+        if remaining:
+            raise RuntimeError(f"{remaining} Kafka messages not delivered within {timeout:.0f}s")
+        if errors:
+            raise RuntimeError(f"{len(errors)} Kafka deliveries failed, first: {errors[0]}")

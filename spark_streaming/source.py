@@ -1,0 +1,273 @@
+"""Kafka as a Spark 4 Python Data Source (``format("fraud_kafka")``), backed by confluent-kafka.
+
+Why not ``format("kafka")``: the JVM connector jar is not always on the classpath (no Maven on the
+embedded setup); ``FRAUD_STREAM_SOURCE=native`` still selects it where it is (docker-compose).
+
+Offsets are ``{"<partition>": next_offset}`` JSON that Spark writes to its checkpoint before each
+micro-batch, so a restarted query replays exactly the same ranges. Every input partition reads
+exactly ``[start, end)`` of one Kafka partition with assign + seek (never a consumer-group
+position). The end of a partition is found from partition-EOF, i.e. the Fetch response's high
+watermark, because ListOffsets under-reports on the embedded tansu broker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator, Mapping
+
+import pyarrow as pa
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
+
+SOURCE_NAME = "fraud_kafka"
+KAFKA_SCHEMA = "key binary, value binary, topic string, partition int, offset bigint, timestamp timestamp"
+ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.binary()),
+        pa.field("value", pa.binary()),
+        pa.field("topic", pa.string()),
+        pa.field("partition", pa.int32()),
+        pa.field("offset", pa.int64()),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC")),
+    ]
+)
+_KAFKA_PREFIX = "kafka."
+_CHUNK = 20000
+
+Offsets = dict[str, int]
+
+
+class KafkaSourceError(RuntimeError):
+    """The source cannot honour an offset range (e.g. data deleted by retention)."""
+
+
+def kafka_options(client_config: Mapping[str, object]) -> dict[str, str]:
+    """librdkafka client config as ``kafka.*`` source options (the native connector's convention)."""
+    return {f"{_KAFKA_PREFIX}{k}": str(v) for k, v in client_config.items()}
+
+
+def _client_config(options: Mapping[str, str], **extra: object) -> dict[str, object]:
+    config: dict[str, object] = {k[len(_KAFKA_PREFIX):]: v for k, v in options.items() if k.startswith(_KAFKA_PREFIX)}
+    config.update(
+        {
+            "group.id": options.get("groupIdPrefix", "fraud-stream") + "-source",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "error",
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    config.update(extra)
+    return config
+
+
+def _consumer(options: Mapping[str, str], **extra: object):
+    from confluent_kafka import Consumer
+
+    return Consumer(_client_config(options, **extra))
+
+
+def split_limit(start: Offsets, end: Offsets, max_rows: int) -> Offsets:
+    """Cap ``end`` so at most ``max_rows`` records are read, shared in proportion to each backlog."""
+    backlog = {p: end[p] - start.get(p, end[p]) for p in end}
+    total = sum(backlog.values())
+    if total <= max_rows:
+        return dict(end)
+    shares = {p: backlog[p] * max_rows // total for p in end}
+    remainder = max_rows - sum(shares.values())
+    for p in sorted(end, key=lambda p: backlog[p] - shares[p], reverse=True):
+        if remainder <= 0:
+            break
+        if shares[p] < backlog[p]:
+            shares[p] += 1
+            remainder -= 1
+    return {p: start.get(p, end[p]) + shares[p] for p in end}
+
+
+class EndOffsetProbe:
+    """Finds the true end offset of every partition by reading to partition-EOF.
+
+    Keeps one assigned consumer between calls (the streaming planner calls it every trigger) and
+    re-seeks to the last known end, so each probe only re-reads data that arrived since the last.
+    """
+
+    def __init__(self, options: Mapping[str, str], topic: str, timeout: float) -> None:
+        self.options = dict(options)
+        self.topic = topic
+        self.timeout = timeout
+        self._consumer = None
+        self.known: Offsets = {}
+
+    def partitions(self) -> list[int]:
+        consumer = self._get()
+        metadata = consumer.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise KafkaSourceError(f"topic {self.topic!r} does not exist (bootstrap {self.options.get('kafka.bootstrap.servers')})")
+        return sorted(metadata.partitions)
+
+    def earliest(self) -> Offsets:
+        consumer = self._get()
+        from confluent_kafka import TopicPartition
+
+        return {str(p): consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self.timeout)[0] for p in self.partitions()}
+
+    def end_offsets(self, floor: Offsets) -> Offsets:
+        """True end per partition, never below ``floor`` (or the last end seen)."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        consumer = self._get()
+        partitions = self.partitions()
+        positions = {str(p): max(floor.get(str(p), 0), self.known.get(str(p), 0)) for p in partitions}
+        consumer.assign([TopicPartition(self.topic, int(p), o) for p, o in positions.items()])
+        ends = dict(positions)
+        pending = set(positions)
+        deadline = time.monotonic() + self.timeout
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(100000, timeout=0.05):
+                error = msg.error()
+                partition = str(msg.partition())
+                if error is None:
+                    ends[partition] = max(ends[partition], msg.offset() + 1)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    ends[partition] = max(ends[partition], msg.offset())
+                    pending.discard(partition)
+                elif error.code() == KafkaError.OFFSET_OUT_OF_RANGE:
+                    raise KafkaSourceError(f"{self.topic}[{partition}] offset {positions[partition]} is out of range (retention?)")
+                elif not error.retriable():
+                    raise KafkaSourceError(f"{self.topic}[{partition}]: {error.str()}")
+        for partition in pending:  # no EOF in time: fall back to the fetch high watermark (a lower bound)
+            high = consumer.get_watermark_offsets(TopicPartition(self.topic, int(partition)), cached=True)[1]
+            ends[partition] = max(ends[partition], high)
+        self.known = dict(ends)
+        return ends
+
+    def _get(self):
+        if self._consumer is None:
+            self._consumer = _consumer(self.options)
+        return self._consumer
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class KafkaRange(InputPartition):
+    """Exactly ``[start, end)`` of one Kafka partition."""
+
+    def __init__(self, topic: str, partition: int, start: int, end: int) -> None:
+        super().__init__((topic, partition, start, end))
+        self.topic, self.partition, self.start, self.end = topic, partition, start, end
+
+
+def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> Iterator[pa.RecordBatch]:
+    """Yield the records of ``part`` as Arrow batches; fail loudly rather than return a short range."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    consumer = _consumer(options)
+    try:
+        consumer.assign([TopicPartition(part.topic, part.partition, part.start)])
+        position, last_progress = part.start, time.monotonic()
+        while position < part.end:
+            rows: dict[str, list] = {name: [] for name in ARROW_SCHEMA.names}
+            for msg in consumer.consume(min(_CHUNK, part.end - position), timeout=0.5):
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF or error.retriable():
+                        continue
+                    raise KafkaSourceError(f"{part.topic}[{part.partition}] at offset {position}: {error.str()}")
+                offset = msg.offset()
+                if offset < position or offset >= part.end:
+                    continue
+                rows["key"].append(msg.key())
+                rows["value"].append(msg.value())
+                rows["offset"].append(offset)
+                rows["timestamp"].append(msg.timestamp()[1] * 1000)
+                position = offset + 1
+            if rows["offset"]:
+                last_progress = time.monotonic()
+                n = len(rows["offset"])
+                rows["topic"] = [part.topic] * n
+                rows["partition"] = [part.partition] * n
+                yield pa.RecordBatch.from_pydict(rows, schema=ARROW_SCHEMA)
+            elif time.monotonic() - last_progress > timeout:
+                raise KafkaSourceError(
+                    f"{part.topic}[{part.partition}]: stuck at offset {position}, expected data up to {part.end} "
+                    f"(no progress for {timeout:.0f}s)"
+                )
+    finally:
+        consumer.close()
+
+
+class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Planner side runs in Spark's long-lived source worker; ``read`` runs in executor workers."""
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        self.options = dict(options)
+        if "subscribe" not in self.options:
+            raise KafkaSourceError("option 'subscribe' (the topic to read) is required")
+        self.topic = self.options["subscribe"]
+        self.timeout = float(self.options.get("eofTimeoutSeconds", "10"))
+        max_rows = self.options.get("maxOffsetsPerTrigger")
+        self.max_rows = int(max_rows) if max_rows else None
+        self.probe = EndOffsetProbe(self.options, self.topic, self.timeout)
+        self.target: Offsets | None = None
+        self.last_end: Offsets = {}
+
+    def initialOffset(self) -> Offsets:
+        starting = self.options.get("startingOffsets", "earliest")
+        if starting == "earliest":
+            return self.probe.earliest()
+        if starting == "latest":
+            return self.probe.end_offsets({})
+        return {str(p): int(o) for p, o in json.loads(starting).items()}
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        return ReadMaxRows(self.max_rows) if self.max_rows else ReadAllAvailable()
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self.target = self.probe.end_offsets({})
+
+    def latestOffset(self, start: Offsets, limit: ReadLimit) -> Offsets:
+        end = self.target if self.target is not None else self.probe.end_offsets(start)
+        # Partitions added since the checkpoint start from 0; never move backwards.
+        end = {p: max(o, start.get(p, 0)) for p, o in end.items()}
+        start = {p: start.get(p, 0) for p in end}
+        if isinstance(limit, ReadMaxRows):
+            end = split_limit(start, end, limit.max_rows)
+        self.last_end = end
+        return end
+
+    def reportLatestOffset(self) -> Offsets | None:
+        return dict(self.probe.known) or None
+
+    def partitions(self, start: Offsets, end: Offsets) -> list[KafkaRange]:
+        return [
+            KafkaRange(self.topic, int(p), start.get(p, 0), o)
+            for p, o in sorted(end.items(), key=lambda item: int(item[0]))
+            if o > start.get(p, 0)
+        ]
+
+    def read(self, partition: KafkaRange) -> Iterator[pa.RecordBatch]:
+        return read_range(self.options, partition, self.timeout)
+
+    def commit(self, end: Offsets) -> None:
+        """Offsets live in Spark's checkpoint; nothing is committed to Kafka."""
+
+    def stop(self) -> None:
+        self.probe.close()
+
+
+class KafkaDataSource(DataSource):
+    """``spark.readStream.format("fraud_kafka").option("subscribe", topic).options(**kafka_options(cfg))``."""
+
+    @classmethod
+    def name(cls) -> str:
+        return SOURCE_NAME
+
+    def schema(self) -> str:
+        return KAFKA_SCHEMA
+
+    def streamReader(self, schema) -> KafkaStreamReader:
+        return KafkaStreamReader(self.options)
