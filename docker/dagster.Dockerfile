@@ -31,7 +31,16 @@ WORKDIR /opt/fraud_platform
 # the repository root, filtered by .dockerignore.
 COPY . /opt/fraud_platform
 RUN pip install -c constraints.txt . \
-    && python -c "import fraud_platform, dagster, pyspark, dagster_postgres"
+    && python -c "import fraud_platform, dagster, pyspark, dagster_postgres, psycopg2"
+
+# s3a for Spark on the MinIO lake: hadoop-aws of the Hadoop version pyspark ships (a test checks
+# this), resolved at build time straight into pyspark's jars folder, so the driver (dagster-code)
+# and the executors (spark-worker, same image) have it on the classpath; plus the s3a settings.
+ARG HADOOP_VERSION=3.5.0
+RUN python docker/bake_spark_packages.py "org.apache.hadoop:hadoop-aws:${HADOOP_VERSION}" "${SPARK_HOME}/jars" \
+    && ls "${SPARK_HOME}/jars" | grep -q "hadoop-aws-${HADOOP_VERSION}.jar" \
+    && mkdir -p "${SPARK_HOME}/conf" \
+    && cp deploy/spark/spark-defaults.conf "${SPARK_HOME}/conf/spark-defaults.conf"
 
 # The Dagster instance (Postgres storage, queued runs, pools) and the gRPC workspace.
 ENV DAGSTER_HOME=/opt/dagster/dagster_home \

@@ -48,3 +48,36 @@ def spark():
     session = build_spark_session("fraud-platform-tests", master="local[2]")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(platform_home: Path):
+    """The project's embedded Kafka-protocol broker, started once per test session."""
+    from fraud_platform.infra.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker.default()
+    state = embedded.start()
+    yield state.address
+    embedded.stop()
+
+
+@pytest.fixture()
+def kafka_settings(broker: str, monkeypatch: pytest.MonkeyPatch):
+    """KafkaSettings with topic names unique to this test (exported as FRAUD_TOPIC_* env vars)."""
+    import uuid
+
+    from fraud_platform.infra.kafka import ensure_topics
+    from fraud_platform.settings import KafkaSettings
+
+    suffix = uuid.uuid4().hex[:8]
+    for env, base in [
+        ("FRAUD_TOPIC_TRANSACTIONS", "transactions"),
+        ("FRAUD_TOPIC_TRANSACTIONS_DLQ", "transactions.dlq"),
+        ("FRAUD_TOPIC_LABELS", "labels"),
+        ("FRAUD_TOPIC_LABELS_DLQ", "labels.dlq"),
+        ("FRAUD_TOPIC_PREDICTIONS", "fraud_predictions"),
+    ]:
+        monkeypatch.setenv(env, f"{base}-{suffix}")
+    settings = KafkaSettings.from_env()
+    ensure_topics(settings)
+    return settings

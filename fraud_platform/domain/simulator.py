@@ -27,6 +27,12 @@ from scipy.special import ndtr
 from fraud_platform.domain.hashing import tokenise_pan
 from fraud_platform.domain.schema import CHANNELS, COUNTRY_CURRENCY, FX_TO_EUR, MERCHANT_CATEGORIES, SCHEMA_VERSION
 
+__all__ = [
+    "AMOUNT_FRAUD_THRESHOLD_EUR", "CUSTOMER_COMPROMISE_DAYS", "TERMINAL_COMPROMISE_DAYS", "DayEvents",
+    "SimulationConfig", "TransactionSimulator", "card_number", "country_at", "encode_labels",
+    "encode_transactions", "luhn_complete",
+]
+
 GRID_SIZE = 100.0
 US_PER_DAY = 86_400_000_000
 # FDH constants.
@@ -194,6 +200,14 @@ def luhn_complete(body: str) -> str:
     return body + str((10 - total % 10) % 10)
 
 
+def card_number(seed: int, customer_index: int) -> str:
+    """The synthetic 16-digit card number of a customer (unique per customer, Luhn-valid).
+
+    Only ever passed to ``tokenise_pan``; exposed so tests can prove it never reaches the output.
+    """
+    return luhn_complete(f"4{seed % 10_000:04d}{customer_index:010d}")
+
+
 def country_at(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Index into ``COUNTRIES_ORDER`` of the map cell containing each point."""
     rows = [line.split() for line in COUNTRY_MAP.strip().splitlines()]
@@ -267,12 +281,9 @@ class TransactionSimulator:
         self._cust_std = mean_amount / 2
         self._cust_tx_per_day = rng.uniform(0, 4, size=n)
         self._customer_ids = np.array([f"C{i:06d}" for i in range(n)], dtype=object)
-        # Deterministic per-customer PAN, tokenised at once: the raw number never leaves this loop.
-        bin_part = f"4{self.config.seed % 10_000:04d}"
+        # Tokenised at once: the raw card number never leaves this expression.
         key = self.config.tokenisation_key
-        self._card_tokens = np.array(
-            [tokenise_pan(luhn_complete(f"{bin_part}{i:010d}"), key) for i in range(n)], dtype=object
-        )
+        self._card_tokens = np.array([tokenise_pan(card_number(self.config.seed, i), key) for i in range(n)], dtype=object)
 
     def _build_terminals(self, rng: np.random.Generator) -> None:
         n = self.config.n_terminals
@@ -635,41 +646,35 @@ def _iso_utc(column: pd.Series) -> list[str]:
     return _lines(out)
 
 
+_TRANSACTION_JSON = (
+    '{"transaction_id":"%s","event_time":"%s","customer_id":"%s","card_token":"%s","terminal_id":"%s",'
+    '"amount":%r,"currency":"%s","merchant_category":"%s","channel":"%s","country":"%s","schema_version":%d}'
+)
+_LABEL_JSON = '{"transaction_id":"%s","is_fraud":%s,"label_type":"%s","known_at":"%s","fraud_scenario":%s}'
+
+
 def encode_transactions(df: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     """``(card_token, TransactionEvent JSON)`` pairs; truth columns are dropped.
 
-    A single f-string per row: several times faster than building dicts for a JSON library, which
-    is what lets the producer keep up with the benchmark target.
+    One ``%`` template per row over pre-rendered columns: several times faster than a JSON library
+    on dicts, which is what lets the producer keep up with the benchmark target.
     """
     amounts = df["amount"].to_numpy()
     if not np.isfinite(amounts.astype(float)).all():
         raise ValueError("amount must be finite to encode as JSON")
-    tokens = df["card_token"].tolist()
     versions = df["schema_version"].tolist() if "schema_version" in df else [SCHEMA_VERSION] * len(df)
     rows = zip(
-        tokens, _json_strings(df["transaction_id"]), _iso_utc(df["event_time"]), _json_strings(df["customer_id"]),
+        _json_strings(df["transaction_id"]), _iso_utc(df["event_time"]), _json_strings(df["customer_id"]),
         _json_strings(df["card_token"]), _json_strings(df["terminal_id"]), amounts.tolist(),
         _json_strings(df["currency"]), _json_strings(df["merchant_category"]), _json_strings(df["channel"]),
         _json_strings(df["country"]), versions,
     )
-    return [
-        (
-            key.encode(),
-            f'{{"transaction_id":"{tx}","event_time":"{ts}","customer_id":"{cu}","card_token":"{tok}",'
-            f'"terminal_id":"{te}","amount":{am},"currency":"{cur}","merchant_category":"{mcc}",'
-            f'"channel":"{ch}","country":"{co}","schema_version":{v}}}'.encode(),
-        )
-        for key, tx, ts, cu, tok, te, am, cur, mcc, ch, co, v in rows
-    ]
+    return [(key.encode(), (_TRANSACTION_JSON % row).encode()) for key, row in zip(df["card_token"].tolist(), rows)]
 
 
 def encode_labels(df: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     """``(transaction_id, LabelEvent JSON)`` pairs."""
-    ids = _json_strings(df["transaction_id"])
     flags = ["true" if flag else "false" for flag in df["is_fraud"].tolist()]
     scenarios = ["null" if pd.isna(s) else str(int(s)) for s in df["fraud_scenario"].tolist()]
-    values = [
-        f'{{"transaction_id":"{tx}","is_fraud":{flag},"label_type":"{kind}","known_at":"{ts}","fraud_scenario":{sc}}}'.encode()
-        for tx, flag, kind, ts, sc in zip(ids, flags, _json_strings(df["label_type"]), _iso_utc(df["known_at"]), scenarios)
-    ]
-    return [(tx.encode(), value) for tx, value in zip(ids, values)]
+    rows = zip(_json_strings(df["transaction_id"]), flags, _json_strings(df["label_type"]), _iso_utc(df["known_at"]), scenarios)
+    return [(key.encode(), (_LABEL_JSON % row).encode()) for key, row in zip(df["transaction_id"].tolist(), rows)]

@@ -29,7 +29,6 @@ from fraud_platform.domain.schema import (
 )
 
 _PAN_PATTERN = re.compile(r"^\d{13,19}$")
-_TYPE_ERRORS = ("_type", "_parsing", "_from_", "int_", "float_", "bool_", "datetime_", "string_")
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -76,7 +75,8 @@ def _rejection_from_pydantic(error: ValidationError, raw: bytes) -> Rejection:
         return Rejection("missing_field", field, None, f"required field '{field}' is missing")
     if kind == "extra_forbidden":
         return Rejection("unexpected_field", field, _shown(first.get("input")), f"field '{field}' is not in the schema")
-    rule = "wrong_type" if any(marker in kind for marker in _TYPE_ERRORS) else "invalid_value"
+    # pydantic names type mismatches "<type>_type" / "<type>_parsing"; the rest are value constraints.
+    rule = "wrong_type" if kind.endswith(("_type", "_parsing")) or kind == "int_from_float" else "invalid_value"
     value = _shown(first.get("input"))
     return Rejection(rule, field, value, f"field '{field}' = {value}: {first['msg']}")
 

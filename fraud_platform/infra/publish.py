@@ -79,7 +79,9 @@ class RateLimitedProducer:
         self.counts[topic] = self.counts.get(topic, 0) + count
 
     def close(self, timeout: float = 120.0) -> None:
+        """Flush, then release the client (a live idle producer keeps reconnecting and logging)."""
         remaining = self.producer.flush(timeout)
+        self.producer = None
         if remaining or self.errors:
             raise RuntimeError(f"{remaining} message(s) not delivered; first errors: {self.errors[:3]}")
 
@@ -103,7 +105,7 @@ def publish_simulation(
         transactions = day_events.transactions
         if inject_invalid_rate > 0:
             transactions, injection = inject_invalid(transactions, inject_invalid_rate, seed + day_events.day.toordinal())
-            for rule, count in injection.counts.items():
+            for rule, count in injection.by_rule.items():
                 report.injected_invalid[rule] = report.injected_invalid.get(rule, 0) + count
             report.expected_valid_transactions += injection.expected_valid
         else:

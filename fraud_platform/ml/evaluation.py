@@ -67,7 +67,7 @@ class EvaluationReport:
         return self.candidate.metrics
 
 
-def test_rows(matrix: pd.DataFrame, window: tuple[date, date]) -> tuple[pd.DataFrame, int]:
+def held_out_rows(matrix: pd.DataFrame, window: tuple[date, date]) -> tuple[pd.DataFrame, int]:
     """Test window rows minus known-compromised cards; also returns how many were removed."""
     days = pd.to_datetime(matrix["event_date"]).dt.date
     in_window = (days >= window[0]) & (days <= window[1])
@@ -134,7 +134,7 @@ def evaluate_model(
     title: str = "Fraud model evaluation",
 ) -> EvaluationReport:
     """Evaluate ``model`` (and ``champion`` = (version, model, features), if any) on the same rows."""
-    test, removed = test_rows(matrix, test_window)
+    test, removed = held_out_rows(matrix, test_window)
     if test.empty:
         raise ValueError(f"no test rows in {test_window}")
     candidate = evaluate_scores(test, predict_scores(model, test, features), config)

@@ -143,7 +143,8 @@ _QUOTED_FRAUD_NAME = re.compile(r"""["'](FRAUD_[A-Z0-9_]+)["']""")
 _ENV_READ_CALL = re.compile(
     r"""(?:_env|os\.environ\.get|os\.getenv|environ\.get|env_var)\(\s*["']([A-Z][A-Z0-9_]*)["']"""
 )
-_ENV_SUBSCRIPT = re.compile(r"""os\.environ\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]""")
+# os.environ["NAME"] as a read (an assignment os.environ["NAME"] = ... only sets it).
+_ENV_SUBSCRIPT = re.compile(r"""os\.environ\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\](?!\s*=[^=])""")
 
 CODE_ROOTS = ("fraud_platform", "spark_streaming")
 

@@ -58,12 +58,20 @@ def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker) -> dict[
 
 
 # -- a real MLflow registry with two real models ------------------------------------------------
-def _training_frame(n: int = 2000, seed: int = 7) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.random((n, len(FEATURE_COLUMNS))), columns=FEATURE_COLUMNS)
-    X["amount_eur"] = rng.gamma(2.0, 60.0, n)
-    y = (X["amount_eur"] > 220).astype(int).to_numpy()  # FDH scenario 1: large amounts are fraud
-    return X, y
+def _training_frame(n: int = 3000) -> tuple[pd.DataFrame, np.ndarray]:
+    """Shared-module features of synthetic history; label = FDH scenario 1 (amount > 220 EUR)."""
+    from fraud_platform.domain.features import compute_batch_features
+    from fraud_platform.domain.hashing import entity_key
+
+    start = datetime.now(timezone.utc) - timedelta(days=20)
+    txs = pd.DataFrame([transaction(i, when=start + timedelta(minutes=9 * i)) for i in range(n)])
+    txs["amount"] = np.where(np.arange(n) % 10 == 0, 950.0, txs["amount"])
+    frame = pd.DataFrame({
+        "transaction_id": txs["transaction_id"], "customer_key": txs["customer_id"].map(entity_key),
+        "terminal_id": txs["terminal_id"], "amount_eur": txs["amount"], "event_time": pd.to_datetime(txs["event_time"], utc=True),
+    })
+    X = compute_batch_features(frame)[FEATURE_COLUMNS]
+    return X, (X["amount_eur"] > 220).astype(int).to_numpy()
 
 
 class Registry:
@@ -89,7 +97,7 @@ class Registry:
         ]
         for flavor, model in models:
             with mlflow.start_run(experiment_id=experiment):
-                getattr(mlflow, flavor).log_model(model, name="model", registered_model_name=MODEL_NAME, input_example=X.head(2))
+                getattr(mlflow, flavor).log_model(model, name="model", registered_model_name=MODEL_NAME, pip_requirements=[flavor])
         for version in ("1", "2"):
             self.client.set_model_version_tag(MODEL_NAME, version, "threshold", "0.5")
             self.client.set_model_version_tag(MODEL_NAME, version, "features", json.dumps(FEATURE_COLUMNS))

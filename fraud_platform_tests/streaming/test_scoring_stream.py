@@ -37,7 +37,7 @@ def test_available_now_scores_each_valid_transaction_once_and_dead_letters_the_r
     handler = run(config, spark=spark, parts=parts)
     assert handler.batches >= 1
 
-    predictions = [json.loads(m.value) for m in consume_all(stream_env["FRAUD_TOPIC_PREDICTIONS"])]
+    predictions = [json.loads(m.value()) for m in consume_all(stream_env["FRAUD_TOPIC_PREDICTIONS"])]
     ids = [p["transaction_id"] for p in predictions]
     assert sorted(ids) == sorted(t["transaction_id"] for t in valid)
     for p in predictions:
@@ -54,7 +54,7 @@ def test_available_now_scores_each_valid_transaction_once_and_dead_letters_the_r
     assert sorted(lake_ids) == sorted(ids)
 
     letters = consume_all(stream_env["FRAUD_TOPIC_TRANSACTIONS_DLQ"])
-    reasons = {m.value: parse_dead_letter_headers(m.headers) for m in letters}
+    reasons = {m.value(): parse_dead_letter_headers(m.headers()) for m in letters}
     assert len(letters) == len(bad) + 1
     for value, rule, field in bad:
         assert reasons[value]["error.rule"] == rule

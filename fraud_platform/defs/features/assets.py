@@ -2,8 +2,6 @@
 training matrix (``transaction_features``), all computed by ``fraud_platform.domain.features`` from
 the sandbox zone, so training and the streaming scorer share one implementation."""
 
-from __future__ import annotations
-
 from datetime import datetime, time, timedelta, timezone
 
 import dagster as dg

@@ -97,7 +97,7 @@ def landing_asset(
                     dg.AssetMaterialization(
                         asset_key=context.asset_key, partition=other,
                         description="Landed by a run for another partition (Kafka is read in offset order).",
-                        metadata={"dagster/row_count": result.rows_by_date[other], "landing_run": context.run_id},
+                        metadata={"dagster/row_count": result.rows_by_date[other], "landing_run": context.run.run_id},
                     )
                 )
         metadata = {**_landing_metadata(result), **_partition_metadata(engine, [d for d in requested if d] or engine.store.partition_dates(engine.spec.zone, engine.spec.dataset)[-1:] or [None])}

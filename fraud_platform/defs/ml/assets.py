@@ -2,8 +2,6 @@
 test window, compared with the champion on the same rows) and ``champion_model`` (register, gate,
 promote or park as challenger). The logic lives in ``fraud_platform.ml``; these wrap it."""
 
-from __future__ import annotations
-
 from datetime import date
 from typing import Any
 
@@ -15,7 +13,7 @@ from fraud_platform.defs.owners import ML_ENGINEERING
 from fraud_platform.defs.resources import LakeResource, MlflowResource
 from fraud_platform.domain.splits import SplitConfig
 from fraud_platform.ml import registry
-from fraud_platform.ml.evaluation import EvaluationConfig, evaluate_model, log_evaluation, test_rows
+from fraud_platform.ml.evaluation import EvaluationConfig, evaluate_model, held_out_rows, log_evaluation
 from fraud_platform.ml.training import DEFAULT_SEARCH_SPACE, TrainingConfig, model_input, train_model
 from fraud_platform.reports import markdown_table
 
@@ -170,7 +168,7 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
     store = lake.store()
     policy = ml_training.promotion_policy()
     matrix = read_matrix(store)
-    test, _ = test_rows(matrix, _window(fraud_model["test_window"]))
+    test, _ = held_out_rows(matrix, _window(fraud_model["test_window"]))
     model = mlflow_lib.sklearn.load_model(fraud_model["model_uri"])
     gates = registry.sanity_gates(model, model_input(test, fraud_model["features"]), policy)
 

@@ -1,0 +1,118 @@
+"""Processed and sandbox zones built by the real Spark code on a crafted raw lake, compared with an
+independent pandas statement of the rules (``reference``)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fraud_platform.domain.schema import PROCESSED_TRANSACTIONS_SCHEMA, SANDBOX_TRANSACTIONS_SCHEMA
+from fraud_platform.infra.lake import LocalLakeStore
+from fraud_platform.processing import MaturityPolicy, labels_watermark, matured_at, run_processed, run_sandbox
+from fraud_platform.processing.zones import SPLITS_KEY, ImmaturePartitionsError
+from fraud_platform_tests.lake.fixtures import D1, D2, label, label_rows, land_scenario, raw_rows, tx, write_raw
+from fraud_platform_tests.lake.reference import expected_processed, expected_sandbox, normalised
+
+pytestmark = pytest.mark.slow
+PROCESSED_AT = datetime(2026, 1, 20, 3, 0, tzinfo=timezone.utc)
+
+
+def _read(store, zone: str, day: date, contract: pa.Schema) -> pd.DataFrame:
+    keys = store.parquet_keys(zone, "transactions", day)
+    assert len(keys) == 1, f"expected one file in {zone} {day}, found {keys}"
+    assert pq.read_schema(store.uri(keys[0])).remove_metadata() == contract
+    return normalised(store.read_parquet(keys))
+
+
+@pytest.fixture()
+def store(lake_root):
+    store = LocalLakeStore(lake_root)
+    land_scenario(store)
+    return store
+
+
+def test_processed_equals_independent_pandas_expectation(spark, store):
+    run = run_processed(spark, store, [D1, D2], maturity_days=7, processed_at=PROCESSED_AT)
+
+    for day in (D1, D2):
+        expected = expected_processed(raw_rows(day), label_rows(), 7, PROCESSED_AT)
+        pd.testing.assert_frame_equal(_read(store, "processed", day, PROCESSED_TRANSACTIONS_SCHEMA), expected)
+    got = _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA).set_index("transaction_id")
+    assert got.loc["tx000001", "amount"] == 10.0  # first landed copy wins over the re-delivery
+    assert got.loc["tx000004", "amount"] == 5000.0  # same landing: lower Kafka offset wins
+    assert got.loc["tx000004", "is_fraud"] == 1 and got.loc["tx000004", "label_type"] == "confirmed_fraud"
+    assert pd.isna(got.loc["tx000003", "is_fraud"])  # its label arrived after maturity
+    assert pd.isna(got.loc["tx000005", "is_fraud"])  # "label" known before the transaction
+    assert got.loc["tx000002", "amount_eur"] == pytest.approx(92.0)
+    stats = run.partitions.set_index("date")
+    assert stats.loc["2026-01-05", ["raw_rows", "processed_rows", "duplicates_removed", "fraud_labels"]].tolist() == [9, 6, 3, 3]
+    assert run.totals()["processed_rows"] == 9
+
+
+def test_processed_rebuild_overwrites_only_its_partition_and_picks_up_late_labels(spark, lake_root):
+    store = LocalLakeStore(lake_root)
+    land_scenario(store, label_days={date(2026, 1, 6)})
+    run_processed(spark, store, [D1, D2], maturity_days=7, processed_at=PROCESSED_AT)
+    d2_files = store.parquet_keys("processed", "transactions", D2)
+    assert _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA)["is_fraud"].sum() == 0
+
+    land_scenario(store)  # the remaining labels arrive
+    run_processed(spark, store, [D1], maturity_days=7, processed_at=PROCESSED_AT)
+
+    pd.testing.assert_frame_equal(
+        _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA), expected_processed(raw_rows(D1), label_rows(), 7, PROCESSED_AT)
+    )
+    assert store.parquet_keys("processed", "transactions", D2) == d2_files  # untouched
+
+
+def test_sandbox_has_final_labels_for_matured_partitions_only(spark, lake_root):
+    store = LocalLakeStore(lake_root)
+    land_scenario(store, label_days=set())
+    run_processed(spark, store, [D1, D2], maturity_days=7, processed_at=PROCESSED_AT)  # before any label
+    land_scenario(store)
+    policy = MaturityPolicy(maturity_days=7)
+    assert labels_watermark(store) == datetime(2026, 1, 14, 10, tzinfo=timezone.utc)
+
+    run = run_sandbox(spark, store, [D1], policy)
+
+    got = _read(store, "sandbox", D1, SANDBOX_TRANSACTIONS_SCHEMA)
+    pd.testing.assert_frame_equal(got, expected_sandbox(raw_rows(D1), label_rows(), 7, split="test"))
+    assert (got["label_known_at"].dropna() < matured_at(D1, 7)).all()
+    assert got.set_index("transaction_id").loc["tx000003", "is_fraud"] == 0  # label came after maturity
+    assert got["is_fraud"].sum() == 3
+    plan = store.read_json(SPLITS_KEY)
+    assert plan["splits"] == run.splits.as_dict() and plan["maturity_days"] == 7
+
+    with pytest.raises(ImmaturePartitionsError, match=r"2026-01-10 .*matures at 2026-01-18T00:00:00\+00:00"):
+        run_sandbox(spark, store, [D1, D2], policy)
+    assert store.partition_dates("sandbox", "transactions") == ["2026-01-05"]
+
+
+def test_sandbox_with_no_labels_landed_matures_nothing(spark, lake_root):
+    store = LocalLakeStore(lake_root)
+    land_scenario(store, label_days=set())
+    run_processed(spark, store, [D1], maturity_days=7, processed_at=PROCESSED_AT)
+    with pytest.raises(ImmaturePartitionsError, match="no labels landed"):
+        run_sandbox(spark, store, [D1], MaturityPolicy(maturity_days=7))
+    assert store.partition_dates("sandbox", "transactions") == []
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (tx("tx900001", "2026-01-05T10:00:00", 5, "XYZ"), "no FX rate for currency=XYZ (transaction_id=tx900001)"),
+        (tx("tx900002", "2026-01-06T10:00:00", 5), "event_time=2026-01-06 10:00:00 of transaction_id=tx900002 is outside its raw partition date=2026-01-05"),
+    ],
+    ids=["unknown-currency", "misfiled-event"],
+)
+def test_bad_raw_record_fails_naming_field_and_value(spark, lake_root, row, message):
+    store = LocalLakeStore(lake_root)
+    write_raw(store, "transactions", D1, [tx("tx000001", "2026-01-05T01:00:00"), row])
+    write_raw(store, "labels", D1, [label("tx000001", "2026-01-05T02:00:00")])
+    with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        run_processed(spark, store, [D1], maturity_days=7)
+    assert store.partition_dates("processed", "transactions") == []  # nothing half-written

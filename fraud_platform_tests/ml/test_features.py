@@ -1,0 +1,138 @@
+"""Point-in-time correctness and batch/online parity of the shared feature module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_platform.domain.features import (
+    FEATURE_COLUMNS,
+    FeatureSnapshot,
+    compute_batch_features,
+    compute_online_features,
+)
+from fraud_platform.infra.lake import LocalLakeStore
+
+T0 = pd.Timestamp("2026-03-02", tz="UTC")  # a Monday
+
+
+def _tx(rows: list[tuple]) -> pd.DataFrame:
+    """(id, time offset, customer, terminal, amount, is_fraud, label known offset or None)."""
+    return pd.DataFrame(
+        {
+            "transaction_id": [r[0] for r in rows],
+            "event_time": [T0 + pd.Timedelta(r[1]) for r in rows],
+            "customer_key": [r[2] for r in rows],
+            "terminal_id": [r[3] for r in rows],
+            "amount_eur": [float(r[4]) for r in rows],
+            "is_fraud": [r[5] for r in rows],
+            "label_known_at": [T0 + pd.Timedelta(r[6]) if r[6] else pd.NaT for r in rows],
+        }
+    )
+
+
+def test_terminal_fraud_counts_only_labels_known_before_the_transaction():
+    frame = _tx([
+        ("f1", "0D 10h", "c1", "T1", 100, 1, "8D 12h"),  # fraud whose label arrives on day 8 at 12:00
+        ("a", "8D 11h", "c2", "T1", 20, 0, None),  # before the label: must not see it
+        ("b", "8D 12h", "c3", "T1", 20, 0, None),  # exactly at known time: strictly before -> not yet
+        ("c", "8D 13h", "c4", "T1", 20, 0, None),  # after: sees it
+    ])
+    feats = compute_batch_features(frame).set_index("transaction_id")
+    # Terminal window N=1 with the 7-day delay covers day D-8 = day 0 for transactions on day 8.
+    assert feats.loc["a", "terminal_tx_count_1d"] == 1
+    assert feats.loc["a", "terminal_fraud_count_1d"] == 0
+    assert feats.loc["b", "terminal_fraud_count_1d"] == 0
+    assert feats.loc["c", "terminal_fraud_count_1d"] == 1
+    assert feats.loc["c", "terminal_fraud_rate_1d"] == 1.0
+    assert feats.loc["c", "terminal_fraud_count_30d"] == 1
+
+
+def test_later_labels_and_later_transactions_never_change_earlier_features(sandbox_frame):
+    cut = pd.Timestamp("2026-01-20 15:00", tz="UTC")
+    full = compute_batch_features(sandbox_frame)
+    early = sandbox_frame["event_time"] < cut
+    # Remove every later transaction and every label known at/after the cut.
+    truncated = sandbox_frame[early].copy()
+    late_label = truncated["label_known_at"] >= cut
+    truncated.loc[late_label, "is_fraud"] = 0
+    truncated.loc[late_label, "label_known_at"] = pd.NaT
+    assert late_label.sum() > 0, "fixture must have labels arriving after the cut"
+    partial = compute_batch_features(truncated)
+    pd.testing.assert_frame_equal(full.loc[early, FEATURE_COLUMNS], partial[FEATURE_COLUMNS])
+
+
+def test_customer_windows_gap_ties_and_new_terminal():
+    frame = _tx([
+        ("p1", "0D 10h", "c1", "T1", 100, 0, None),
+        ("p2", "0D 12h", "c1", "T2", 200, 0, None),
+        ("p3", "1D 09h", "c1", "T1", 50, 0, None),
+        ("tie1", "1D 20h", "c1", "T3", 10, 0, None),
+        ("tie2", "1D 20h", "c1", "T3", 30, 0, None),
+    ])
+    f = compute_batch_features(frame).set_index("transaction_id")
+    assert f.loc["p1", "customer_tx_count_30d"] == 0 and f.loc["p1", "customer_new_terminal"] == 1
+    assert f.loc["p1", "customer_seconds_since_prev"] == 30 * 86_400  # no history reads as the cap
+    # p3 on day 1: the 1-day window starts at 00:00 of day 0 -> p1 and p2.
+    assert f.loc["p3", "customer_tx_count_1d"] == 2
+    assert f.loc["p3", "customer_mean_amount_1d"] == 150.0
+    assert f.loc["p3", "customer_amount_to_mean_30d"] == pytest.approx(50 / 150)
+    assert f.loc["p3", "customer_seconds_since_prev"] == 21 * 3600
+    assert f.loc["p3", "customer_new_terminal"] == 0
+    # Same-timestamp transactions do not see each other.
+    assert f.loc["tie1", "customer_tx_count_1d"] == f.loc["tie2", "customer_tx_count_1d"] == 3
+    assert f.loc["tie1", "customer_new_terminal"] == f.loc["tie2", "customer_new_terminal"] == 1
+    assert f.loc["p1", "is_weekend"] == 0 and f.loc["p1", "hour"] == 10 and f.loc["p1", "is_night"] == 0
+
+
+def test_online_path_matches_batch_exactly(sandbox_frame, tmp_path):
+    """Snapshot mid-day, persisted to the lake and read back, then two micro-batches with the labels
+    that arrive in between: identical values to the batch path, bit for bit."""
+    frame = sandbox_frame
+    cut1 = pd.Timestamp("2026-01-20 13:17:31", tz="UTC")
+    cut2 = pd.Timestamp("2026-01-22 02:00:00", tz="UTC")
+    fraud = frame[frame["is_fraud"] == 1]
+    labels_cols = ["transaction_id", "label_known_at", "terminal_id", "event_time"]
+
+    snapshot = FeatureSnapshot.build(frame[frame["event_time"] < cut1], as_of=cut1)
+    store = LocalLakeStore(tmp_path / "lake")
+    snapshot.write(store, "features/online/test")
+    snapshot = FeatureSnapshot.read(store, "features/online/test")
+    assert snapshot.as_of == cut1
+
+    batch1 = frame[(frame["event_time"] >= cut1) & (frame["event_time"] < cut2)]
+    labels1 = fraud.loc[(fraud["label_known_at"] >= cut1) & (fraud["label_known_at"] < cut2), labels_cols]
+    online1 = compute_online_features(snapshot, batch1, labels1)
+    snapshot = snapshot.update(batch1, labels1, as_of=cut2)
+    batch2 = frame[frame["event_time"] >= cut2]
+    labels2 = fraud.loc[fraud["label_known_at"] >= cut2, labels_cols]
+    online2 = compute_online_features(snapshot, batch2, labels2)
+
+    online = pd.concat([online1, online2])
+    batch = compute_batch_features(frame).loc[online.index]
+    assert len(online) > 5000 and online["terminal_fraud_count_7d"].sum() > 0
+    assert online["transaction_id"].tolist() == batch["transaction_id"].tolist()
+    np.testing.assert_array_equal(online[FEATURE_COLUMNS].to_numpy(), batch[FEATURE_COLUMNS].to_numpy())
+
+
+def test_snapshot_rejects_events_before_its_time(sandbox_frame):
+    cut = pd.Timestamp("2026-01-10", tz="UTC")
+    snapshot = FeatureSnapshot.build(sandbox_frame[sandbox_frame["event_time"] < cut], as_of=cut)
+    late = sandbox_frame[sandbox_frame["event_time"] < cut].tail(3)
+    with pytest.raises(ValueError, match="before the snapshot time"):
+        compute_online_features(snapshot, late)
+
+
+def test_snapshot_version_is_content_addressed(sandbox_frame):
+    cut = pd.Timestamp("2026-01-15", tz="UTC")
+    history = sandbox_frame[sandbox_frame["event_time"] < cut]
+    a = FeatureSnapshot.build(history, as_of=cut)
+    b = FeatureSnapshot.build(history.sample(frac=1.0, random_state=1), as_of=cut)
+    c = FeatureSnapshot.build(history.iloc[1:], as_of=cut)
+    assert a.version == b.version
+    assert a.version != c.version
+    # Closed days are compacted to one bucket per customer and day.
+    closed = a.customer_activity[a.customer_activity["time"] % 86_400_000_000 == 0]
+    assert not closed.duplicated(["customer_key", "time"]).any()
+    assert len(a.customer_activity) < len(history)
