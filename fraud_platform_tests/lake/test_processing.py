@@ -95,7 +95,6 @@ def test_sandbox_has_final_labels_for_matured_partitions_only(spark, lake_root):
 def test_sandbox_with_no_labels_landed_matures_nothing(spark, lake_root):
     store = LocalLakeStore(lake_root)
     land_scenario(store, label_days=set())
-    run_processed(spark, store, [D1], maturity_days=7, processed_at=PROCESSED_AT)
     with pytest.raises(ImmaturePartitionsError, match="no labels landed"):
         run_sandbox(spark, store, [D1], MaturityPolicy(maturity_days=7))
     assert store.partition_dates("sandbox", "transactions") == []

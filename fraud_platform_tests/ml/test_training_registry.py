@@ -142,7 +142,7 @@ def test_worse_model_is_not_promoted_and_champion_alias_stays(trained, matrix, t
 
     assert registry.load_champion(client, MODEL).version == v1
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
-    assert challenger.version == v2 and "does not beat champion" in challenger.tags[registry.TAG_REASON]
+    assert str(challenger.version) == v2 and "does not beat champion" in challenger.tags[registry.TAG_REASON]
 
 
 def test_decide_requires_a_strict_margin_and_sane_scores(matrix):
