@@ -28,9 +28,11 @@ ENV JAVA_HOME=/opt/java \
 WORKDIR /opt/fraud_platform
 
 # Dependencies are pinned by constraints.txt (the same pins CI installs). The build context is
-# the repository root, filtered by .dockerignore.
+# the repository root, filtered by .dockerignore. Editable install: the code finds repository
+# folders next to its package (dbt/ via fraud_platform.warehouse.DBT_PROJECT_DIR, deploy/), which
+# a site-packages install would not have (site-packages/dbt is dbt-core itself).
 COPY . /opt/fraud_platform
-RUN pip install -c constraints.txt . \
+RUN pip install -c constraints.txt -e . \
     && python -c "import fraud_platform, dagster, pyspark, dagster_postgres, psycopg2"
 
 # s3a for Spark on the MinIO lake: hadoop-aws of the Hadoop version pyspark ships (a test checks
@@ -42,15 +44,16 @@ RUN python docker/bake_spark_packages.py "org.apache.hadoop:hadoop-aws:${HADOOP_
     && mkdir -p "${SPARK_HOME}/conf" \
     && cp deploy/spark/spark-defaults.conf "${SPARK_HOME}/conf/spark-defaults.conf"
 
-# The Dagster instance (Postgres storage, queued runs, pools) and the gRPC workspace.
+# The Dagster instance (Postgres storage, queued runs, pools); an unprivileged user that owns the
+# instance folder, the platform data folder and dbt's target/ and logs/ in the project folder.
 ENV DAGSTER_HOME=/opt/dagster/dagster_home \
     FRAUD_PLATFORM_ENV=docker \
     FRAUD_PLATFORM_HOME=/var/lib/fraud_platform
 RUN mkdir -p "$DAGSTER_HOME/storage" /var/lib/fraud_platform \
     && cp deploy/dagster.yaml "$DAGSTER_HOME/dagster.yaml" \
-    && cp deploy/workspace.docker.yaml /opt/dagster/workspace.yaml \
     && useradd --create-home --uid 10001 fraud \
-    && chown -R fraud:fraud /opt/dagster /var/lib/fraud_platform
+    && mkdir -p /opt/fraud_platform/dbt/target /opt/fraud_platform/dbt/logs \
+    && chown -R fraud:fraud /opt/dagster /var/lib/fraud_platform /opt/fraud_platform/dbt
 
 USER fraud
 EXPOSE 3000 4000

@@ -1,10 +1,20 @@
-"""The one Dagster code location: every domain's definitions plus the environment's resources."""
+"""The one Dagster code location: every domain's definitions plus the environment's resources.
+
+Cross-cutting policies are applied here, each defined in one place: freshness policies
+(``defs/freshness.py``) and declarative automation conditions (``defs/jobs.py``).
+"""
 
 import dagster as dg
 
-from fraud_platform.defs import features, ingestion, lake, ml, monitoring, warehouse
+from fraud_platform.defs import features, ingestion, jobs, lake, ml, monitoring, warehouse
 from fraud_platform.defs.freshness import apply_freshness
+from fraud_platform.defs.jobs import apply_automation
 from fraud_platform.defs.resources import build_resources
+
+
+def _apply_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
+    return apply_automation(apply_freshness(spec))
+
 
 defs = dg.Definitions.merge(
     ingestion.defs,
@@ -13,5 +23,6 @@ defs = dg.Definitions.merge(
     features.defs,
     ml.defs,
     monitoring.defs,
+    jobs.defs,
     dg.Definitions(resources=build_resources()),
-).map_asset_specs(func=apply_freshness)
+).permissive_map_resolved_asset_specs(func=_apply_policies, selection=None)

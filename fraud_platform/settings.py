@@ -168,6 +168,24 @@ class LakeProcessingSettings(BaseModel):
         )
 
 
+class MonitoringSettings(BaseModel):
+    """When drift or decaying live performance should trigger retraining."""
+
+    recent_days: int = Field(7, ge=1, description="Days of recent traffic compared with the training data")
+    psi_threshold: float = Field(0.25, gt=0, description="Max feature PSI above which the model is retrained")
+    min_live_ap: float = Field(0.5, ge=0, le=1, description="Live average precision below which the model is retrained")
+    label_maturity_days: int = Field(7, ge=0, description="Scored days younger than this have incomplete labels")
+
+    @classmethod
+    def from_env(cls) -> "MonitoringSettings":
+        return cls(
+            recent_days=int(_env("FRAUD_MONITORING_RECENT_DAYS", "7")),
+            psi_threshold=float(_env("FRAUD_DRIFT_PSI_THRESHOLD", "0.25")),
+            min_live_ap=float(_env("FRAUD_MIN_LIVE_AP", "0.5")),
+            label_maturity_days=int(_env("FRAUD_LABEL_MATURITY_DAYS", "7")),
+        )
+
+
 class WarehouseSettings(BaseModel):
     """Where dbt builds the warehouse: the DuckDB file (``PlatformSettings.duckdb_path``, default) or a
     Postgres server (``FRAUD_DBT_TARGET=postgres``). dbt/profiles.yml reads the same env vars."""

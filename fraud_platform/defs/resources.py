@@ -16,7 +16,7 @@ from dagster_dbt import DbtCliResource
 
 from fraud_platform.infra.lake import LakeStore, lake_store_from_settings
 from fraud_platform.ml.tracking import TrackingTarget
-from fraud_platform.settings import KafkaSettings, LakeSettings, PlatformSettings, SparkSettings, TopicNames
+from fraud_platform.settings import KafkaSettings, LakeSettings, PlatformSettings, SparkSettings, TopicNames, MonitoringSettings
 from fraud_platform.settings import WarehouseSettings
 from fraud_platform import warehouse as wh
 
@@ -164,6 +164,19 @@ class MlflowResource(dg.ConfigurableResource):
                               self.model_name)
 
 
+class MonitoringResource(dg.ConfigurableResource):
+    """Thresholds the drift and live-performance sensors act on (FRAUD_DRIFT_PSI_THRESHOLD, …)."""
+
+    recent_days: int = 7
+    psi_threshold: float = 0.25
+    min_live_ap: float = 0.5
+    label_maturity_days: int = 7
+
+    @classmethod
+    def from_settings(cls) -> "MonitoringResource":
+        return cls(**MonitoringSettings.from_env().model_dump())
+
+
 def platform_environment() -> str:
     return os.environ.get("FRAUD_PLATFORM_ENV", "local")
 
@@ -178,6 +191,7 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, objec
         "dbt": WarehouseDbtResource.from_settings(settings),
         "spark": SparkResource.from_settings(settings.spark),
         "mlflow": MlflowResource.from_settings(settings),
+        "monitoring": MonitoringResource.from_settings(),
         "kafka": KafkaResource(
             bootstrap_servers=kafka.bootstrap_servers,
             security_protocol=kafka.security_protocol,

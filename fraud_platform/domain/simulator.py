@@ -14,9 +14,9 @@ Kafka messages).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import orjson
@@ -26,6 +26,9 @@ from scipy.special import ndtr
 
 from fraud_platform.domain.hashing import tokenise_pan
 from fraud_platform.domain.schema import CHANNELS, COUNTRY_CURRENCY, FX_TO_EUR, MERCHANT_CATEGORIES, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from fraud_platform.settings import PlatformSettings
 
 __all__ = [
     "AMOUNT_FRAUD_THRESHOLD_EUR", "CUSTOMER_COMPROMISE_DAYS", "TERMINAL_COMPROMISE_DAYS", "DayEvents",
@@ -108,7 +111,7 @@ class SimulationConfig:
     fraud_rate: float | None = None
     label_delay_days: int = 7
     radius: float = 5.0
-    tokenisation_key: str = "dev-only-tokenisation-key"
+    tokenisation_key: str = field(default="dev-only-tokenisation-key", repr=False)  # a secret in production
 
     def __post_init__(self) -> None:
         if self.days < 1 or self.n_customers < 1 or self.n_terminals < 1:
@@ -123,7 +126,7 @@ class SimulationConfig:
             raise ValueError("radius must be > 0")
 
     @classmethod
-    def from_settings(cls, settings, start: date, days: int, **overrides) -> "SimulationConfig":
+    def from_settings(cls, settings: "PlatformSettings", start: date, days: int, **overrides) -> "SimulationConfig":
         """Config using the platform's tokenisation key (``PlatformSettings``), never a literal."""
         return cls(start=start, days=days, tokenisation_key=settings.tokenisation_key.get_secret_value(), **overrides)
 
@@ -168,18 +171,14 @@ class _Labels:
     fraud_scenario: np.ndarray
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
 class _LRU(OrderedDict):
-    """Tiny bounded memo: consecutive days reuse the compromise draws and label candidates."""
+    """Tiny bounded memo: consecutive days reuse compromise draws, days and label candidates."""
 
     def __init__(self, maxsize: int) -> None:
         super().__init__()
         self.maxsize = maxsize
 
-    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+    def get_or_compute(self, key, compute: Callable[[], object]):
         if key in self:
             self.move_to_end(key)
             return self[key]
@@ -208,24 +207,29 @@ def card_number(seed: int, customer_index: int) -> str:
     return luhn_complete(f"4{seed % 10_000:04d}{customer_index:010d}")
 
 
+_COUNTRY_GRID = np.array(
+    [[COUNTRIES_ORDER.index(code) for code in line.split()] for line in COUNTRY_MAP.strip().splitlines()], dtype=np.int16
+)
+
+
 def country_at(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Index into ``COUNTRIES_ORDER`` of the map cell containing each point."""
-    rows = [line.split() for line in COUNTRY_MAP.strip().splitlines()]
-    grid = np.array([[COUNTRIES_ORDER.index(code) for code in row] for row in rows], dtype=np.int16)
+    grid = _COUNTRY_GRID
     n_rows, n_cols = grid.shape
     row = np.clip((n_rows - 1 - np.floor(np.asarray(y) / GRID_SIZE * n_rows)).astype(int), 0, n_rows - 1)
     col = np.clip(np.floor(np.asarray(x) / GRID_SIZE * n_cols).astype(int), 0, n_cols - 1)
     return grid[row, col]
 
 
-def _utc(value: datetime) -> datetime:
+def _utc(value: datetime | date) -> datetime:
+    """Aware UTC datetime; a date means its midnight and a naive datetime is read as UTC."""
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time())
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def _epoch_us(value: datetime | date) -> int:
-    if not isinstance(value, datetime):
-        value = datetime.combine(value, time())
-    delta = _utc(value) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+def _epoch_us(value: datetime) -> int:
+    delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -269,7 +273,8 @@ class TransactionSimulator:
         self.terminal_compromises_per_day, self.customer_compromises_per_day = self._compromise_intensities()
         self._compromised_cache: _LRU = _LRU(2 * (TERMINAL_COMPROMISE_DAYS + CUSTOMER_COMPROMISE_DAYS))
         self._day_cache: _LRU = _LRU(2)
-        self._label_cache: _LRU = _LRU(config.label_delay_days + 3)
+        # Label candidates are ~1 % of a day's rows: keep the whole window's (plus the look-back).
+        self._label_cache: _LRU = _LRU(config.days + config.label_delay_days + 3)
 
     # -- profiles -------------------------------------------------------------------------------
     def _build_customers(self, rng: np.random.Generator) -> None:
@@ -437,7 +442,13 @@ class TransactionSimulator:
         return self._customer_ids[self._compromised_on(_CUSTOMER_COMPROMISE_STREAM, day.toordinal())].tolist()
 
     def _day(self, ordinal: int) -> _Day:
-        return self._day_cache.get_or_compute(ordinal, lambda: self._simulate_day(ordinal))
+        def simulate() -> _Day:
+            day = self._simulate_day(ordinal)
+            # Draw the day's labels now, so a later labels() call never re-simulates the window.
+            self._label_cache.get_or_compute(ordinal, lambda: self._draw_labels(ordinal, day))
+            return day
+
+        return self._day_cache.get_or_compute(ordinal, simulate)
 
     def _simulate_day(self, ordinal: int) -> _Day:
         rng = self._rng(_TX_STREAM, ordinal)
@@ -502,20 +513,18 @@ class TransactionSimulator:
             fraud_scenario=scenario[order],
         )
 
-    def _labels_of_day(self, ordinal: int) -> _Labels:
+    def _draw_labels(self, ordinal: int, day: _Day) -> _Labels:
         """Labels for the frauds of one day, drawn from their own (seed, day) stream."""
+        fraud = np.flatnonzero(day.fraud_scenario)
+        rng = self._rng(_LABEL_STREAM, ordinal)
+        delay = rng.integers(US_PER_DAY, self.config.label_delay_days * US_PER_DAY, size=fraud.size, endpoint=True)
+        scenario = day.fraud_scenario[fraud]
+        chargeback_share = np.array([0.0] + [CHARGEBACK_SHARE_BY_SCENARIO[s] for s in (1, 2, 3)])[scenario]
+        label_type = np.where(rng.random(fraud.size) < chargeback_share, "chargeback", "confirmed_fraud").astype(object)
+        return _Labels(day.transaction_id[fraud], day.event_us[fraud] + delay, label_type, scenario)
 
-        def draw() -> _Labels:
-            day = self._day(ordinal)
-            fraud = np.flatnonzero(day.fraud_scenario)
-            rng = self._rng(_LABEL_STREAM, ordinal)
-            delay = rng.integers(US_PER_DAY, self.config.label_delay_days * US_PER_DAY, size=fraud.size, endpoint=True)
-            scenario = day.fraud_scenario[fraud]
-            chargeback_share = np.array([0.0] + [CHARGEBACK_SHARE_BY_SCENARIO[s] for s in (1, 2, 3)])[scenario]
-            label_type = np.where(rng.random(fraud.size) < chargeback_share, "chargeback", "confirmed_fraud").astype(object)
-            return _Labels(day.transaction_id[fraud], day.event_us[fraud] + delay, label_type, scenario)
-
-        return self._label_cache.get_or_compute(ordinal, draw)
+    def _labels_of_day(self, ordinal: int) -> _Labels:
+        return self._label_cache.get_or_compute(ordinal, lambda: self._draw_labels(ordinal, self._day(ordinal)))
 
     # -- public frames --------------------------------------------------------------------------
     def transactions_for_day(self, day: date) -> pd.DataFrame:
@@ -525,12 +534,12 @@ class TransactionSimulator:
         t = d.terminal
         return pd.DataFrame(
             {
-                "transaction_id": d.transaction_id,
+                "transaction_id": d.transaction_id.copy(),  # the cached day must not be mutable via the frame
                 "event_time": _utc_timestamps(d.event_us),
                 "customer_id": self._customer_ids[d.customer],
                 "card_token": self._card_tokens[d.customer],
                 "terminal_id": self._terminal_ids[t],
-                "amount": d.amount,
+                "amount": d.amount.copy(),
                 "currency": np.array(CURRENCIES_ORDER, dtype=object)[self._term_currency[t]],
                 "merchant_category": np.array(MCC_ORDER, dtype=object)[self._term_mcc[t]],
                 "channel": np.array(CHANNELS, dtype=object)[d.channel],
@@ -538,7 +547,8 @@ class TransactionSimulator:
                 "schema_version": np.full(d.amount.size, SCHEMA_VERSION, dtype=np.int32),
                 "is_fraud": (d.fraud_scenario > 0).astype(np.int32),
                 "fraud_scenario": d.fraud_scenario.astype(np.int32),
-            }
+            },
+            copy=False,  # fresh arrays: skip pandas block consolidation
         )
 
     def days(self) -> list[date]:
@@ -548,11 +558,11 @@ class TransactionSimulator:
         """Every transaction of the configured window (convenience for tests, bench and ML fixtures)."""
         return pd.concat([self.transactions_for_day(day) for day in self.days()], ignore_index=True)
 
-    def labels_for_window(self, start: datetime, end: datetime) -> pd.DataFrame:
+    def labels_for_window(self, start: datetime | date, end: datetime | date) -> pd.DataFrame:
         """Labels whose ``known_at`` is in ``[start, end)``, sorted by it.
 
         Frauds up to ``label_delay_days`` before ``start`` are regenerated, so consecutive windows
-        together emit every label exactly once. Naive datetimes are read as UTC.
+        together emit every label exactly once. Naive datetimes are read as UTC, dates as midnight.
         """
         start, end = _utc(start), _utc(end)
         start_us, end_us = _epoch_us(start), _epoch_us(end)
@@ -578,23 +588,21 @@ class TransactionSimulator:
                 "label_type": types,
                 "known_at": _utc_timestamps(known),
                 "fraud_scenario": scenarios,
-            }
+            },
+            copy=False,  # fresh arrays: skip pandas block consolidation
         )
 
     def labels(self) -> pd.DataFrame:
         """Labels that become known inside the configured window."""
-        return self.labels_for_window(
-            datetime.combine(self.config.start, time(), timezone.utc), datetime.combine(self.config.end, time(), timezone.utc)
-        )
+        return self.labels_for_window(self.config.start, self.config.end)
 
     def iter_days(self) -> Iterator[DayEvents]:
         """Kafka-ready messages per day of the window, for the producer."""
         for day in self.days():
-            midnight = datetime.combine(day, time(), timezone.utc)
             yield DayEvents(
                 day=day,
                 transactions=encode_transactions(self.transactions_for_day(day)),
-                labels=encode_labels(self.labels_for_window(midnight, midnight + timedelta(days=1))),
+                labels=encode_labels(self.labels_for_window(day, day + timedelta(days=1))),
             )
 
 

@@ -479,3 +479,33 @@ def test_kafka_listeners_are_consistent():
     assert f"127.0.0.1:{host_port}:{listeners['HOST'].lstrip(':')}" in load_compose()["services"]["kafka"]["ports"]
     assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{kafka['KAFKA_NODE_ID']}@kafka:{listeners['CONTROLLER'].lstrip(':')}"
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["CLUSTER_ID"]), "KRaft cluster id must be a base64 UUID"
+
+
+def test_secrets_reach_only_the_containers_that_use_them(services):
+    """User code runs only in dagster-code (and its Spark executors) and the scorer; the Dagster
+    webserver, daemon and init job get the instance database and nothing else."""
+    platform_secrets = {"FRAUD_TOKENISATION_KEY", "AWS_SECRET_ACCESS_KEY", "FRAUD_KAFKA_SASL_PASSWORD", "FRAUD_WAREHOUSE_PG_PASSWORD"}
+    for name in ("dagster-webserver", "dagster-daemon", "dagster-init"):
+        env = environment(services[name])
+        assert not platform_secrets & set(env), name
+        assert set(env) == dagster_yaml_env_vars() | {"FRAUD_PLATFORM_ENV"}, name
+    for name in ("dagster-code", "spark-worker", "scorer"):
+        assert "FRAUD_TOKENISATION_KEY" in environment(services[name]), name
+    for name, service in services.items():
+        if name not in ("minio", "minio-init"):
+            assert not {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"} & set(environment(service)), name
+
+
+@pytest.mark.parametrize("dockerfile", ["docker/dagster.Dockerfile", "spark_streaming/Dockerfile"])
+def test_images_install_the_platform_where_its_repository_paths_resolve(dockerfile):
+    """fraud_platform finds dbt/ and deploy/ next to its package (DBT_PROJECT_DIR); installed
+    into site-packages, "../dbt" would be dbt-core itself. The images install it editable from
+    the copied repository, and the dbt project folder is writable by the runtime user."""
+    from fraud_platform.warehouse import DBT_PROJECT_DIR
+
+    assert DBT_PROJECT_DIR == REPO / "dbt"
+    runs = " ".join(args for keyword, args in dockerfile_instructions(REPO / dockerfile) if keyword == "RUN")
+    assert "pip install -c constraints.txt -e ." in runs
+    assert "COPY . /opt/fraud_platform" in (REPO / dockerfile).read_text()
+    if dockerfile == "docker/dagster.Dockerfile":
+        assert re.search(r"chown -R fraud:fraud [^&]*/opt/fraud_platform/dbt", runs)

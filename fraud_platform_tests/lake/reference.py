@@ -25,7 +25,7 @@ def _labels(tx: pd.DataFrame, labels: list[dict], maturity_days: int) -> pd.Data
     keys = tx[["transaction_id", "event_time"]].assign(cutoff=cutoff)
     m = keys.merge(lab, on="transaction_id")
     m = m[(m["known_at"] >= m["event_time"]) & (m["known_at"] < m["cutoff"])]
-    m = m.sort_values(["transaction_id", "is_fraud", "known_at", *ARRIVAL], ascending=[True, False, True, True, True, True, True])
+    m = m.sort_values(["transaction_id", "is_fraud", "known_at", *ARRIVAL], ascending=[True, False, True] + [True] * len(ARRIVAL))
     first = m.drop_duplicates("transaction_id")
     return pd.DataFrame({
         "transaction_id": first["transaction_id"],

@@ -7,11 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from dagster_dbt import DbtProject
 
 from fraud_platform.defs.warehouse.project import ensure_manifest, manifest_is_stale
 from fraud_platform.warehouse import DBT_PROJECT_DIR
 from fraud_platform_tests.warehouse.conftest import warehouse_settings
+
+pytestmark = pytest.mark.slow
 
 
 def test_manifest_is_parsed_on_a_fresh_clone_reused_then_reparsed_after_an_edit(tmp_path: Path):

@@ -9,8 +9,10 @@ from fraud_platform.defs.ingestion.assets import (
     raw_transactions,
     reconciliation_checks,
 )
+from fraud_platform.defs.ingestion.sensors import lake_on_new_raw_data
 
 defs = dg.Definitions(
     assets=[raw_transactions, raw_labels, quarantined_transactions, quarantined_labels],
     asset_checks=reconciliation_checks,
+    sensors=[lake_on_new_raw_data],
 )

@@ -1,0 +1,66 @@
+"""Jobs named for what they do, their schedules, and the declarative automation applied in one
+place. Sensors that request these jobs live with the domain they watch."""
+
+import dagster as dg
+
+from fraud_platform.defs.partitions import daily_partitions
+
+RAW_ASSETS = ["raw_transactions", "raw_labels"]
+LAKE_ASSETS = ["processed_transactions", "sandbox_transactions"]
+MODEL_ASSETS = ["customer_features", "terminal_features", "transaction_features", "fraud_model", "model_evaluation", "champion_model"]
+
+ingest_daily = dg.define_asset_job(
+    "ingest_daily",
+    selection=dg.AssetSelection.assets(*RAW_ASSETS),
+    partitions_def=daily_partitions,
+    description="Land yesterday's transactions and labels from Kafka into the raw zone.",
+)
+build_lake_daily = dg.define_asset_job(
+    "build_lake_daily",
+    selection=dg.AssetSelection.assets(*LAKE_ASSETS),
+    partitions_def=daily_partitions,
+    description="PySpark processed + sandbox zones for a partition (requested by the new-data sensor).",
+)
+retrain_model = dg.define_asset_job(
+    "retrain_model",
+    selection=dg.AssetSelection.assets(*MODEL_ASSETS),
+    description="Rebuild feature tables, train, evaluate and (maybe) promote a new champion.",
+)
+
+# Daily ingestion → lake → dbt: the schedule lands yesterday; the new-data sensor then requests the
+# lake partitions that changed, and the dbt marts follow their sources by themselves (eager).
+ingest_daily_schedule = dg.build_schedule_from_partitioned_job(
+    ingest_daily, hour_of_day=0, minute_of_hour=30, default_status=dg.DefaultScheduleStatus.RUNNING
+)
+weekly_retrain_schedule = dg.ScheduleDefinition(
+    name="weekly_retrain",
+    job=retrain_model,
+    cron_schedule="0 3 * * 1",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Retrain every Monday 03:00 UTC even without drift, so the model sees the newest matured labels.",
+)
+
+EAGER = dg.AutomationCondition.eager()
+DAILY = dg.AutomationCondition.on_cron("0 6 * * *", "UTC")
+# Assets that follow their upstreams by themselves; everything else runs from jobs and sensors.
+AUTOMATION_BY_KEY = {
+    "quarantined_transactions": EAGER,
+    "quarantined_labels": EAGER,
+    "feature_drift_report": DAILY,
+    "live_model_performance": DAILY,
+}
+AUTOMATION_BY_GROUP = {"warehouse": EAGER}
+
+
+def apply_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
+    condition = AUTOMATION_BY_KEY.get(spec.key.to_user_string()) or AUTOMATION_BY_GROUP.get(spec.group_name or "")
+    if condition is None or spec.automation_condition is not None:
+        return spec
+    return spec.replace_attributes(automation_condition=condition)
+
+
+defs = dg.Definitions(
+    jobs=[ingest_daily, build_lake_daily, retrain_model],
+    schedules=[ingest_daily_schedule, weekly_retrain_schedule],
+)

@@ -1,0 +1,153 @@
+"""Monitoring assets: what the streaming scorer wrote (observed), feature/score drift against the
+training data, and the champion's live performance once labels arrive."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import average_precision_score
+
+from fraud_platform.defs.owners import ML_ENGINEERING
+from fraud_platform.defs.resources import LakeResource, MonitoringResource
+from fraud_platform.domain.drift import drift_table, feature_drift
+from fraud_platform.domain.features import DEFAULT_CONFIG, compute_batch_features
+from fraud_platform.infra.lake import LakeStore
+from fraud_platform.reports import figure_to_markdown, markdown_table
+
+SCORED = ("scored", "transactions")
+MONITORING = dict(group_name="monitoring", owners=[ML_ENGINEERING])
+
+
+def _read_days(store: LakeStore, zone: str, dataset: str, days: list[str]) -> pd.DataFrame | None:
+    keys = [k for d in days for k in store.parquet_keys(zone, dataset, d)]
+    table = store.read_parquet(keys)
+    return None if table is None else table.to_pandas()
+
+
+def _recent_days(store: LakeStore, zone: str, dataset: str, count: int) -> list[str]:
+    return store.partition_dates(zone, dataset)[-count:]
+
+
+@dg.observable_source_asset(
+    name="scored_transactions",
+    description="Transactions scored by the separately deployed spark_streaming job "
+    "(lake zone scored/transactions/date=…), observed so drift and live performance can follow it.",
+    **MONITORING,
+)
+def scored_transactions(lake: LakeResource) -> dg.ObserveResult:
+    store = lake.store()
+    keys = store.parquet_keys(*SCORED)
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(f"{len(keys)}:{keys[-1] if keys else ''}"),
+        metadata={"files": len(keys), "dates": dg.MetadataValue.json(store.partition_dates(*SCORED)[-10:])},
+    )
+
+
+def _recent_traffic_features(store: LakeStore, recent_days: int) -> tuple[pd.DataFrame, str]:
+    """Features of recent traffic: what the scorer logged if it ran, else computed from the
+    processed zone with the shared feature module (history included so windows are complete)."""
+    features = DEFAULT_CONFIG.feature_columns()
+    scored_days = _recent_days(store, *SCORED, recent_days)
+    if scored_days:
+        scored = _read_days(store, *SCORED, scored_days)
+        if scored is not None and set(features) <= set(scored.columns):
+            return scored, "scored"
+    days = store.partition_dates("processed", "transactions")
+    if not days:
+        raise dg.Failure("no recent traffic: neither the scored nor the processed zone has data")
+    recent = days[-recent_days:]
+    first_recent = pd.Timestamp(recent[0], tz="UTC")
+    history_start = (first_recent - pd.Timedelta(days=DEFAULT_CONFIG.history_days())).date().isoformat()
+    frame = _read_days(store, "processed", "transactions", [d for d in days if d >= history_start])
+    frame = frame.sort_values("event_time", kind="stable").reset_index(drop=True)
+    computed = compute_batch_features(frame)
+    computed = computed[frame["event_time"] >= first_recent]
+    return computed, "processed"
+
+
+def _psi_figure(table: pd.DataFrame, threshold: float) -> Figure:
+    fig = Figure(figsize=(7, 0.25 * len(table) + 1.2))
+    ax = fig.subplots()
+    ordered = table.sort_values("psi")
+    colors = ["#c0392b" if v > threshold else "#2980b9" for v in ordered["psi"].fillna(0)]
+    ax.barh(ordered["feature"], ordered["psi"].fillna(0), color=colors)
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"retrain threshold {threshold}")
+    ax.set_xlabel("PSI (recent vs training)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+@dg.asset(
+    description="Population Stability Index (and KS where it fits) per model feature between the "
+    "training matrix and the last days of traffic, plus score-distribution drift when the scorer "
+    "logged scores. The drift sensor requests retrain_model when max PSI passes the threshold.",
+    deps=["transaction_features", "processed_transactions", "scored_transactions"],
+    kinds={"pandas", "scipy"},
+    **MONITORING,
+)
+def feature_drift_report(context: dg.AssetExecutionContext, lake: LakeResource, monitoring: MonitoringResource) -> dg.MaterializeResult:
+    store = lake.store()
+    features = DEFAULT_CONFIG.feature_columns()
+    reference_keys = store.parquet_keys("features", "transaction_features")
+    if not reference_keys:
+        raise dg.Failure("no training reference: materialise transaction_features first")
+    reference = store.read_parquet(reference_keys, columns=features).to_pandas()
+    recent, source = _recent_traffic_features(store, monitoring.recent_days)
+    table = drift_table(feature_drift(reference, recent, features))
+    drifting = table.loc[table["psi"] > monitoring.psi_threshold, "feature"].tolist()
+    metadata: dict[str, object] = {
+        "max_psi": float(table["psi"].max()),
+        "drifting_features": dg.MetadataValue.json(drifting),
+        "psi_threshold": monitoring.psi_threshold,
+        "recent_source": source,
+        "reference_rows": len(reference),
+        "recent_rows": len(recent),
+        "drift_table": dg.MetadataValue.md(markdown_table(table, max_rows=40)),
+        "psi_plot": dg.MetadataValue.md(figure_to_markdown(_psi_figure(table, monitoring.psi_threshold), "PSI per feature")),
+    }
+    context.log.info(f"drift vs training: max PSI {metadata['max_psi']:.3f}; drifting {drifting or 'none'} ({source}, {len(recent)} rows)")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    description="The champion's live performance: scored transactions whose label window has "
+    "matured, joined with the labels that arrived. AP and recall per model version; the live-"
+    "performance sensor requests retraining when they decay past the configured floor.",
+    deps=["scored_transactions", "raw_labels"],
+    kinds={"pandas"},
+    **MONITORING,
+)
+def live_model_performance(context: dg.AssetExecutionContext, lake: LakeResource, monitoring: MonitoringResource) -> dg.MaterializeResult:
+    store = lake.store()
+    scored_days = store.partition_dates(*SCORED)
+    cutoff = datetime.now(timezone.utc) - timedelta(days=monitoring.label_maturity_days)
+    matured_days = [d for d in scored_days if pd.Timestamp(d, tz="UTC") + pd.Timedelta(days=1) <= cutoff][-monitoring.recent_days:]
+    if not matured_days:
+        return dg.MaterializeResult(metadata={"matured_scored_rows": 0, "note": "no scored day has matured labels yet"})
+    scored = _read_days(store, *SCORED, matured_days).drop_duplicates("transaction_id")
+    label_table = store.read_parquet(store.parquet_keys("raw", "labels"), columns=["transaction_id", "is_fraud"])
+    labels = label_table.to_pandas() if label_table is not None else pd.DataFrame(columns=["transaction_id", "is_fraud"])
+    frauds = set(labels.loc[labels["is_fraud"].astype(bool), "transaction_id"])
+    scored["is_fraud"] = scored["transaction_id"].isin(frauds).astype(int)
+    flagged = scored["decision"].isin(["review", "block"])
+    rows = []
+    for version, part in scored.groupby(scored["model_version"].astype(str)):
+        positives = int(part["is_fraud"].sum())
+        ap = float(average_precision_score(part["is_fraud"], part["score"])) if 0 < positives < len(part) else float("nan")
+        recall = float((flagged[part.index] & (part["is_fraud"] == 1)).sum() / positives) if positives else float("nan")
+        rows.append({"model_version": version, "transactions": len(part), "frauds": positives, "live_ap": ap, "live_recall": recall})
+    by_version = pd.DataFrame(rows)
+    latest = by_version.iloc[-1]
+    context.log.info(f"live performance on {len(scored)} matured scored transactions: {rows}")
+    return dg.MaterializeResult(
+        metadata={
+            "matured_scored_rows": len(scored),
+            "live_ap": float(latest["live_ap"]),
+            "live_recall": float(latest["live_recall"]),
+            "model_version": str(latest["model_version"]),
+            "min_live_ap": monitoring.min_live_ap,
+            "by_model_version": dg.MetadataValue.md(markdown_table(by_version)),
+            "scored_days": dg.MetadataValue.json(matured_days),
+        }
+    )
