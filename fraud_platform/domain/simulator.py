@@ -378,6 +378,14 @@ class TransactionSimulator:
         p_customer = 1 - (1 - min(customer_rate, 1.0)) ** CUSTOMER_COMPROMISE_DAYS
         return 1 - (1 - p_amount) * (1 - p_terminal) * (1 - CUSTOMER_FRAUD_SHARE * p_customer)
 
+    @property
+    def expected_rate(self) -> float:
+        """Steady-state fraud share this simulator is calibrated to (the target, or the FDH rate)."""
+        return self.expected_fraud_rate(
+            self.terminal_compromises_per_day / self.config.n_terminals,
+            self.customer_compromises_per_day / self.config.n_customers,
+        )
+
     def _compromise_intensities(self) -> tuple[float, float]:
         """Expected terminals/customers compromised per day: FDH defaults, or solved for ``fraud_rate``.
 
@@ -409,25 +417,26 @@ class TransactionSimulator:
     def _rng(self, stream: int, ordinal: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, stream, ordinal])
 
+    def _compromise_spec(self, stream: int) -> tuple[int, float, int]:
+        """(population, expected new compromises per day, days a compromise lasts) of a stream."""
+        if stream == _TERMINAL_COMPROMISE_STREAM:
+            return self.config.n_terminals, self.terminal_compromises_per_day, TERMINAL_COMPROMISE_DAYS
+        return self.config.n_customers, self.customer_compromises_per_day, CUSTOMER_COMPROMISE_DAYS
+
     def _compromised_on(self, stream: int, ordinal: int) -> np.ndarray:
         """Entities newly compromised on day ``ordinal``: Poisson count, uniform pick, from (seed, day)."""
 
         def draw() -> np.ndarray:
             rng = self._rng(stream, ordinal)
-            if stream == _TERMINAL_COMPROMISE_STREAM:
-                population, expected = self.config.n_terminals, self.terminal_compromises_per_day
-            else:
-                population, expected = self.config.n_customers, self.customer_compromises_per_day
+            population, expected, _ = self._compromise_spec(stream)
             count = min(int(rng.poisson(expected)), population)
             return np.sort(rng.choice(population, size=count, replace=False))
 
         return self._compromised_cache.get_or_compute((stream, ordinal), draw)
 
     def _compromised_mask(self, stream: int, ordinal: int) -> np.ndarray:
-        if stream == _TERMINAL_COMPROMISE_STREAM:
-            population, duration = self.config.n_terminals, TERMINAL_COMPROMISE_DAYS
-        else:
-            population, duration = self.config.n_customers, CUSTOMER_COMPROMISE_DAYS
+        """Entities under compromise on day ``ordinal``: those picked on any of the last N days."""
+        population, _, duration = self._compromise_spec(stream)
         mask = np.zeros(population, dtype=bool)
         for day in range(ordinal - duration + 1, ordinal + 1):
             mask[self._compromised_on(stream, day)] = True
@@ -620,6 +629,8 @@ def _epoch_us_of(column: pd.Series) -> np.ndarray:
     """Microseconds since the epoch; timezone-aware values are converted, naive ones read as UTC."""
     if column.dtype.kind != "M":
         column = pd.to_datetime(column)
+    if column.isna().any():
+        raise ValueError(f"{column.name} has missing timestamps; an event needs one to be valid")
     if column.dt.tz is not None:
         column = column.dt.tz_convert("UTC").dt.tz_localize(None)
     return column.to_numpy(dtype="datetime64[us]").view(np.int64)
@@ -667,8 +678,8 @@ def encode_transactions(df: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     One ``%`` template per row over pre-rendered columns: several times faster than a JSON library
     on dicts, which is what lets the producer keep up with the benchmark target.
     """
-    amounts = df["amount"].to_numpy()
-    if not np.isfinite(amounts.astype(float)).all():
+    amounts = df["amount"].to_numpy(dtype=np.float64)  # repr of a float is always a JSON number
+    if not np.isfinite(amounts).all():
         raise ValueError("amount must be finite to encode as JSON")
     versions = df["schema_version"].tolist() if "schema_version" in df else [SCHEMA_VERSION] * len(df)
     rows = zip(

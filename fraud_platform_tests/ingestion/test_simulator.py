@@ -212,10 +212,7 @@ def test_card_tokens_depend_on_the_tokenisation_key() -> None:
 def test_fraud_rate_lands_near_the_target(target: float) -> None:
     sim = TransactionSimulator(SimulationConfig(start=START, days=14, fraud_rate=target))
     # The calibration itself is exact in expectation ...
-    expected = sim.expected_fraud_rate(
-        sim.terminal_compromises_per_day / sim.config.n_terminals, sim.customer_compromises_per_day / sim.config.n_customers
-    )
-    assert expected == pytest.approx(target, rel=1e-6)
+    assert sim.expected_rate == pytest.approx(target, rel=1e-6)
     # ... and ~140k simulated transactions land close to it (compromise counts are Poisson draws).
     df = sim.transactions()
     assert len(df) > 100_000
@@ -225,6 +222,7 @@ def test_fraud_rate_lands_near_the_target(target: float) -> None:
 def test_default_config_follows_fdh() -> None:
     sim = TransactionSimulator(SimulationConfig(start=START, days=10))
     assert (sim.terminal_compromises_per_day, sim.customer_compromises_per_day) == pytest.approx((2, 3))
+    assert 0.008 < sim.expected_rate < 0.01
     df = sim.transactions()
     assert 9_000 < len(df) / 10 < 11_000  # 5000 customers x U(0,4) tx/day
     assert 0.005 < df["is_fraud"].mean() < 0.013

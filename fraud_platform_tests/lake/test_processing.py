@@ -28,19 +28,29 @@ def _read(store, zone: str, day: date, contract: pa.Schema) -> pd.DataFrame:
     return normalised(store.read_parquet(keys))
 
 
-@pytest.fixture()
-def store(lake_root):
-    store = LocalLakeStore(lake_root)
+@pytest.fixture(scope="module")
+def lifecycle(spark, tmp_path_factory):
+    """One lake through a partition's life: processed built before most labels landed, then the
+    labels arrive, the sandbox is built, and processed D1 is rebuilt (D2 left alone)."""
+    store = LocalLakeStore(tmp_path_factory.mktemp("lake"))
+    land_scenario(store, label_days={date(2026, 1, 6)})
+    early = run_processed(spark, store, [D1, D2], maturity_days=7, processed_at=PROCESSED_AT)
+    d2_files = store.parquet_keys("processed", "transactions", D2)
     land_scenario(store)
-    return store
+    sandbox = run_sandbox(spark, store, [D1], MaturityPolicy(maturity_days=7))
+    rebuilt = run_processed(spark, store, [D1], maturity_days=7, processed_at=PROCESSED_AT)
+    return {"store": store, "early": early, "sandbox": sandbox, "rebuilt": rebuilt, "d2_files": d2_files}
 
 
-def test_processed_equals_independent_pandas_expectation(spark, store):
-    run = run_processed(spark, store, [D1, D2], maturity_days=7, processed_at=PROCESSED_AT)
-
-    for day in (D1, D2):
-        expected = expected_processed(raw_rows(day), label_rows(), 7, PROCESSED_AT)
-        pd.testing.assert_frame_equal(_read(store, "processed", day, PROCESSED_TRANSACTIONS_SCHEMA), expected)
+def test_processed_equals_independent_pandas_expectation(lifecycle):
+    store = lifecycle["store"]
+    early_labels = [r for r in label_rows() if r["known_at"].date() == date(2026, 1, 6)]
+    pd.testing.assert_frame_equal(
+        _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA), expected_processed(raw_rows(D1), label_rows(), 7, PROCESSED_AT)
+    )
+    pd.testing.assert_frame_equal(
+        _read(store, "processed", D2, PROCESSED_TRANSACTIONS_SCHEMA), expected_processed(raw_rows(D2), early_labels, 7, PROCESSED_AT)
+    )
     got = _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA).set_index("transaction_id")
     assert got.loc["tx000001", "amount"] == 10.0  # first landed copy wins over the re-delivery
     assert got.loc["tx000004", "amount"] == 5000.0  # same landing: lower Kafka offset wins
@@ -48,37 +58,22 @@ def test_processed_equals_independent_pandas_expectation(spark, store):
     assert pd.isna(got.loc["tx000003", "is_fraud"])  # its label arrived after maturity
     assert pd.isna(got.loc["tx000005", "is_fraud"])  # "label" known before the transaction
     assert got.loc["tx000002", "amount_eur"] == pytest.approx(92.0)
-    stats = run.partitions.set_index("date")
-    assert stats.loc["2026-01-05", ["raw_rows", "processed_rows", "duplicates_removed", "fraud_labels"]].tolist() == [9, 6, 3, 3]
-    assert run.totals()["processed_rows"] == 9
+    stats = lifecycle["rebuilt"].partitions.set_index("date")
+    assert stats.loc["2026-01-05", ["raw_rows", "processed_rows", "duplicates_removed", "labelled_rows", "fraud_labels"]].tolist() == [9, 6, 3, 4, 3]
 
 
-def test_processed_rebuild_overwrites_only_its_partition_and_picks_up_late_labels(spark, lake_root):
-    store = LocalLakeStore(lake_root)
-    land_scenario(store, label_days={date(2026, 1, 6)})
-    run_processed(spark, store, [D1, D2], maturity_days=7, processed_at=PROCESSED_AT)
-    d2_files = store.parquet_keys("processed", "transactions", D2)
-    assert _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA)["is_fraud"].sum() == 0
-
-    land_scenario(store)  # the remaining labels arrive
-    run_processed(spark, store, [D1], maturity_days=7, processed_at=PROCESSED_AT)
-
-    pd.testing.assert_frame_equal(
-        _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA), expected_processed(raw_rows(D1), label_rows(), 7, PROCESSED_AT)
-    )
-    assert store.parquet_keys("processed", "transactions", D2) == d2_files  # untouched
+def test_processed_rebuild_overwrites_only_its_partition_and_picks_up_late_labels(lifecycle):
+    store = lifecycle["store"]
+    early = lifecycle["early"].partitions.set_index("date")
+    assert early.loc["2026-01-05", "fraud_labels"] == 0 and early.loc["2026-01-05", "labelled_rows"] == 1
+    assert lifecycle["rebuilt"].totals()["fraud_labels"] == 3
+    assert store.parquet_keys("processed", "transactions", D2) == lifecycle["d2_files"]  # untouched
 
 
-def test_sandbox_has_final_labels_for_matured_partitions_only(spark, lake_root):
-    store = LocalLakeStore(lake_root)
-    land_scenario(store, label_days=set())
-    run_processed(spark, store, [D1, D2], maturity_days=7, processed_at=PROCESSED_AT)  # before any label
-    land_scenario(store)
-    policy = MaturityPolicy(maturity_days=7)
+def test_sandbox_has_final_labels_for_matured_partitions_only(spark, lifecycle):
+    store, run = lifecycle["store"], lifecycle["sandbox"]
     assert labels_watermark(store) == datetime(2026, 1, 14, 10, tzinfo=timezone.utc)
-
-    run = run_sandbox(spark, store, [D1], policy)
-
+    # Processed D1 was built before these labels landed; the sandbox still has them, and no later ones.
     got = _read(store, "sandbox", D1, SANDBOX_TRANSACTIONS_SCHEMA)
     pd.testing.assert_frame_equal(got, expected_sandbox(raw_rows(D1), label_rows(), 7, split="test"))
     assert (got["label_known_at"].dropna() < matured_at(D1, 7)).all()
@@ -88,7 +83,7 @@ def test_sandbox_has_final_labels_for_matured_partitions_only(spark, lake_root):
     assert plan["splits"] == run.splits.as_dict() and plan["maturity_days"] == 7
 
     with pytest.raises(ImmaturePartitionsError, match=r"2026-01-10 .*matures at 2026-01-18T00:00:00\+00:00"):
-        run_sandbox(spark, store, [D1, D2], policy)
+        run_sandbox(spark, store, [D1, D2], MaturityPolicy(maturity_days=7))
     assert store.partition_dates("sandbox", "transactions") == ["2026-01-05"]
 
 

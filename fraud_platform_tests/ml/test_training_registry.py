@@ -20,7 +20,8 @@ from fraud_platform_tests.ml.conftest import SMALL_SEARCH, SMALL_SPLIT
 
 pytestmark = pytest.mark.slow
 
-CONFIG = TrainingConfig(split=SMALL_SPLIT, search_space=SMALL_SEARCH, n_candidates=2, budget_seconds=60)
+# A budget no run reaches: the test must not depend on machine speed.
+CONFIG = TrainingConfig(split=SMALL_SPLIT, search_space=SMALL_SEARCH, n_candidates=1, budget_seconds=10_000)
 EVAL = EvaluationConfig(daily_alert_budget=20, top_k=20)
 MODEL = "fraud_detector_test"
 
@@ -72,7 +73,7 @@ def test_search_picks_the_best_finalist_and_reports_every_variant(trained):
     finalists = trained.trials[trained.trials.filter(like="val_ap_fold").notna().all(axis=1)]
     assert trained.validation_ap == pytest.approx(finalists["val_ap_mean"].max())
     assert set(trained.variants["variant"]) == {"smote", "class_weight", "none"}
-    assert (trained.variants["trials"] == 2).all()  # 2 sampled parameter sets per variant
+    assert (trained.variants["trials"] == 1).all()  # one sampled parameter set per variant
 
 
 def test_evaluation_metrics_match_sklearn_and_are_logged(trained, matrix, tracking):

@@ -1,0 +1,141 @@
+"""Sensors evaluated against real (SQLite) instance storage."""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from fraud_platform.defs.ingestion.sensors import lake_on_new_raw_data
+from fraud_platform.defs.monitoring.assets import feature_drift_report, live_model_performance
+from fraud_platform.defs.monitoring.sensors import (
+    DRIFTING_TAG,
+    retrain_on_feature_drift,
+    retrain_on_live_performance_decay,
+)
+from fraud_platform.defs.resources import LakeResource, MonitoringResource
+from fraud_platform.domain.features import DEFAULT_CONFIG
+from fraud_platform.infra.lake import LocalLakeStore
+
+FEATURES = DEFAULT_CONFIG.feature_columns()
+
+
+@pytest.fixture()
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def _land(instance: dg.DagsterInstance, key: str, partition: str) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+
+
+def _evaluate_multi(instance: dg.DagsterInstance, cursor: str | None):
+    context = dg.build_multi_asset_sensor_context(
+        monitored_assets=[dg.AssetKey("raw_transactions"), dg.AssetKey("raw_labels")],
+        instance=instance, cursor=cursor, definitions=_defs(),
+    )
+    result = lake_on_new_raw_data.evaluate_tick(context)
+    return result.run_requests or [], context.cursor
+
+
+def _defs():
+    from fraud_platform.definitions import defs
+
+    return defs
+
+
+def test_new_raw_partitions_request_exactly_one_lake_run_each(instance) -> None:
+    _land(instance, "raw_transactions", "2026-01-10")
+    _land(instance, "raw_transactions", "2026-01-11")
+    _land(instance, "raw_transactions", "2026-01-11")  # landed twice before the tick: still one run
+    requests, cursor = _evaluate_multi(instance, None)
+    assert sorted(r.partition_key for r in requests) == ["2026-01-10", "2026-01-11"]
+    assert len({r.run_key for r in requests}) == 2
+
+    again, cursor = _evaluate_multi(instance, cursor)
+    assert again == []  # nothing new: nothing runs twice
+
+    _land(instance, "raw_labels", "2026-01-20")  # labels known on the 20th touch the 13th..20th
+    labelled, _ = _evaluate_multi(instance, cursor)
+    assert sorted(r.partition_key for r in labelled) == [f"2026-01-{d}" for d in range(13, 21)]
+    assert all(r.job_name in (None, "build_lake_daily") for r in labelled)
+
+
+def _write(store: LocalLakeStore, zone: str, dataset: str, day: str, frame: pd.DataFrame) -> None:
+    store.write_parquet(f"{zone}/{dataset}/date={day}/part-0.parquet", pa.Table.from_pandas(frame, preserve_index=False))
+
+
+def _feature_frame(rng: np.random.Generator, n: int, amount_mean: float) -> pd.DataFrame:
+    frame = pd.DataFrame({name: rng.normal(1.0, 0.3, n) for name in FEATURES})
+    frame["amount_eur"] = rng.gamma(2.0, amount_mean / 2.0, n)
+    frame["hour"] = rng.integers(0, 24, n)
+    return frame
+
+
+def _materialize(instance, asset, lake_root) -> dg.ExecuteInProcessResult:
+    resources = {"lake": LakeResource(root=str(lake_root)), "monitoring": MonitoringResource(psi_threshold=0.25, min_live_ap=0.5)}
+    return dg.materialize([asset], resources=resources, instance=instance)
+
+
+def _evaluate_asset_sensor(sensor, instance):
+    context = dg.build_sensor_context(instance=instance, resources={"monitoring": MonitoringResource(psi_threshold=0.25, min_live_ap=0.5)}, definitions=_defs())
+    return sensor.evaluate_tick(context)
+
+
+@pytest.mark.parametrize("recent_amount_mean, expect_retrain", [(200.0, True), (50.0, False)])
+def test_drift_requests_retraining_naming_the_drifting_features(instance, lake_root, recent_amount_mean, expect_retrain) -> None:
+    rng = np.random.default_rng(3)
+    store = LocalLakeStore(lake_root)
+    _write(store, "features", "transaction_features", "2026-01-01", _feature_frame(rng, 4000, 50.0))
+    recent = _feature_frame(rng, 3000, recent_amount_mean).assign(transaction_id=[f"tx-{i:08d}" for i in range(3000)])
+    _write(store, "scored", "transactions", "2026-02-01", recent)
+
+    report = _materialize(instance, feature_drift_report, lake_root)
+    [materialization] = report.asset_materializations_for_node("feature_drift_report")
+    assert materialization.metadata["recent_source"].value == "scored"
+    assert "data:image/png;base64," in materialization.metadata["psi_plot"].value
+
+    tick = _evaluate_asset_sensor(retrain_on_feature_drift, instance)
+    if expect_retrain:
+        [request] = tick.run_requests
+        assert request.tags[DRIFTING_TAG] == "amount_eur"
+        assert request.job_name in (None, "retrain_model")
+    else:
+        assert not tick.run_requests and "no drift" in tick.skip_message
+
+
+@pytest.mark.parametrize("informative, expect_retrain", [(False, True), (True, False)])
+def test_decayed_live_ap_requests_retraining(instance, lake_root, informative, expect_retrain) -> None:
+    rng = np.random.default_rng(5)
+    store = LocalLakeStore(lake_root)
+    day = (datetime.now(timezone.utc) - timedelta(days=20)).date().isoformat()
+    n = 2000
+    is_fraud = rng.random(n) < 0.05
+    score = np.where(is_fraud, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.5, n)) if informative else rng.random(n)
+    ids = [f"tx-live-{i:06d}" for i in range(n)]
+    scored = pd.DataFrame({"transaction_id": ids, "score": score, "decision": np.where(score > 0.55, "review", "approve"), "model_version": "3"})
+    _write(store, "scored", "transactions", day, scored)
+    labels = pd.DataFrame({"transaction_id": [i for i, f in zip(ids, is_fraud) if f], "is_fraud": True})
+    _write(store, "raw", "labels", day, labels)
+
+    result = _materialize(instance, live_model_performance, lake_root)
+    [materialization] = result.asset_materializations_for_node("live_model_performance")
+    live_ap = materialization.metadata["live_ap"].value
+    assert (live_ap < 0.5) == expect_retrain
+
+    tick = _evaluate_asset_sensor(retrain_on_live_performance_decay, instance)
+    if expect_retrain:
+        [request] = tick.run_requests
+        assert request.tags["fraud_platform/retrain_trigger"] == "live_performance_decay"
+        assert request.tags["fraud_platform/model_version"] == "3"
+    else:
+        assert not tick.run_requests
+
+
+def test_a_malformed_report_fails_the_tick_instead_of_skipping(instance) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="feature_drift_report", metadata={"unrelated": 1}))
+    with pytest.raises(Exception, match="lacks metadata 'max_psi'"):
+        _evaluate_asset_sensor(retrain_on_feature_drift, instance)
