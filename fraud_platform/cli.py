@@ -184,27 +184,40 @@ def prepare_dagster_home() -> Path:
     return home
 
 
+# Partitioned assets that only accept days whose label window has matured.
+MATURED_ONLY = {"sandbox_transactions"}
+
+
 def materialize_everything(start: date, end: date) -> None:
-    """Materialise every asset of the code location: daily-partitioned ones over [start, end]
-    in one run (their BackfillPolicy is single_run), then the unpartitioned ones."""
+    """Materialise every asset of the code location the way an operator would from the CLI:
+    daily-partitioned assets over [start, end] in one run (BackfillPolicy.single_run), the
+    sandbox over the days whose labels have matured, then the unpartitioned assets."""
     from fraud_platform.definitions import defs
+    from fraud_platform.settings import LakeProcessingSettings
 
     graph = defs.resolve_asset_graph()
-    partitioned, unpartitioned = [], []
+    partitioned, matured_only, unpartitioned = [], [], []
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         if not node.is_materializable:
             continue
-        (partitioned if node.partitions_def is not None else unpartitioned).append(key.to_user_string())
+        name = key.to_user_string()
+        if node.partitions_def is None:
+            unpartitioned.append(name)
+        else:
+            (matured_only if name in MATURED_ONLY else partitioned).append(name)
+    matured_end = end - timedelta(days=LakeProcessingSettings.from_env().label_maturity_days + 1)
     dagster = str(Path(sys.executable).parent / "dagster")
     base = [dagster, "asset", "materialize", "-m", "fraud_platform.definitions"]
     steps = []
     if partitioned:
         steps.append(base + ["--select", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
+    if matured_only and matured_end >= start:
+        steps.append(base + ["--select", ",".join(sorted(matured_only)), "--partition-range", f"{start.isoformat()}...{matured_end.isoformat()}"])
     if unpartitioned:
         steps.append(base + ["--select", ",".join(sorted(unpartitioned))])
     for command in steps:
-        print("$ " + " ".join(command[1:]), flush=True)
+        print("$ dagster " + " ".join(command[1:]), flush=True)
         completed = subprocess.run(command, cwd=REPO_ROOT)
         if completed.returncode != 0:
             _fail(f"materialisation failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)

@@ -9,12 +9,12 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from fraud_platform.domain.schema import PROCESSED_TRANSACTIONS_SCHEMA, SANDBOX_TRANSACTIONS_SCHEMA
 from fraud_platform.infra.lake import LakeStore
@@ -76,15 +76,24 @@ def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def duckdb_write_lock(duckdb_path: str | Path) -> Iterator[None]:
+def duckdb_write_lock(duckdb_path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Serialise writers of one DuckDB file across processes on this host: DuckDB admits a single
     writing process, so a second concurrent `dbt build` would otherwise fail with a lock error.
     (The Dagster pool ``duckdb_warehouse`` queues runs first; this lock also covers instances
-    without a pool limit.)"""
+    without a pool limit.) ``on_wait`` is called once if another writer holds the lock."""
     path = Path(duckdb_path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".write-lock"):
+    lock = FileLock(str(path) + ".write-lock")
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def pg_conninfo(warehouse: WarehouseSettings) -> str:

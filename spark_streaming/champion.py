@@ -8,11 +8,11 @@ rejecting the feature columns) keeps the last good model and is logged and count
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -20,6 +20,7 @@ import pandas as pd
 
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
 from fraud_platform.infra.lake import LakeStore
+from fraud_platform.ml.registry import ChampionInfo, load_champion
 
 log = logging.getLogger(__name__)
 
@@ -30,47 +31,16 @@ class NoChampionError(RuntimeError):
     """The registry has no version behind the alias (nothing to score with yet)."""
 
 
-@dataclass(frozen=True)
-class ChampionInfo:
-    """What the registry says about the champion (mirrors fraud_platform.ml.registry's reader)."""
-
-    version: str
-    model_uri: str
-    threshold: float | None
-    features: tuple[str, ...]
-    snapshot_uri: str | None
-
-
 def read_champion(client, model_name: str, alias: str) -> ChampionInfo:
-    """Resolve ``alias`` through the platform's registry reader when present, else from version tags."""
-    try:
-        from fraud_platform.ml import registry  # noqa: PLC0415 - optional until the ML package lands
-    except ImportError:
-        registry = None
-    if registry is not None and hasattr(registry, "load_champion") and alias == "champion":
-        info = registry.load_champion(client, model_name)
-        return ChampionInfo(
-            version=str(info.version), model_uri=info.model_uri, threshold=info.threshold,
-            features=tuple(info.features or FEATURE_COLUMNS), snapshot_uri=info.snapshot_uri,
-        )
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise NoChampionError(f"model {model_name!r} has no version with alias {alias!r}") from None
-        raise
-    tags = version.tags or {}
-    features = tags.get("features")
-    threshold = tags.get("threshold")
-    return ChampionInfo(
-        version=str(version.version),
-        model_uri=f"models:/{model_name}/{version.version}",
-        threshold=float(threshold) if threshold not in (None, "") else None,
-        features=tuple(json.loads(features)) if features else tuple(FEATURE_COLUMNS),
-        snapshot_uri=tags.get("feature_snapshot_uri") or tags.get("snapshot_uri") or None,
-    )
+    """The version behind ``alias`` and its scorer tags (the platform's registry reader)."""
+    info = load_champion(client, model_name, alias)
+    if info is None:
+        raise NoChampionError(f"model {model_name!r} has no version with alias {alias!r} (or the registry did not answer)")
+    if not info.features:
+        info = replace(info, features=list(FEATURE_COLUMNS))
+    if info.threshold is not None and not math.isfinite(info.threshold):
+        info = replace(info, threshold=None)
+    return info
 
 
 def load_predictor(model_uri: str) -> Predictor:
@@ -152,7 +122,7 @@ class ModelWatcher:
         """Load the champion now (startup); raises on any problem."""
         info = info or read_champion(self._client_factory(), self.model_name, self.alias)
         predict = load_predictor(info.model_uri)
-        snapshot, snapshot_version = load_snapshot(self.lake, info.snapshot_uri)
+        snapshot, snapshot_version = load_snapshot(self.lake, info.snapshot_key or info.snapshot_uri)
         # Prove the model accepts the feature columns before it replaces a working one.
         probe = snapshot.features(_probe_batch(snapshot))[list(info.features)]
         scores = np.asarray(predict(probe), dtype="float64")

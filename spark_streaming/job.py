@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,6 +63,11 @@ class Components:
     outputs: KafkaOutputs
     lake: ScoredLake
     alerts: object
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.outputs.producer.flush(30)
+        self.alerts.close()
 
 
 def build_components(config: StreamConfig, metrics: StreamMetrics | None = None) -> Components:
@@ -272,8 +278,8 @@ def start_query(spark, config: StreamConfig, handler: BatchHandler):
     return writer.start()
 
 
-def run(config: StreamConfig, spark=None, parts: Components | None = None) -> BatchHandler:
-    """Run until the query ends (available-now), ``max_batches`` are done, or SIGTERM/SIGINT."""
+def run(config: StreamConfig, spark=None, parts: Components | None = None, stop: threading.Event | None = None) -> BatchHandler:
+    """Run until the query ends (available-now), ``max_batches`` are done, SIGTERM/SIGINT or ``stop``."""
     parts = parts or build_components(config)
     parts.metrics.serve(config.metrics_port)
     own_spark = spark is None
@@ -300,13 +306,13 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None) -> Ba
     try:
         while query.isActive:
             query.awaitTermination(0.2)
-            if stopping or (config.max_batches and handler.batches >= config.max_batches):
+            if stopping or (stop is not None and stop.is_set()) or (config.max_batches and handler.batches >= config.max_batches):
                 query.stop()
         error = query.exception()
         if error is not None:
             raise RuntimeError(f"streaming query failed: {_one_line(error)}")
     finally:
-        parts.watcher.stop()
+        parts.close()
         spark.streams.removeListener(listener)
         for sig, old in previous.items():
             signal.signal(sig, old)

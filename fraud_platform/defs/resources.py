@@ -134,11 +134,11 @@ class WarehouseDbtResource(DbtCliResource):
         with wh.patched_environ(wh.dbt_env(self.warehouse(), self.duckdb_path, self.lake_root_uri)):
             return super().cli(args, **kwargs)
 
-    def write_lock(self):
+    def write_lock(self, on_wait=None):
         """DuckDB's single-writer lock (a no-op context for the Postgres target)."""
         from contextlib import nullcontext
 
-        return wh.duckdb_write_lock(self.duckdb_path) if self.warehouse().target == "duckdb" else nullcontext()
+        return wh.duckdb_write_lock(self.duckdb_path, on_wait) if self.warehouse().target == "duckdb" else nullcontext()
 
     def read_relation(self, name: str):
         return wh.read_relation(name, self.warehouse(), self.duckdb_path)

@@ -132,8 +132,10 @@ def inject_invalid(messages: list[tuple[bytes, bytes]], rate: float, seed: int) 
     n_bad = round(rate * n)
     rng = np.random.default_rng([seed, _INJECTION_STREAM])
     slots = rng.choice(n, size=n_bad, replace=False).tolist()
-    # Every kind equally often (counts differ by at most one), in random positions.
-    kinds = [INJECTION_KINDS[i % len(INJECTION_KINDS)] for i in range(n_bad)]
+    # Every kind equally often (counts differ by at most one), in random positions. The cycle starts
+    # at a seeded offset so that many small calls (one per simulated day) still cover every kind.
+    offset = int(rng.integers(len(INJECTION_KINDS)))
+    kinds = [INJECTION_KINDS[(offset + i) % len(INJECTION_KINDS)] for i in range(n_bad)]
     kind_at = dict(zip(slots, (kinds[i] for i in rng.permutation(n_bad))))
 
     resend_after: dict[int, list[int]] = {}

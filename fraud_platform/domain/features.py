@@ -43,24 +43,32 @@ class FeatureConfig:
     """Window lengths (days). Changing them changes the features, so the snapshot records them."""
 
     customer_windows: tuple[int, ...] = (1, 7, 30)
+    amount_ratio_windows: tuple[int, ...] = (7, 30)  # amount / customer mean over these windows
     terminal_windows: tuple[int, ...] = (1, 7, 30)
     terminal_delay_days: int = 7
+    # Undelayed terminal windows (days D-N .. D-1): labels known before t already count, so a
+    # freshly compromised terminal shows up before FDH's delayed window reaches it.
+    terminal_recent_windows: tuple[int, ...] = (1, 7)
     new_terminal_days: int = 30
     # "No previous transaction" and very old ones read as this gap, which keeps features finite
     # (SMOTE cannot handle NaN) and lets the snapshot forget customers older than the cap.
     gap_cap_days: int = 30
 
+    def __post_init__(self) -> None:
+        if not set(self.amount_ratio_windows) <= set(self.customer_windows):
+            raise ValueError("amount_ratio_windows must be a subset of customer_windows")
+
     def feature_columns(self) -> list[str]:
         cols = ["amount_eur", "hour", "is_night", "is_weekend"]
         for n in self.customer_windows:
             cols += [f"customer_tx_count_{n}d", f"customer_mean_amount_{n}d"]
-        cols += [
-            f"customer_amount_to_mean_{max(self.customer_windows)}d",
-            "customer_seconds_since_prev",
-            "customer_new_terminal",
-        ]
+        cols += [f"customer_amount_to_mean_{n}d" for n in self.amount_ratio_windows]
+        cols += ["customer_seconds_since_prev", "customer_new_terminal"]
         for n in self.terminal_windows:
             cols += [f"terminal_tx_count_{n}d", f"terminal_fraud_count_{n}d", f"terminal_fraud_rate_{n}d"]
+        for n in self.terminal_recent_windows:
+            cols += [f"terminal_tx_count_recent_{n}d", f"terminal_fraud_count_recent_{n}d",
+                     f"terminal_fraud_rate_recent_{n}d"]
         return cols
 
     def history_days(self) -> int:
@@ -68,6 +76,7 @@ class FeatureConfig:
         return max(
             max(self.customer_windows),
             self.terminal_delay_days + max(self.terminal_windows),
+            max(self.terminal_recent_windows, default=0),
             self.new_terminal_days,
             self.gap_cap_days,
         )
@@ -213,6 +222,20 @@ def _last_before(rows: pd.DataFrame, keys: list[str], query: pd.DataFrame, at: n
     return merged["last"].fillna(-1).astype("int64").to_numpy()
 
 
+def _known_frauds(frauds: pd.DataFrame, queries: pd.DataFrame, day: np.ndarray, t: np.ndarray, n: int,
+                  delay: int) -> np.ndarray:
+    """Per query: frauds at its terminal with transaction day in [D-delay-n, D-delay-1] and label known < t."""
+    counts = np.zeros(len(t), dtype="int64")
+    for d in np.unique(day):
+        rows = frauds[(frauds["tx_day"] >= d - delay - n) & (frauds["tx_day"] <= d - delay - 1)]
+        if rows.empty:
+            continue
+        mask = day == d
+        prefix = _Prefix(rows, ["terminal_id"], ["n"])
+        counts[mask] = prefix.before(queries.loc[mask].reset_index(drop=True), t[mask])["n"].to_numpy()
+    return counts
+
+
 def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
     """Features for ``queries`` (normalised events) given history ``state`` (may include them)."""
     t = queries["time"].to_numpy()
@@ -238,10 +261,9 @@ def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.
         out[f"customer_tx_count_{n}d"] = count.astype("float64")
         out[f"customer_mean_amount_{n}d"] = mean
         means[n] = mean
-    longest = means[max(config.customer_windows)]
-    out[f"customer_amount_to_mean_{max(config.customer_windows)}d"] = np.divide(
-        out["amount_eur"], longest, out=np.ones(len(t)), where=longest > 0
-    )
+    for n in config.amount_ratio_windows:
+        out[f"customer_amount_to_mean_{n}d"] = np.divide(out["amount_eur"], means[n], out=np.ones(len(t)),
+                                                         where=means[n] > 0)
 
     # Behaviour: gap since the customer's previous transaction; terminal unseen in the window.
     cap_us = config.gap_cap_days * US_PER_DAY
@@ -251,27 +273,18 @@ def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.
     last_pair = _last_before(state.customer_terminals, ["customer_key", "terminal_id"], queries, t)
     out["customer_new_terminal"] = (last_pair < midnight(day - config.new_terminal_days)).astype("float64")
 
-    # Terminal risk over the delayed window [D-delay-N, D-delay-1]; frauds only if known before t.
+    # Terminal risk over [D-delay-N, D-delay-1] (FDH's delayed window) and the undelayed recent
+    # windows; a fraud only counts if its label was known before t.
     term = _Prefix(state.terminal_activity, ["terminal_id"], ["n"])
-    window_end = midnight(day - config.terminal_delay_days)
-    term_upto = term.before(queries, window_end)["n"].to_numpy()
-    frauds = state.terminal_frauds
-    for n in config.terminal_windows:
-        tx_count = term_upto - term.before(queries, window_end - n * US_PER_DAY)["n"].to_numpy()
-        fraud_count = np.zeros(len(t), dtype="int64")
-        for d in np.unique(day):
-            lo, hi = d - config.terminal_delay_days - n, d - config.terminal_delay_days - 1
-            rows = frauds[(frauds["tx_day"] >= lo) & (frauds["tx_day"] <= hi)]
-            if rows.empty:
-                continue
-            mask = day == d
-            prefix = _Prefix(rows, ["terminal_id"], ["n"])
-            fraud_count[mask] = prefix.before(queries.loc[mask].reset_index(drop=True), t[mask])["n"].to_numpy()
-        out[f"terminal_tx_count_{n}d"] = tx_count.astype("float64")
-        out[f"terminal_fraud_count_{n}d"] = fraud_count.astype("float64")
-        out[f"terminal_fraud_rate_{n}d"] = np.divide(
-            fraud_count, tx_count, out=np.zeros(len(t)), where=tx_count > 0
-        )
+    windows = [(n, config.terminal_delay_days, "") for n in config.terminal_windows]
+    windows += [(n, 0, "recent_") for n in config.terminal_recent_windows]
+    for n, delay, tag in windows:
+        end = midnight(day - delay)
+        tx_count = term.before(queries, end)["n"].to_numpy() - term.before(queries, end - n * US_PER_DAY)["n"].to_numpy()
+        fraud_count = _known_frauds(state.terminal_frauds, queries, day, t, n, delay)
+        out[f"terminal_tx_count_{tag}{n}d"] = tx_count.astype("float64")
+        out[f"terminal_fraud_count_{tag}{n}d"] = fraud_count.astype("float64")
+        out[f"terminal_fraud_rate_{tag}{n}d"] = np.divide(fraud_count, tx_count, out=np.zeros(len(t)), where=tx_count > 0)
 
     frame = pd.DataFrame(out)[config.feature_columns()]
     frame.insert(0, "transaction_id", queries["transaction_id"].to_numpy())

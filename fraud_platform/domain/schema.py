@@ -213,6 +213,7 @@ SANDBOX_TRANSACTIONS_SCHEMA = pa.schema(
         *(f for f in PROCESSED_TRANSACTIONS_SCHEMA if f.name not in ("is_fraud", "processed_at")),
         pa.field("is_fraud", pa.int32(), nullable=False),
         pa.field("matured_at", _TS, nullable=False),
-        pa.field("split", pa.string(), nullable=False),  # train | validation | test (see domain.splits)
+        # train | validation | test, or excluded for the label-delay gap before test (see domain.splits)
+        pa.field("split", pa.string(), nullable=False),
     ]
 )

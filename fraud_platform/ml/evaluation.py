@@ -67,12 +67,15 @@ class EvaluationReport:
         return self.candidate.metrics
 
 
-def held_out_rows(matrix: pd.DataFrame, window: tuple[date, date]) -> tuple[pd.DataFrame, int]:
-    """Test window rows minus known-compromised cards; also returns how many were removed."""
+def held_out_rows(matrix: pd.DataFrame, window: tuple[date, date], known_since: date | None = None
+                  ) -> tuple[pd.DataFrame, int]:
+    """Test window rows minus cards known compromised (fraud label known before the row's day,
+    counting frauds from ``known_since`` on: FDH uses the training window's start); also returns
+    how many rows were removed."""
     days = pd.to_datetime(matrix["event_date"]).dt.date
-    in_window = (days >= window[0]) & (days <= window[1])
-    test = matrix[in_window]
-    kept = drop_known_compromised(test, matrix[days < window[0]])
+    test = matrix[(days >= window[0]) & (days <= window[1])]
+    history = matrix[(days < window[0]) & ((days >= known_since) if known_since else True)]
+    kept = drop_known_compromised(test, history)
     return kept, len(test) - len(kept)
 
 
@@ -132,9 +135,10 @@ def evaluate_model(
     config: EvaluationConfig = EvaluationConfig(),
     champion: tuple[str, Any, Sequence[str]] | None = None,
     title: str = "Fraud model evaluation",
+    known_since: date | None = None,
 ) -> EvaluationReport:
     """Evaluate ``model`` (and ``champion`` = (version, model, features), if any) on the same rows."""
-    test, removed = held_out_rows(matrix, test_window)
+    test, removed = held_out_rows(matrix, test_window, known_since)
     if test.empty:
         raise ValueError(f"no test rows in {test_window}")
     candidate = evaluate_scores(test, predict_scores(model, test, features), config)

@@ -103,3 +103,19 @@ def test_zero_rate_changes_nothing_and_bad_rates_are_refused(messages: list[tupl
     assert stream == messages and report.expected_invalid == 0 and report.expected_valid == report.total == len(messages)
     with pytest.raises(ValueError):
         inject_invalid(messages, rate=1.5, seed=1)
+
+
+def test_small_daily_injections_cover_every_kind_across_days() -> None:
+    """The CLI injects per simulated day; a few bad records a day must still exercise every kind."""
+    from datetime import date
+
+    from fraud_platform.domain.bad_records import INJECTION_KINDS, inject_invalid
+    from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulator, encode_transactions
+
+    simulator = TransactionSimulator(SimulationConfig(date(2026, 1, 1), 1, n_customers=300, n_terminals=600))
+    messages = encode_transactions(simulator.transactions_for_day(date(2026, 1, 1)))[:500]
+    seen: set[str] = set()
+    for day in range(40):
+        _, report = inject_invalid(messages, 0.01, seed=1000 + day)
+        seen |= set(report.by_kind)
+    assert seen == set(INJECTION_KINDS)

@@ -110,3 +110,11 @@ def test_bad_raw_record_fails_naming_field_and_value(spark, lake_root, row, mess
     with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
         run_processed(spark, store, [D1], maturity_days=7)
     assert store.partition_dates("processed", "transactions") == []  # nothing half-written
+
+
+def test_s3_lake_without_s3a_in_spark_fails_clearly(spark):
+    from fraud_platform.infra.lake import S3LakeStore
+
+    store = S3LakeStore(client=None, bucket="fraud-lake", prefix="lake")
+    with pytest.raises(RuntimeError, match=r"lake backend is S3 \(s3://fraud-lake/lake\) but this Spark has no s3a filesystem \(hadoop-aws jar missing\)"):
+        run_processed(spark, store, [D1], maturity_days=7)

@@ -49,6 +49,21 @@ def test_terminal_fraud_counts_only_labels_known_before_the_transaction():
     assert feats.loc["c", "terminal_fraud_count_30d"] == 1
 
 
+def test_recent_terminal_window_uses_labels_as_soon_as_they_are_known():
+    frame = _tx([
+        ("f2", "5D 10h", "c1", "T2", 80, 1, "6D 10h"),  # label known one day later
+        ("d", "6D 09h", "c2", "T2", 20, 0, None),
+        ("e", "6D 11h", "c3", "T2", 20, 0, None),
+    ])
+    feats = compute_batch_features(frame).set_index("transaction_id")
+    for tx in ("d", "e"):  # the undelayed 1-day window on day 6 is day 5
+        assert feats.loc[tx, "terminal_tx_count_recent_1d"] == 1
+        assert feats.loc[tx, "terminal_tx_count_1d"] == 0  # FDH's delayed window does not reach day 5
+    assert feats.loc["d", "terminal_fraud_count_recent_1d"] == 0
+    assert feats.loc["e", "terminal_fraud_count_recent_1d"] == 1
+    assert feats.loc["e", "terminal_fraud_rate_recent_7d"] == 1.0
+
+
 def test_later_labels_and_later_transactions_never_change_earlier_features(sandbox_frame):
     cut = pd.Timestamp("2026-01-20 15:00", tz="UTC")
     full = compute_batch_features(sandbox_frame)

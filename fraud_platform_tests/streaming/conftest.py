@@ -98,9 +98,13 @@ class Registry:
         for flavor, model in models:
             with mlflow.start_run(experiment_id=experiment):
                 getattr(mlflow, flavor).log_model(model, name="model", registered_model_name=MODEL_NAME, pip_requirements=[flavor])
+        from fraud_platform.ml.registry import publish_tags
+
+        tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, snapshot_uri=None, snapshot_key=None,
+                            snapshot_version=None, test_window="synthetic")
         for version in ("1", "2"):
-            self.client.set_model_version_tag(MODEL_NAME, version, "threshold", "0.5")
-            self.client.set_model_version_tag(MODEL_NAME, version, "features", json.dumps(FEATURE_COLUMNS))
+            for key, value in tags.items():
+                self.client.set_model_version_tag(MODEL_NAME, version, key, value)
         self.promote("1")
 
     def promote(self, version: str) -> None:

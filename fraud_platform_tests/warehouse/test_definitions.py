@@ -62,3 +62,19 @@ def test_accepted_values_match_the_domain_contract():
     assert values["channel"] == list(CHANNELS)
     assert set(values["country"]) == set(COUNTRIES) and len(values["country"]) == len(COUNTRIES)
     assert set(values["merchant_category"]) == set(MERCHANT_CATEGORIES)
+
+
+def test_lineage_joins_the_daily_partitioned_lake_assets_in_one_graph():
+    """With the lake's daily-partitioned assets in the same code location, the marts hang below
+    them in one asset graph (every partition upstream of the unpartitioned warehouse)."""
+    from fraud_platform.defs.partitions import daily_partitions
+
+    lake_assets = [
+        dg.AssetSpec(name, group_name="lake", partitions_def=daily_partitions)
+        for name in ("processed_transactions", "sandbox_transactions")
+    ]
+    defs = dg.Definitions(assets=[*lake_assets, warehouse_dbt_assets], resources=build_resources())
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    upstream = graph.get_ancestor_asset_keys(dg.AssetKey("mart_daily_fraud_kpis"))
+    assert {dg.AssetKey("processed_transactions"), dg.AssetKey("sandbox_transactions")} <= set(upstream)

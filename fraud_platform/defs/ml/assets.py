@@ -131,7 +131,8 @@ def model_evaluation(lake: LakeResource, mlflow: MlflowResource, ml_training: Mo
     info, champ_model = _champion(client, target.model_name, set(matrix.columns))
     champion = (info.version, champ_model, info.features) if champ_model is not None else None
     evaluation = evaluate_model(model, fraud_model["features"], matrix, _window(fraud_model["test_window"]),
-                                ml_training.evaluation_config(), champion=champion)
+                                ml_training.evaluation_config(), champion=champion,
+                                known_since=_window(fraud_model["train_window"])[0])
     log_evaluation(client, fraud_model["run_id"], evaluation)
     value = {
         "metrics": evaluation.metrics,
@@ -168,7 +169,7 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
     store = lake.store()
     policy = ml_training.promotion_policy()
     matrix = read_matrix(store)
-    test, _ = held_out_rows(matrix, _window(fraud_model["test_window"]))
+    test, _ = held_out_rows(matrix, _window(fraud_model["test_window"]), _window(fraud_model["train_window"])[0])
     model = mlflow_lib.sklearn.load_model(fraud_model["model_uri"])
     gates = registry.sanity_gates(model, model_input(test, fraud_model["features"]), policy)
 

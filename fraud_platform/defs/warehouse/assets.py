@@ -18,6 +18,7 @@ WAREHOUSE_GROUP = "warehouse"
 # in dagster.yaml) because DuckDB admits a single writing process.
 WAREHOUSE_POOL = "duckdb_warehouse"
 KPI_MART = dg.AssetKey("mart_daily_fraud_kpis")
+WAITING_FOR_WRITE_LOCK = "Another process is writing the DuckDB warehouse; waiting for its write lock"
 
 
 class WarehouseTranslator(DagsterDbtTranslator):
@@ -59,7 +60,7 @@ def warehouse_dbt_assets(context: dg.AssetExecutionContext, dbt: WarehouseDbtRes
     if warehouse.target == "postgres":
         loaded = load_lake_sources(lake.store(), warehouse)
         context.log.info(f"Loaded lake sources into Postgres schema {warehouse.pg_source_schema}: {loaded}")
-    with dbt.write_lock():
+    with dbt.write_lock(on_wait=lambda: context.log.info(WAITING_FOR_WRITE_LOCK)):
         invocation = dbt.cli(["build"], context=context, raise_on_error=False)
         held: list[Any] = []
         for event in invocation.stream():

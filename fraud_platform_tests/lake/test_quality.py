@@ -1,0 +1,134 @@
+"""The GX suites on crafted partitions: a clean partition passes, and each kind of bad partition
+fails with the offending values and transaction_ids in the result (real GX, no Spark needed)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from fraud_platform.infra.lake import LocalLakeStore, partition_prefix
+from fraud_platform.quality import DATASETS, QualityBounds
+from fraud_platform.quality.runner import validate_partition, validate_partitions
+from fraud_platform_tests.lake.fixtures import D1, label_rows, raw_rows, scenario_labels
+from fraud_platform_tests.lake.reference import expected_processed, expected_sandbox
+
+PROCESSED_AT = datetime(2026, 1, 20, tzinfo=timezone.utc)
+LENIENT = QualityBounds(fraud_rate_max=0.6)  # the crafted day is half fraud on purpose
+LABEL_DAY = D1 + timedelta(days=1)
+
+
+def good_frame(dataset: str) -> pd.DataFrame:
+    contract = DATASETS[dataset].contract
+    if dataset == "raw_transactions":
+        return pa.Table.from_pylist(raw_rows(D1), schema=contract).to_pandas()
+    if dataset == "raw_labels":
+        return pa.Table.from_pylist(scenario_labels()[LABEL_DAY], schema=contract).to_pandas()
+    if dataset == "processed_transactions":
+        return expected_processed(raw_rows(D1), label_rows(), 7, PROCESSED_AT)
+    return expected_sandbox(raw_rows(D1), label_rows(), 7, split="train")
+
+
+def land(store, dataset: str, frame: pd.DataFrame, day=None, schema: pa.Schema | None = None) -> None:
+    suite = DATASETS[dataset]
+    day = day or (LABEL_DAY if dataset == "raw_labels" else D1)
+    table = pa.Table.from_pandas(frame, schema=schema or suite.contract, preserve_index=False)
+    store.write_parquet(f"{partition_prefix(suite.zone, suite.dataset, day)}/part-0.parquet", table)
+
+
+def validate(store, dataset: str, bounds: QualityBounds = LENIENT):
+    return validate_partition(store, DATASETS[dataset], LABEL_DAY if dataset == "raw_labels" else D1, bounds)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return LocalLakeStore(tmp_path / "lake")
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_clean_partition_passes(store, dataset):
+    land(store, dataset, good_frame(dataset))
+    outcome = validate(store, dataset)
+    assert outcome.success, [f.describe() for f in outcome.failures]
+    assert outcome.rows == len(good_frame(dataset)) and outcome.evaluated > 20
+
+
+def _set(column: str, row: int, value) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def mutate(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df.loc[row, column] = value
+        return df
+    return mutate
+
+
+def _duplicate_first_row(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([df, df.iloc[[0]]], ignore_index=True)
+
+
+# (dataset, mutation, expectation that must fail, column, offending value shown, offending transaction_id)
+BAD_PARTITIONS = [
+    ("raw_transactions", _set("currency", 1, "XYZ"), "expect_column_values_to_be_in_set", "currency", "XYZ", "tx000002"),
+    ("raw_transactions", _set("channel", 2, "telepathy"), "expect_column_values_to_be_in_set", "channel", "telepathy", "tx000003"),
+    ("raw_transactions", _set("amount", 0, -5.0), "expect_column_values_to_be_between", "amount", "-5.0", "tx000001"),
+    ("raw_transactions", _set("event_time", 3, pd.Timestamp("2026-01-06T00:00:00Z")), "expect_column_values_to_be_between", "event_time", "2026-01-06 00:00:00+00:00", "tx000004"),
+    ("raw_labels", _set("label_type", 0, "rumour"), "expect_column_values_to_be_in_set", "label_type", "rumour", "tx000004"),
+    ("raw_labels", _set("known_at", 1, pd.Timestamp("2026-01-05T08:00:00Z")), "expect_column_values_to_be_between", "known_at", "2026-01-05 08:00:00+00:00", "tx000004"),
+    ("processed_transactions", _duplicate_first_row, "expect_column_values_to_be_unique", "transaction_id", "tx000001", "tx000001"),
+    ("processed_transactions", _set("amount_eur", 4, 60_000.0), "expect_column_values_to_be_between", "amount_eur", "60000.0", "tx000005"),
+    ("processed_transactions", _set("label_known_at", 1, pd.Timestamp("2026-01-05T11:00:00Z")), "expect_column_pair_values_a_to_be_greater_than_b", "label_known_at,event_time", None, "tx000002"),
+    ("sandbox_transactions", _set("label_known_at", 1, pd.Timestamp("2026-01-13T00:00:00Z")), "expect_column_pair_values_a_to_be_greater_than_b", "matured_at,label_known_at", None, "tx000002"),
+    ("sandbox_transactions", _set("split", 0, "holdout"), "expect_column_values_to_be_in_set", "split", "holdout", "tx000001"),
+]
+
+
+@pytest.mark.parametrize(("dataset", "mutate", "expectation", "column", "value", "transaction_id"), BAD_PARTITIONS,
+                         ids=[f"{b[0]}-{b[2]}-{b[3]}" for b in BAD_PARTITIONS])
+def test_bad_partition_fails_naming_rows_and_values(store, dataset, mutate, expectation, column, value, transaction_id):
+    land(store, dataset, mutate(good_frame(dataset)))
+    outcome = validate(store, dataset)
+    assert not outcome.success
+    failure = next(f for f in outcome.failures if f.expectation == expectation and f.column == column)
+    assert transaction_id in failure.transaction_ids
+    if value is not None:
+        assert value in failure.unexpected_values
+
+
+def test_schema_drift_fails_on_columns_and_types(store):
+    frame = good_frame("raw_transactions").drop(columns=["country"])
+    frame["amount"] = frame["amount"].astype(str)
+    schema = pa.schema([f if f.name != "amount" else pa.field("amount", pa.string()) for f in DATASETS["raw_transactions"].contract if f.name != "country"])
+    land(store, "raw_transactions", frame, schema=schema)
+    failed = {(f.expectation, f.column) for f in validate(store, "raw_transactions").failures}
+    assert ("expect_table_columns_to_match_ordered_list", None) in failed
+    assert ("expect_column_values_to_be_of_type", "amount") in failed
+
+
+def test_sandbox_fraud_rate_outside_configured_bounds_fails(store):
+    land(store, "sandbox_transactions", good_frame("sandbox_transactions"))  # 3 of 6 are fraud
+    failure = next(f for f in validate(store, "sandbox_transactions", QualityBounds(fraud_rate_max=0.05)).failures)
+    assert failure.expectation == "expect_column_mean_to_be_between" and failure.observed_value == "0.5"
+
+
+def test_row_count_is_checked_against_previous_partition(store):
+    big = pd.concat([good_frame("processed_transactions")] * 5, ignore_index=True)
+    big["transaction_id"] = [f"tx{i:06d}" for i in range(len(big))]
+    big["event_date"] = (D1 - timedelta(days=1))
+    big["event_time"] = big["event_time"] - pd.Timedelta(days=1)
+    land(store, "processed_transactions", big, day=D1 - timedelta(days=1))
+    land(store, "processed_transactions", good_frame("processed_transactions"))  # 6 rows after 30
+
+    outcomes = validate_partitions(store, DATASETS["processed_transactions"], [D1 - timedelta(days=1), D1], LENIENT)
+    assert outcomes[0].success
+    assert [f.expectation for f in outcomes[1].failures] == ["expect_table_row_count_to_be_between"]
+    assert outcomes[1].failures[0].observed_value == "6"
+
+
+def test_missing_partition_fails_unless_its_source_is_missing_too(store):
+    assert validate(store, "processed_transactions").success  # no raw, no processed: an empty day
+    land(store, "raw_transactions", good_frame("raw_transactions"))
+    outcome = validate(store, "processed_transactions")
+    assert not outcome.success and "no parquet files under processed/transactions/date=2026-01-05" in outcome.failures[0].error
+    assert not validate(store, "raw_labels").success  # raw has no source: missing is always a failure

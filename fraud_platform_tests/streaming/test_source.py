@@ -1,0 +1,83 @@
+"""The Python Kafka source against the real embedded broker: true end offsets, exact ranges, limits."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import TopicPartition
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
+
+from fraud_platform.infra.kafka import make_consumer
+from fraud_platform.settings import KafkaSettings
+from spark_streaming.source import KafkaRange, KafkaStreamReader, kafka_options, split_limit
+
+from .conftest import produce
+
+pytestmark = pytest.mark.slow
+
+
+def reader(topic: str, **extra: str) -> KafkaStreamReader:
+    return KafkaStreamReader({"subscribe": topic, **kafka_options(KafkaSettings.from_env().client_config()), **extra})
+
+
+def test_latest_offset_is_the_true_end_although_list_offsets_under_reports(stream_env):
+    topic = stream_env["FRAUD_TOPIC_TRANSACTIONS"]
+    produce([(None, b"a" * 50)] * 1000, topic=topic)  # 500 per partition
+    source = reader(topic)
+    try:
+        start = source.initialOffset()
+        assert start == {"0": 0, "1": 0}
+        assert source.latestOffset(start, ReadAllAvailable()) == {"0": 500, "1": 500}
+
+        consumer = make_consumer(KafkaSettings.from_env(), "watermark-check")
+        reported = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+        consumer.close()
+        print(f"ListOffsets high watermark for 500 records: {reported}")  # tansu reports less
+
+        produce([(None, b"b")] * 10, topic=topic)
+        end = source.latestOffset({"0": 500, "1": 500}, ReadAllAvailable())
+        assert end == {"0": 505, "1": 505}
+        assert source.latestOffset(end, ReadAllAvailable()) == end  # nothing new: start returned as is
+    finally:
+        source.stop()
+
+
+def test_partitions_read_exactly_their_range_and_rate_limit_caps_the_batch(stream_env):
+    topic = stream_env["FRAUD_TOPIC_TRANSACTIONS"]
+    produce([(str(i).encode(), f"v{i}".encode()) for i in range(400)], topic=topic)
+    source = reader(topic, maxOffsetsPerTrigger="150")
+    try:
+        assert source.getDefaultReadLimit() == ReadMaxRows(150)
+        start = {"0": 10, "1": 0}
+        end = source.latestOffset(start, source.getDefaultReadLimit())
+        assert sum(end[p] - start[p] for p in end) == 150
+        parts = source.partitions(start, end)
+        assert [(p.partition, p.start, p.end) for p in parts] == [(int(p), start[p], end[p]) for p in sorted(end)]
+        for part in parts:
+            batches = list(source.read(part))
+            offsets = [o for b in batches for o in b.column("offset").to_pylist()]
+            assert offsets == list(range(part.start, part.end))
+            assert {b.schema.names == ["key", "value", "topic", "partition", "offset", "timestamp"] for b in batches} == {True}
+        # Spark may call with ReadAllAvailable (available-now), which must ignore the option.
+        assert source.latestOffset(start, ReadAllAvailable()) == {"0": 200, "1": 200}
+        assert list(source.read(KafkaRange(topic, 0, 5, 5))) == []
+    finally:
+        source.stop()
+
+
+def test_available_now_target_is_fixed_when_prepared(stream_env):
+    topic = stream_env["FRAUD_TOPIC_TRANSACTIONS"]
+    produce([(None, b"x")] * 20, topic=topic)
+    source = reader(topic)
+    try:
+        source.prepareForTriggerAvailableNow()
+        produce([(None, b"y")] * 20, topic=topic)
+        assert source.latestOffset({"0": 0, "1": 0}, ReadAllAvailable()) == {"0": 10, "1": 10}
+    finally:
+        source.stop()
+
+
+def test_split_limit_shares_the_budget_by_backlog():
+    assert split_limit({"0": 0, "1": 0}, {"0": 90, "1": 10}, 50) == {"0": 45, "1": 5}
+    assert split_limit({"0": 0, "1": 0}, {"0": 3, "1": 4}, 100) == {"0": 3, "1": 4}
+    capped = split_limit({"0": 5, "1": 0, "2": 7}, {"0": 10, "1": 10, "2": 10}, 7)
+    assert sum(capped[p] - {"0": 5, "1": 0, "2": 7}[p] for p in capped) == 7
