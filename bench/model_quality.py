@@ -19,10 +19,9 @@ import os
 import platform
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features

@@ -9,7 +9,7 @@ import dagster as dg
 from fraud_platform.defs import features, ingestion, jobs, lake, ml, monitoring, warehouse
 from fraud_platform.defs.freshness import apply_freshness
 from fraud_platform.defs.jobs import apply_automation
-from fraud_platform.defs.resources import build_resources
+from fraud_platform.defs.resources import build_executor, build_resources
 
 
 def _apply_policies(spec: dg.AssetSpec) -> dg.AssetSpec:
@@ -24,5 +24,5 @@ defs = dg.Definitions.merge(
     ml.defs,
     monitoring.defs,
     jobs.defs,
-    dg.Definitions(resources=build_resources()),
+    dg.Definitions(resources=build_resources(), executor=build_executor()),
 ).permissive_map_resolved_asset_specs(func=_apply_policies, selection=None)

@@ -181,6 +181,12 @@ def platform_environment() -> str:
     return os.environ.get("FRAUD_PLATFORM_ENV", "local")
 
 
+def build_executor() -> dg.ExecutorDefinition:
+    """In-process locally: one process (and one Spark session) per run, no per-step interpreter
+    start-up on a 2-core laptop. The docker deployment runs steps in parallel processes."""
+    return dg.multiprocess_executor if platform_environment() == "docker" else dg.in_process_executor
+
+
 def build_resources(settings: PlatformSettings | None = None) -> dict[str, object]:
     """Resources for the current environment. Every environment reads the same typed settings;
     what differs is where the env vars point (embedded defaults vs. the compose services)."""

@@ -7,8 +7,8 @@ be compacted into exact per-entity daily buckets (see docs/features.md):
 * customer window ``N`` = transactions from 00:00 UTC of day ``D-N`` up to (excluding) ``t``
   (the ``N`` previous full days plus the current day so far);
 * terminal window ``N`` = the ``N`` full days ending ``delay`` days before ``D``
-  (days ``D-delay-N .. D-delay-1``, FDH's delayed terminal risk); a fraud in it only counts if its
-  label was known before ``t``.
+  (days ``D-delay-N .. D-delay-1``, FDH's delayed terminal risk), plus undelayed "recent" windows
+  (days ``D-N .. D-1``); a fraud only counts if its label was known before ``t``.
 
 Both paths feed the same core (:func:`_compute`) with "activity rows": the batch path passes raw
 events, the online path passes a :class:`FeatureSnapshot` (daily buckets for closed days + raw events
@@ -357,9 +357,14 @@ class FeatureSnapshot:
         in ``transactions``.
         """
         events = _events(transactions)
-        frauds = _fraud_labels(labels, transactions) if labels is not None else _fraud_labels(None, None)
+        frauds = self._new_labels(labels, transactions)
         as_of_us = _as_of_us(as_of, events, floor=self.as_of_us)
         return self._advanced(_State.from_events(events, frauds), as_of_us)
+
+    def _new_labels(self, labels: pd.DataFrame | None, transactions: pd.DataFrame) -> pd.DataFrame:
+        """Fraud labels known at/after ``as_of``; earlier ones are already in the state (no double count)."""
+        frauds = _fraud_labels(labels, transactions) if labels is not None else _fraud_labels(None, None)
+        return frauds[frauds["time"] >= self.as_of_us]
 
     @property
     def as_of_us(self) -> int:
@@ -411,7 +416,7 @@ class FeatureSnapshot:
                 f"micro-batch has events before the snapshot time {self.as_of.isoformat()}; "
                 "late events cannot be scored point-in-time against this snapshot"
             )
-        frauds = _fraud_labels(labels, batch) if labels is not None else _fraud_labels(None, None)
+        frauds = self._new_labels(labels, batch)
         state = self._state().concat(_State.from_events(events, frauds))
         frame = _compute(state, events, self.config)
         frame.index = batch.index

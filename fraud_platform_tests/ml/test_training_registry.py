@@ -102,7 +102,8 @@ def _log_worse_model(matrix, tracking):
     tracking.activate()
     with mlflow.start_run(run_name="worse") as run:
         info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
-                                        input_example=model_input(rows.head(3), FEATURE_COLUMNS))
+                                        input_example=model_input(rows.head(3), FEATURE_COLUMNS),
+                                        pyfunc_predict_fn="predict_proba")
     return model, info.model_uri, run.info.run_id
 
 

@@ -119,6 +119,7 @@ def registry(tmp_path_factory) -> Registry:
 @pytest.fixture()
 def registry_env(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Registry:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry.tracking_uri)
     registry.promote("1")
     return registry
 

@@ -3,11 +3,10 @@ guarding raw, processed and sandbox partitions."""
 
 import dagster as dg
 
-from fraud_platform.defs.lake.assets import lake_job, processed_transactions, sandbox_transactions
+from fraud_platform.defs.lake.assets import processed_transactions, sandbox_transactions
 from fraud_platform.defs.lake.checks import LAKE_CHECKS, RAW_CHECKS
 
 defs = dg.Definitions(
     assets=[processed_transactions, sandbox_transactions],
     asset_checks=[*RAW_CHECKS, *LAKE_CHECKS],
-    jobs=[lake_job],
 )

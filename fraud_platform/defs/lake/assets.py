@@ -110,12 +110,3 @@ def sandbox_transactions(context: dg.AssetExecutionContext, spark: SparkResource
         }
     )
 
-
-# One Spark session per run: the in-process executor keeps both Spark steps in one process.
-lake_job = dg.define_asset_job(
-    "lake_zones_job",
-    selection=dg.AssetSelection.assets(PROCESSED_TRANSACTIONS, SANDBOX_TRANSACTIONS),
-    partitions_def=daily_partitions,
-    executor_def=dg.in_process_executor,
-    description="Processed then sandbox for a partition range, in one process and one Spark session.",
-)
