@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     run = sub.add_parser("run-local", help="the main job end-to-end on the embedded defaults")
-    run.add_argument("--days", type=int, default=30)
+    run.add_argument("--days", type=int, default=45, help="simulated days ending yesterday (training needs train + 7-day delay + test windows of matured days)")
     run.add_argument("--customers", type=int, default=2000)
     run.add_argument("--terminals", type=int, default=4000)
     run.add_argument("--seed", type=int, default=42)
