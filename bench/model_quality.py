@@ -81,7 +81,9 @@ def table(rows: list[dict]) -> str:
 
 
 def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.3f}"  # NaN: cell not applicable
+    return str(value)
 
 
 def main() -> None:
@@ -116,13 +118,16 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fraud-bench-"))
     TrackingTarget(args.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}", (workdir / "artifacts").as_uri(),
                    experiment_name="bench_model_quality").activate()
+    cpu = time.process_time()
     result = train_model(matrix, config, run_name="bench")
+    cpu = time.process_time() - cpu  # all threads: independent of other load on a shared machine
     plan = result.plan
     window = lambda w: f"{w[0]} .. {w[1]}"  # noqa: E731
     print(f"train {window(plan.final_train)} ({result.train_rows:,} tx, {result.train_frauds} frauds) | "
           f"delay {split.delay_days} d | test {window(plan.splits.test)} | folds: "
           + "; ".join(f"train {window(f.train)} val {window(f.validation)}" for f in plan.folds))
-    print(f"search + final fit (train_model, incl. MLflow logging): {result.train_seconds:.1f}s; "
+    print(f"search + final fit (train_model, incl. MLflow logging): {result.train_seconds:.1f}s wall, "
+          f"{cpu:.1f}s CPU; "
           f"selected {result.variant} {result.params}")
 
     evaluation_config = EvaluationConfig(daily_alert_budget=args.top_k, top_k=args.top_k)

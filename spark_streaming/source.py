@@ -51,7 +51,7 @@ def _client_config(options: Mapping[str, str], **extra: object) -> dict[str, obj
     config: dict[str, object] = {k[len(_KAFKA_PREFIX):]: v for k, v in options.items() if k.startswith(_KAFKA_PREFIX)}
     config.update(
         {
-            "group.id": options.get("groupIdPrefix", "fraud-stream") + "-source",
+            "group.id": options.get("groupidprefix", "fraud-stream") + "-source",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "error",
@@ -161,6 +161,21 @@ class KafkaRange(InputPartition):
         self.topic, self.partition, self.start, self.end = topic, partition, start, end
 
 
+def messages_to_batch(messages: list) -> pa.RecordBatch:
+    """confluent-kafka messages (no errors) as one Arrow batch in the source schema."""
+    return pa.RecordBatch.from_pydict(
+        {
+            "key": [m.key() for m in messages],
+            "value": [m.value() for m in messages],
+            "topic": [m.topic() for m in messages],
+            "partition": [m.partition() for m in messages],
+            "offset": [m.offset() for m in messages],
+            "timestamp": [m.timestamp()[1] * 1000 for m in messages],
+        },
+        schema=ARROW_SCHEMA,
+    )
+
+
 def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> Iterator[pa.RecordBatch]:
     """Yield the records of ``part`` as Arrow batches; fail loudly rather than return a short range."""
     from confluent_kafka import KafkaError, TopicPartition
@@ -170,27 +185,19 @@ def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> 
         consumer.assign([TopicPartition(part.topic, part.partition, part.start)])
         position, last_progress = part.start, time.monotonic()
         while position < part.end:
-            rows: dict[str, list] = {name: [] for name in ARROW_SCHEMA.names}
+            wanted = []
             for msg in consumer.consume(min(_CHUNK, part.end - position), timeout=0.5):
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF or error.retriable():
                         continue
                     raise KafkaSourceError(f"{part.topic}[{part.partition}] at offset {position}: {error.str()}")
-                offset = msg.offset()
-                if offset < position or offset >= part.end:
-                    continue
-                rows["key"].append(msg.key())
-                rows["value"].append(msg.value())
-                rows["offset"].append(offset)
-                rows["timestamp"].append(msg.timestamp()[1] * 1000)
-                position = offset + 1
-            if rows["offset"]:
+                if position <= msg.offset() < part.end:
+                    wanted.append(msg)
+                    position = msg.offset() + 1
+            if wanted:
                 last_progress = time.monotonic()
-                n = len(rows["offset"])
-                rows["topic"] = [part.topic] * n
-                rows["partition"] = [part.partition] * n
-                yield pa.RecordBatch.from_pydict(rows, schema=ARROW_SCHEMA)
+                yield messages_to_batch(wanted)
             elif time.monotonic() - last_progress > timeout:
                 raise KafkaSourceError(
                     f"{part.topic}[{part.partition}]: stuck at offset {position}, expected data up to {part.end} "
@@ -204,19 +211,19 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     """Planner side runs in Spark's long-lived source worker; ``read`` runs in executor workers."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        self.options = dict(options)
+        self.options = {str(k).lower(): v for k, v in options.items()}  # Spark lower-cases option names
         if "subscribe" not in self.options:
             raise KafkaSourceError("option 'subscribe' (the topic to read) is required")
         self.topic = self.options["subscribe"]
-        self.timeout = float(self.options.get("eofTimeoutSeconds", "10"))
-        max_rows = self.options.get("maxOffsetsPerTrigger")
+        self.timeout = float(self.options.get("eoftimeoutseconds", "10"))
+        max_rows = self.options.get("maxoffsetspertrigger")
         self.max_rows = int(max_rows) if max_rows else None
         self.probe = EndOffsetProbe(self.options, self.topic, self.timeout)
         self.target: Offsets | None = None
         self.last_end: Offsets = {}
 
     def initialOffset(self) -> Offsets:
-        starting = self.options.get("startingOffsets", "earliest")
+        starting = self.options.get("startingoffsets", "earliest")
         if starting == "earliest":
             return self.probe.earliest()
         if starting == "latest":

@@ -46,12 +46,10 @@ _PART_FILE = re.compile(r"part-([0-9a-z-]+)\.parquet$")
 
 @dataclass(frozen=True)
 class Decoded:
-    """A record accepted by a decoder: its row, the daily partition it belongs to and its
-    identity for duplicate detection."""
+    """A record accepted by a decoder: its row and the daily partition it belongs to."""
 
     row: dict
     day: date
-    key: tuple
 
 
 @dataclass(frozen=True)
@@ -221,13 +219,14 @@ class LandingEngine:
         batch.consumed += 1
         decoded = self.spec.decode(msg)
         if isinstance(decoded, Decoded):
-            if decoded.key in self._keys_for(decoded.day):
+            key = tuple(decoded.row[c] for c in self.spec.dedupe_columns)
+            if key in self._keys_for(decoded.day):
                 decoded = Rejection(
                     "duplicate_" + "_".join(self.spec.dedupe_columns), ",".join(self.spec.dedupe_columns),
-                    ",".join(map(str, decoded.key)), f"{self.spec.dedupe_columns} = {decoded.key} was already landed",
+                    ",".join(map(str, key)), f"{self.spec.dedupe_columns} = {key} was already landed",
                 )
             else:
-                self._known_keys[decoded.day].add(decoded.key)
+                self._known_keys[decoded.day].add(key)
                 columns = batch.columns_by_day.get(decoded.day)
                 if columns is None:
                     columns = batch.columns_by_day[decoded.day] = {name: [] for name in (*decoded.row, "_kafka_partition", "_kafka_offset")}

@@ -19,25 +19,17 @@ from fraud_platform.infra.landing import Decoded, LandingSpec
 from fraud_platform.settings import TopicNames
 
 
-def _decode_transaction(validator: TransactionValidator):
+def _decoder(validator, fields: tuple[str, ...], day_field: str):
+    """Validate a message into a row of ``fields``, partitioned by the date of ``day_field``."""
+
     def decode(msg) -> Decoded | Rejection:
         event = validator.parse(msg.value())
         if isinstance(event, Rejection):
             return event
-        row = {name: getattr(event, name) for name in TRANSACTION_FIELDS}
-        row["amount"] = float(event.amount)
-        return Decoded(row, event.event_time.date(), (event.transaction_id,))
-
-    return decode
-
-
-def _decode_label(validator: LabelValidator):
-    def decode(msg) -> Decoded | Rejection:
-        event = validator.parse(msg.value())
-        if isinstance(event, Rejection):
-            return event
-        row = {name: getattr(event, name) for name in LABEL_FIELDS}
-        return Decoded(row, event.known_at.date(), (event.transaction_id, event.label_type))
+        row = {name: getattr(event, name) for name in fields}
+        if "amount" in row:
+            row["amount"] = float(row["amount"])  # JSON integers are valid amounts too
+        return Decoded(row, getattr(event, day_field).date())
 
     return decode
 
@@ -49,15 +41,10 @@ def _decode_dead_letter(msg) -> Decoded:
         failed_at = datetime.fromisoformat(headers["failed_at"])
     except (KeyError, ValueError):
         failed_at = datetime.fromtimestamp(msg.timestamp()[1] / 1000, tz=timezone.utc)
-    source = (
-        headers.get("source.topic", msg.topic()),
-        int(headers.get("source.partition", msg.partition())),
-        int(headers.get("source.offset", msg.offset())),
-    )
     row = {
-        "source_topic": source[0],
-        "source_partition": source[1],
-        "source_offset": source[2],
+        "source_topic": headers.get("source.topic", msg.topic()),
+        "source_partition": int(headers.get("source.partition", msg.partition())),
+        "source_offset": int(headers.get("source.offset", msg.offset())),
         "rule": headers.get("error.rule", "unknown"),
         "field": headers.get("error.field") or None,
         "value": headers.get("error.value") or None,
@@ -66,14 +53,15 @@ def _decode_dead_letter(msg) -> Decoded:
         "original_key": msg.key(),
         "dead_lettered_at": failed_at,
     }
-    return Decoded(row, failed_at.date(), source)
+    return Decoded(row, failed_at.date())
 
 
 def transactions_spec(topics: TopicNames) -> LandingSpec:
     return LandingSpec(
         name="raw_transactions", topic=topics.transactions, dlq_topic=topics.transactions_dlq,
         zone="raw", dataset="transactions", schema=RAW_TRANSACTIONS_SCHEMA,
-        decode=_decode_transaction(TransactionValidator()), dedupe_columns=("transaction_id",),
+        decode=_decoder(TransactionValidator(), TRANSACTION_FIELDS, "event_time"),
+        dedupe_columns=("transaction_id",),
     )
 
 
@@ -81,7 +69,8 @@ def labels_spec(topics: TopicNames) -> LandingSpec:
     return LandingSpec(
         name="raw_labels", topic=topics.labels, dlq_topic=topics.labels_dlq,
         zone="raw", dataset="labels", schema=RAW_LABELS_SCHEMA,
-        decode=_decode_label(LabelValidator()), dedupe_columns=("transaction_id", "label_type"),
+        decode=_decoder(LabelValidator(), LABEL_FIELDS, "known_at"),
+        dedupe_columns=("transaction_id", "label_type"),
     )
 
 

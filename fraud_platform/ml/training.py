@@ -155,7 +155,9 @@ class Trial:
 
     @property
     def mean_ap(self) -> float:
-        return float(np.mean(list(self.fold_ap.values()))) if self.fold_ap else float("nan")
+        """Mean AP over the folds that could be scored (NaN if none)."""
+        scored = [v for v in self.fold_ap.values() if not np.isnan(v)]
+        return float(np.mean(scored)) if scored else float("nan")
 
 
 def search(frame: pd.DataFrame, folds: list[Fold], config: TrainingConfig) -> list[Trial]:
@@ -174,7 +176,11 @@ def search(frame: pd.DataFrame, folds: list[Fold], config: TrainingConfig) -> li
             return False
         fold = folds[fold_index]
         tick = time.monotonic()
-        model = fit(frame, fold.train, trial.variant, trial.params, config)
+        try:
+            model = fit(frame, fold.train, trial.variant, trial.params, config)
+        except ValueError:  # too few frauds in this fold's training window: the fold cannot score
+            trial.fold_ap[fold_index] = float("nan")
+            return True
         val = _rows(frame, fold.validation)
         trial.fold_ap[fold_index] = average_precision(val["is_fraud"].to_numpy(), predict_scores(model, val, config.features))
         trial.seconds += time.monotonic() - tick

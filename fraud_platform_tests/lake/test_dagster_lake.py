@@ -93,9 +93,7 @@ def test_partition_range_materialises_from_the_cli(tmp_path):
     }
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "fraud_platform.definitions",
-         "--select", "processed_transactions", "--partition-range", "2026-01-05...2026-01-10",
-         # One process, one Spark session for the whole run (the default spawns a process per step).
-         "--config-json", '{"execution": {"config": {"in_process": {}}}}'],
+         "--select", "processed_transactions", "--partition-range", "2026-01-05...2026-01-10"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

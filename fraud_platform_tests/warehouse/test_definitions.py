@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 import yaml
 
 from fraud_platform.defs import warehouse
@@ -78,3 +79,15 @@ def test_lineage_joins_the_daily_partitioned_lake_assets_in_one_graph():
     graph = defs.resolve_asset_graph()
     upstream = graph.get_ancestor_asset_keys(dg.AssetKey("mart_daily_fraud_kpis"))
     assert {dg.AssetKey("processed_transactions"), dg.AssetKey("sandbox_transactions")} <= set(upstream)
+
+
+@pytest.mark.slow
+def test_platform_code_location_wires_the_lake_assets_into_the_warehouse():
+    """In the real code location the dbt sources are the lake domain's own daily assets."""
+    from fraud_platform.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for source, staging in (("processed_transactions", "stg_transactions"), ("sandbox_transactions", "stg_sandbox_transactions")):
+        lake_asset = graph.get(dg.AssetKey(source))
+        assert lake_asset.is_materializable and lake_asset.group_name == "lake"
+        assert graph.get(dg.AssetKey(staging)).parent_keys == {dg.AssetKey(source)}
