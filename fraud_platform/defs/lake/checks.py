@@ -6,6 +6,7 @@ by design and is owned by ingestion). One factory, so every check reports failur
 """
 
 
+from dataclasses import asdict
 from datetime import date
 
 import dagster as dg
@@ -43,9 +44,7 @@ def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition
         days = [date.fromisoformat(key) for key in context.partition_keys]
         outcomes = validate_partitions(lake.store(), suite, days, quality_bounds())
         failed = [o for o in outcomes if not o.success]
-        failures = {
-            f"{o.day.isoformat()}": [f.__dict__ for f in o.failures] for o in failed
-        }
+        failures = {o.day.isoformat(): [asdict(f) for f in o.failures] for o in failed}
         summary = "; ".join(f"{o.day}: " + ", ".join(f.describe() for f in o.failures[:3]) for o in failed[:3])
         return dg.AssetCheckResult(
             passed=not failed,

@@ -68,10 +68,12 @@ def warehouse_dbt_assets(context: dg.AssetExecutionContext, dbt: WarehouseDbtRes
                 held.append(event)
             else:
                 yield event
+        # Wait for dbt to exit, not just to close stdout: only then has it released the DuckDB file.
+        succeeded = invocation.is_successful()
         for event in held:
             if isinstance(event, dg.Output):
                 report = kpi_report_markdown(dbt.read_relation(KPI_MART.path[-1]))
                 event = event.with_metadata({**event.metadata, **{k: dg.MetadataValue.md(v) for k, v in report.items()}})
             yield event
-    if not invocation.is_successful():
+    if not succeeded:
         raise invocation.get_error()

@@ -1,0 +1,106 @@
+"""The scorer's online features are the training features: champion snapshot from the lake +
+micro-batch give exactly what the batch path computes over the full history."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot, compute_batch_features
+from fraud_platform.domain.hashing import entity_key
+from fraud_platform.infra.broker import free_port
+from fraud_platform.infra.lake import LocalLakeStore
+from fraud_platform.ml.registry import ChampionInfo
+from spark_streaming.champion import ActiveModel, load_snapshot
+from spark_streaming.metrics import StreamMetrics
+from spark_streaming.scoring import BatchScorer, prediction_records, roll_snapshot
+from spark_streaming.source import ARROW_SCHEMA
+
+from .conftest import transaction
+
+
+def records(txs: list[dict]) -> pa.Table:
+    n = len(txs)
+    return pa.Table.from_pydict(
+        {"key": [None] * n, "value": [json.dumps(t).encode() for t in txs], "topic": ["tx"] * n,
+         "partition": [0] * n, "offset": list(range(n)), "timestamp": [0] * n},
+        schema=ARROW_SCHEMA,
+    )
+
+
+def as_feature_input(txs: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "transaction_id": [t["transaction_id"] for t in txs],
+        "customer_key": [entity_key(t["customer_id"]) for t in txs],
+        "terminal_id": [t["terminal_id"] for t in txs],
+        "amount_eur": [float(t["amount"]) for t in txs],
+        "event_time": pd.to_datetime([t["event_time"] for t in txs], utc=True),
+    })
+
+
+def test_online_features_from_the_lake_snapshot_match_the_batch_features(tmp_path):
+    start = datetime.now(timezone.utc) - timedelta(days=10)
+    history = [transaction(i, when=start + timedelta(minutes=13 * i)) for i in range(800)]
+    as_of = start + timedelta(minutes=13 * 800)
+    first = [transaction(1000 + i, when=as_of + timedelta(minutes=i)) for i in range(60)]
+    second = [transaction(2000 + i, when=as_of + timedelta(minutes=60 + i)) for i in range(60)]
+
+    lake = LocalLakeStore(tmp_path / "lake")
+    FeatureSnapshot.build(as_feature_input(history), as_of=pd.Timestamp(as_of)).write(lake, "features/snapshots/v1")
+    snapshot, version = load_snapshot(lake, "features/snapshots/v1")
+    seen: list[pd.DataFrame] = []
+
+    def predict(X: pd.DataFrame) -> np.ndarray:
+        seen.append(X.copy())
+        return np.where(X["amount_eur"] > 220, 0.95, 0.05)
+
+    info = ChampionInfo("m", "7", "models:/m/7", None, 0.5, FEATURE_COLUMNS, None, "features/snapshots/v1", version)
+    model = ActiveModel("m", info, predict, snapshot, version, 0.0)
+    scorer = BatchScorer(block_threshold=0.9)
+    for batch_id, txs in enumerate((first, second)):
+        batch = scorer.score(batch_id, records(txs), model)
+        batch.reconcile()
+        scorer.remember(batch)
+        model.snapshot = roll_snapshot(model.snapshot, batch.scored)
+
+    expected = compute_batch_features(as_feature_input(history + first + second))[FEATURE_COLUMNS].iloc[800:]
+    online = pd.concat(seen, ignore_index=True)
+    pd.testing.assert_frame_equal(online.reset_index(drop=True), expected.reset_index(drop=True))
+    assert batch.scored["feature_snapshot_version"].unique().tolist() == [version]
+    assert set(batch.scored["decision"]) <= {"approve", "block"}
+
+    again = scorer.score(2, records(second[:3]), model)  # re-sent transactions
+    assert len(again.scored) == 0
+    assert [d.rejection.rule for d in again.dead_letters] == ["duplicate_transaction_id"] * 3
+
+
+def test_prediction_records_are_the_topic_contract():
+    scored = pd.DataFrame({
+        "transaction_id": ["tx-1"], "score": [0.25], "decision": ["approve"], "threshold": [0.5],
+        "model_name": ["m"], "model_version": ["3"], "feature_snapshot_version": ["s1"],
+        "event_time": pd.to_datetime(["2026-01-02T03:04:05.123456Z"], utc=True),
+        "processing_time": pd.to_datetime(["2026-01-02T03:04:06Z"], utc=True),
+    })
+    assert json.loads(prediction_records(scored)[0]) == {
+        "transaction_id": "tx-1", "score": 0.25, "decision": "approve", "threshold": 0.5, "model_name": "m",
+        "model_version": "3", "feature_snapshot_version": "s1", "event_time": "2026-01-02T03:04:05.123456Z",
+        "processing_time": "2026-01-02T03:04:06.000000Z",
+    }
+
+
+def test_metrics_endpoint_serves_the_scorer_metrics():
+    metrics = StreamMetrics()
+    port = free_port()
+    metrics.serve(port)
+    metrics.latency.observe_many(np.array([0.02, 0.3, 0.3, 4.0]))
+    metrics.rows.labels("scored").inc(4)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'fraud_stream_rows_total{outcome="scored"} 4.0' in body
+    assert 'fraud_stream_end_to_end_latency_seconds_bucket{le="0.5"} 3.0' in body
+    assert "fraud_stream_end_to_end_latency_seconds_count 4.0" in body
+    assert metrics.latency.quantile(0.5) == 0.5
