@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _machine import machine_line  # noqa: E402
 
 MODEL_NAME = "fraud_detector_bench"
 TICK = 0.05
@@ -172,17 +174,13 @@ def plain_worker() -> None:
     parts.close()
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores ({cpu}), load avg {os.getloadavg()[0]:.1f}, {platform.platform()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per rate (default 60)")
     parser.add_argument("--rates", default="1000,5000,max")
     parser.add_argument("--scorers", default="spark,plain")
     parser.add_argument("--trigger-seconds", type=float, default=0.5)
+    parser.add_argument("--max-offered", type=float, default=40000.0, help="send rate of the 'max' phase (above the scorer's capacity)")
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_worker:
@@ -228,7 +226,7 @@ def main() -> None:
                 for i, rate in enumerate(rates):
                     phase = f"{name}{i}"
                     started = time.monotonic()
-                    sent = producer.run(phase, rate, args.duration)
+                    sent = producer.run(phase, rate or args.max_offered, args.duration)
                     produce_seconds = time.monotonic() - started
                     pairs = collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], phase, sent, positions, 600)
                     results.append(phase_stats(name, "max" if rate is None else f"{rate:.0f}", sent, pairs, produce_seconds))
@@ -243,7 +241,7 @@ def main() -> None:
         broker.stop()
 
     table = pd.DataFrame(results)
-    print(f"\nStreaming scorer benchmark — {machine()}; {args.duration:.0f}s per rate, trigger {args.trigger_seconds}s, 2 partitions")
+    print(f"\nStreaming scorer benchmark — {machine_line()}; {args.duration:.0f}s per rate, trigger {args.trigger_seconds}s, 2 partitions")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.3f}" if v < 100 else f"{v:,.0f}"))
     spark_max = table[(table.scorer == "spark") & (table.rate == "max")]
     plain_max = table[(table.scorer == "plain") & (table.rate == "max")]

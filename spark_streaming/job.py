@@ -238,34 +238,32 @@ def _native_options(client: dict[str, object]) -> dict[str, str]:
     return options
 
 
-class LagListener:
-    """Consumer lag and input rate from Spark's progress events (source latestOffset - endOffset)."""
+def lag_listener(metrics: StreamMetrics):
+    """A query listener setting consumer lag (source latestOffset - endOffset) and input rate."""
+    from pyspark.sql.streaming import StreamingQueryListener
 
-    def __new__(cls, metrics: StreamMetrics):
-        from pyspark.sql.streaming import StreamingQueryListener
+    class LagListener(StreamingQueryListener):
+        def onQueryStarted(self, event) -> None:
+            pass
 
-        class _Listener(StreamingQueryListener):
-            def onQueryStarted(self, event) -> None:
-                pass
+        def onQueryProgress(self, event) -> None:
+            progress = event.progress
+            for source in progress.sources:
+                try:
+                    latest = json.loads(source.latestOffset or "null") or {}
+                    end = json.loads(source.endOffset or "null") or {}
+                    metrics.consumer_lag.set(sum(max(0, int(v) - int(end.get(p, 0))) for p, v in latest.items()))
+                except (ValueError, TypeError, AttributeError):
+                    pass  # the native source reports nested offsets; lag then comes from Kafka tooling
+            metrics.input_rows_per_second.set(progress.inputRowsPerSecond or 0.0)
 
-            def onQueryProgress(self, event) -> None:
-                progress = event.progress
-                for source in progress.sources:
-                    try:
-                        latest = json.loads(source.latestOffset or "null") or {}
-                        end = json.loads(source.endOffset or "null") or {}
-                        metrics.consumer_lag.set(sum(max(0, int(v) - int(end.get(p, 0))) for p, v in latest.items()))
-                    except (ValueError, TypeError, AttributeError):
-                        pass
-                metrics.input_rows_per_second.set(progress.inputRowsPerSecond or 0.0)
+        def onQueryIdle(self, event) -> None:
+            pass
 
-            def onQueryIdle(self, event) -> None:
-                pass
+        def onQueryTerminated(self, event) -> None:
+            pass
 
-            def onQueryTerminated(self, event) -> None:
-                pass
-
-        return _Listener()
+    return LagListener()
 
 
 def start_query(spark, config: StreamConfig, handler: BatchHandler):
@@ -289,7 +287,7 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
         spark = build_spark_session("fraud-stream-scorer", master=config.spark_master, conf={"spark.sql.shuffle.partitions": "2"})
         spark.sparkContext.setLogLevel("WARN")
     handler = BatchHandler(parts)
-    listener = LagListener(parts.metrics)
+    listener = lag_listener(parts.metrics)
     spark.streams.addListener(listener)
     parts.watcher.start()
     query = start_query(spark, config, handler)

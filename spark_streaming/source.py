@@ -176,14 +176,34 @@ def messages_to_batch(messages: list) -> pa.RecordBatch:
     )
 
 
-def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> Iterator[pa.RecordBatch]:
-    """Yield the records of ``part`` as Arrow batches; fail loudly rather than return a short range."""
-    from confluent_kafka import KafkaError, TopicPartition
+# Executor-side consumers kept between micro-batches (Python workers are reused): a consumer that
+# stopped exactly at this range's start is already fetching it, which saves a reconnect per batch.
+_CONSUMERS: dict[tuple, tuple[object, int]] = {}
 
-    consumer = _consumer(options)
-    try:
+
+def _range_consumer(options: Mapping[str, str], part: KafkaRange):
+    from confluent_kafka import TopicPartition
+
+    key = (tuple(sorted((k, v) for k, v in options.items() if k.startswith(_KAFKA_PREFIX))), part.topic, part.partition)
+    consumer, position = _CONSUMERS.pop(key, (None, -1))
+    if consumer is None:
+        consumer = _consumer(options)
+    if position != part.start:
         consumer.assign([TopicPartition(part.topic, part.partition, part.start)])
-        position, last_progress = part.start, time.monotonic()
+    return key, consumer
+
+
+def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> Iterator[pa.RecordBatch]:
+    """Yield the records of ``part`` as Arrow batches; fail loudly rather than return a short range.
+
+    ``consume`` never asks for more than the range's remainder, so the consumer ends exactly at
+    ``part.end`` and can be reused by the next batch of this partition.
+    """
+    from confluent_kafka import KafkaError
+
+    key, consumer = _range_consumer(options, part)
+    position, last_progress = part.start, time.monotonic()
+    try:
         while position < part.end:
             wanted = []
             for msg in consumer.consume(min(_CHUNK, part.end - position), timeout=0.5):
@@ -203,8 +223,10 @@ def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> 
                     f"{part.topic}[{part.partition}]: stuck at offset {position}, expected data up to {part.end} "
                     f"(no progress for {timeout:.0f}s)"
                 )
-    finally:
+    except BaseException:
         consumer.close()
+        raise
+    _CONSUMERS[key] = (consumer, position)
 
 
 class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
