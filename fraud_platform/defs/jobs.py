@@ -41,16 +41,18 @@ weekly_retrain_schedule = dg.ScheduleDefinition(
     description="Retrain every Monday 03:00 UTC even without drift, so the model sees the newest matured labels.",
 )
 
-EAGER = dg.AutomationCondition.eager()
+# eager() waits until no upstream partition is missing; below daily-partitioned assets that never
+# happens (today's partition is always missing), so unpartitioned followers drop that clause.
+FOLLOW_UPSTREAM = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 DAILY = dg.AutomationCondition.on_cron("0 6 * * *", "UTC")
 # Assets that follow their upstreams by themselves; everything else runs from jobs and sensors.
 AUTOMATION_BY_KEY = {
-    "quarantined_transactions": EAGER,
-    "quarantined_labels": EAGER,
+    "quarantined_transactions": FOLLOW_UPSTREAM,
+    "quarantined_labels": FOLLOW_UPSTREAM,
     "feature_drift_report": DAILY,
     "live_model_performance": DAILY,
 }
-AUTOMATION_BY_GROUP = {"warehouse": EAGER}
+AUTOMATION_BY_GROUP = {"warehouse": FOLLOW_UPSTREAM}
 
 
 def apply_automation(spec: dg.AssetSpec) -> dg.AssetSpec:

@@ -139,3 +139,21 @@ def test_a_malformed_report_fails_the_tick_instead_of_skipping(instance) -> None
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="feature_drift_report", metadata={"unrelated": 1}))
     with pytest.raises(Exception, match="lacks metadata 'max_psi'"):
         _evaluate_asset_sensor(retrain_on_feature_drift, instance)
+
+
+def test_unpartitioned_followers_run_when_a_daily_upstream_updates(instance) -> None:
+    """Quarantine and dbt marts sit below daily assets whose newest partition is always missing;
+    they must still follow an upstream update (plain eager() never would)."""
+    defs = _defs()
+    followers = [dg.AssetKey("quarantined_transactions"), dg.AssetKey("fct_transactions")]
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.all())
+    _land(instance, "raw_transactions", "2026-01-10")
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="processed_transactions", partition="2026-01-10"))
+    second = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=dg.AssetSelection.all(), cursor=first.cursor
+    )
+    assert all(second.get_num_requested(key) == 1 for key in followers)
+    third = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=dg.AssetSelection.all(), cursor=second.cursor
+    )
+    assert third.total_requested == 0  # nothing new upstream: nothing runs again
