@@ -151,7 +151,7 @@ class ModelWatcher:
         try:
             info = read_champion(self._client_factory(), self.model_name, self.alias)
         except Exception as error:  # registry unreachable, alias deleted, ...
-            log.warning("model refresh: registry check failed, keeping version %s: %s", self._version(), _one_line(error))
+            log.warning("model refresh: registry check failed, keeping version %s: %s", self._version(), one_line(error))
             self._on_failure("registry", error)
             return False
         if info.version == self._version():
@@ -159,7 +159,7 @@ class ModelWatcher:
         try:
             self.load(info)
         except Exception as error:
-            log.warning("model refresh: version %s failed to load, keeping version %s: %s", info.version, self._version(), _one_line(error))
+            log.warning("model refresh: version %s failed to load, keeping version %s: %s", info.version, self._version(), one_line(error))
             self._on_failure("load", error)
             return False
         log.info("model refresh: now scoring with %s version %s", self.model_name, info.version)
@@ -190,6 +190,6 @@ def _probe_batch(snapshot: FeatureSnapshot) -> pd.DataFrame:
     )
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     return text.splitlines()[0][:300] if text else type(error).__name__

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # spark-submit runs this file as a script
 from fraud_platform.domain.validation import DuplicateTracker  # noqa: E402
 from fraud_platform.infra.lake import lake_store_from_settings  # noqa: E402
 
-from spark_streaming.champion import ModelWatcher, NoChampionError, _one_line  # noqa: E402
+from spark_streaming.champion import ModelWatcher, NoChampionError, one_line  # noqa: E402
 from spark_streaming.config import StreamConfig  # noqa: E402
 from spark_streaming.metrics import StreamMetrics  # noqa: E402
 from spark_streaming.scoring import BatchScorer, roll_snapshot  # noqa: E402
@@ -83,7 +83,7 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
         ensure_topics(kafka, [topics.transactions, topics.transactions_dlq, topics.predictions], timeout=10)
         producer = make_producer(kafka, **{"linger.ms": 5})
     except Exception as error:  # KafkaException, RuntimeError (no broker configured)
-        raise StartupError(f"Kafka broker unreachable ({kafka.bootstrap_servers or 'embedded broker'}): {_one_line(error)}", EXIT_BROKER) from None
+        raise StartupError(f"Kafka broker unreachable ({kafka.bootstrap_servers or 'embedded broker'}): {one_line(error)}", EXIT_BROKER) from None
 
     import mlflow
     from mlflow import MlflowClient
@@ -109,7 +109,7 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
     except NoChampionError as error:
         raise StartupError(f"no model to score with: {error} in registry {registry_uri} (train and promote one first)", EXIT_MODEL) from None
     except Exception as error:
-        raise StartupError(f"cannot load the {config.model_alias} of {platform.model_name!r} from {registry_uri}: {_one_line(error)}", EXIT_MODEL) from None
+        raise StartupError(f"cannot load the {config.model_alias} of {platform.model_name!r} from {registry_uri}: {one_line(error)}", EXIT_MODEL) from None
 
     if config.alerts_postgres_dsn is not None:
         alerts = PostgresAlertStore(config.alerts_postgres_dsn.get_secret_value(), config.alerts_table)
@@ -118,7 +118,7 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
     try:
         alerts.ensure_schema()
     except Exception as error:
-        raise StartupError(f"alert store unavailable ({alerts.description}): {_one_line(error)}", EXIT_ALERTS) from None
+        raise StartupError(f"alert store unavailable ({alerts.description}): {one_line(error)}", EXIT_ALERTS) from None
 
     return Components(
         config=config,
@@ -308,7 +308,7 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
                 query.stop()
         error = query.exception()
         if error is not None:
-            raise RuntimeError(f"streaming query failed: {_one_line(error)}")
+            raise RuntimeError(f"streaming query failed: {one_line(error)}")
     finally:
         parts.close()
         spark.streams.removeListener(listener)

@@ -1,9 +1,17 @@
 """Jobs named for what they do, their schedules, and the declarative automation applied in one
 place. Sensors that request these jobs live with the domain they watch."""
 
+import os
+
 import dagster as dg
 
 from fraud_platform.defs.partitions import daily_partitions
+
+# Whether schedules and sensors start running with a fresh instance (FRAUD_AUTOMATION_DEFAULT_STATUS
+# = running | stopped); operators toggle them individually in the UI either way.
+AUTOMATION_RUNNING = os.environ.get("FRAUD_AUTOMATION_DEFAULT_STATUS", "running").lower() != "stopped"
+SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if AUTOMATION_RUNNING else dg.DefaultScheduleStatus.STOPPED
+SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if AUTOMATION_RUNNING else dg.DefaultSensorStatus.STOPPED
 
 RAW_ASSETS = ["raw_transactions", "raw_labels"]
 LAKE_ASSETS = ["processed_transactions", "sandbox_transactions"]
@@ -30,14 +38,14 @@ retrain_model = dg.define_asset_job(
 # Daily ingestion → lake → dbt: the schedule lands yesterday; the new-data sensor then requests the
 # lake partitions that changed, and the dbt marts follow their sources by themselves (eager).
 ingest_daily_schedule = dg.build_schedule_from_partitioned_job(
-    ingest_daily, hour_of_day=0, minute_of_hour=30, default_status=dg.DefaultScheduleStatus.RUNNING
+    ingest_daily, hour_of_day=0, minute_of_hour=30, default_status=SCHEDULE_STATUS
 )
 weekly_retrain_schedule = dg.ScheduleDefinition(
     name="weekly_retrain",
     job=retrain_model,
     cron_schedule="0 3 * * 1",
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=SCHEDULE_STATUS,
     description="Retrain every Monday 03:00 UTC even without drift, so the model sees the newest matured labels.",
 )
 
@@ -62,7 +70,14 @@ def apply_automation(spec: dg.AssetSpec) -> dg.AssetSpec:
     return spec.replace_attributes(automation_condition=condition)
 
 
+# Declared explicitly (instead of Dagster's implicit default sensor) so it honours the default status.
+automation_condition_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_condition_sensor", target=dg.AssetSelection.all(), default_status=SENSOR_STATUS,
+    description="Evaluates the declarative automation conditions of every asset.",
+)
+
 defs = dg.Definitions(
     jobs=[ingest_daily, build_lake_daily, retrain_model],
     schedules=[ingest_daily_schedule, weekly_retrain_schedule],
+    sensors=[automation_condition_sensor],
 )

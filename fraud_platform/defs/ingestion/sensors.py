@@ -9,6 +9,8 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from fraud_platform.defs.jobs import SENSOR_STATUS
+
 from fraud_platform.defs.partitions import daily_partitions
 from fraud_platform.settings import LakeProcessingSettings
 
@@ -37,7 +39,7 @@ def partitions_to_rebuild(transaction_days: dict[str, int], label_days: dict[str
     monitored_assets=[RAW_TRANSACTIONS, RAW_LABELS],
     job_name="build_lake_daily",
     name="lake_on_new_raw_data",
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=SENSOR_STATUS,
     description="Requests build_lake_daily for exactly the partitions new transactions or newly known labels changed.",
 )
 def lake_on_new_raw_data(context: dg.MultiAssetSensorEvaluationContext):

@@ -5,6 +5,8 @@ sensor shows as a failed tick instead of silently skipping."""
 
 import dagster as dg
 
+from fraud_platform.defs.jobs import SENSOR_STATUS
+
 from fraud_platform.defs.resources import MonitoringResource
 
 TRIGGER_TAG = "fraud_platform/retrain_trigger"
@@ -22,7 +24,7 @@ def _metadata_value(event: dg.EventLogEntry, name: str):
     asset_key=dg.AssetKey("feature_drift_report"),
     job_name="retrain_model",
     name="retrain_on_feature_drift",
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=SENSOR_STATUS,
     description="Requests retrain_model when a drift report shows a feature PSI above the threshold.",
 )
 def retrain_on_feature_drift(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, monitoring: MonitoringResource):
@@ -40,7 +42,7 @@ def retrain_on_feature_drift(context: dg.SensorEvaluationContext, asset_event: d
     asset_key=dg.AssetKey("live_model_performance"),
     job_name="retrain_model",
     name="retrain_on_live_performance_decay",
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=SENSOR_STATUS,
     description="Requests retrain_model when the champion's live average precision falls below the floor.",
 )
 def retrain_on_live_performance_decay(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, monitoring: MonitoringResource):
