@@ -35,7 +35,7 @@ def read_champion(client, model_name: str, alias: str) -> ChampionInfo:
     """The version behind ``alias`` and its scorer tags (the platform's registry reader)."""
     info = load_champion(client, model_name, alias)
     if info is None:
-        raise NoChampionError(f"model {model_name!r} has no version with alias {alias!r} (or the registry did not answer)")
+        raise NoChampionError(f"model {model_name!r} has no version with alias {alias!r}")
     if not info.features:
         info = replace(info, features=list(FEATURE_COLUMNS))
     if info.threshold is not None and not math.isfinite(info.threshold):

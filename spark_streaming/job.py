@@ -210,7 +210,10 @@ def source_frame(spark, config: StreamConfig):
     client = kafka.client_config()
     if config.source == "native":
         try:
-            spark._jvm.java.lang.Class.forName("org.apache.spark.sql.kafka010.KafkaSourceProvider")
+            # The context class loader sees jars added with --packages/--jars; Class.forName(name) does not.
+            jvm = spark._jvm
+            loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+            jvm.java.lang.Class.forName("org.apache.spark.sql.kafka010.KafkaSourceProvider", True, loader)
         except Exception:
             raise StartupError(
                 "FRAUD_STREAM_SOURCE=native but the spark-sql-kafka-0-10 connector is not on the classpath; "

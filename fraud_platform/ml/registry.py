@@ -167,11 +167,16 @@ def publish_tags(metrics: Mapping[str, float], *, features: list[str], threshold
 
 
 def load_champion(client: MlflowClient, model_name: str, alias: str = CHAMPION_ALIAS) -> ChampionInfo | None:
-    """The version behind ``alias`` with its published tags, or None when there is none yet."""
+    """The version behind ``alias`` with its published tags, or None when there is none yet.
+
+    Only "no such model/alias" means None; an unreachable or failing registry raises, so callers
+    (the scorer's hot reload) can tell "nothing published" from "registry down"."""
     try:
         version = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     tags = version.tags or {}
     return ChampionInfo(
         name=model_name,
