@@ -58,6 +58,9 @@ def broker(platform_home: Path):
     embedded = EmbeddedBroker.default()
     state = embedded.start()
     yield state.address
+    import gc
+
+    gc.collect()  # destroy unreferenced Kafka clients first, or they log reconnect errors at exit
     embedded.stop()
 
 

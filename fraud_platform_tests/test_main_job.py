@@ -44,6 +44,7 @@ def test_run_local_materialises_every_asset(tmp_path: Path) -> None:
         tables = {row[0] for row in con.execute("select table_name from information_schema.tables").fetchall()}
     assert {"fct_transactions", "mart_daily_fraud_kpis"} <= tables
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    registry = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=registry, registry_uri=registry)
     champion = client.get_model_version_by_alias("fraud_detector", "champion")
     assert champion.version

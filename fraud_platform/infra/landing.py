@@ -203,17 +203,21 @@ class LandingEngine:
             start.update(self.committed_offsets())
             producer = make_producer(self.kafka) if self.spec.dlq_topic else None
             delivery_errors: list[str] = []
-            batch = _PendingBatch(start)
-            positions = dict(start)
-            for chunk, positions in read_range(self.kafka, self.spec.topic, start, max_messages=max_messages):
-                for msg in chunk:
-                    self._route(msg, batch, producer, delivery_errors)
-                if batch.consumed >= self.batch_rows:
+            try:
+                batch = _PendingBatch(start)
+                positions = dict(start)
+                for chunk, positions in read_range(self.kafka, self.spec.topic, start, max_messages=max_messages):
+                    for msg in chunk:
+                        self._route(msg, batch, producer, delivery_errors)
+                    if batch.consumed >= self.batch_rows:
+                        result.batches.append(self._commit(batch, positions, producer, delivery_errors))
+                        batch = _PendingBatch(positions)
+                if batch.consumed:
                     result.batches.append(self._commit(batch, positions, producer, delivery_errors))
-                    batch = _PendingBatch(positions)
-            if batch.consumed:
-                result.batches.append(self._commit(batch, positions, producer, delivery_errors))
-            return result
+                return result
+            finally:
+                if producer is not None:
+                    producer.close()  # an idle client left to the GC keeps reconnecting and logging
 
     def _route(self, msg, batch: _PendingBatch, producer, delivery_errors: list[str]) -> None:
         batch.consumed += 1

@@ -81,6 +81,7 @@ class RateLimitedProducer:
     def close(self, timeout: float = 120.0) -> None:
         """Flush, then release the client (a live idle producer keeps reconnecting and logging)."""
         remaining = self.producer.flush(timeout)
+        self.producer.close()
         self.producer = None
         if remaining or self.errors:
             raise RuntimeError(f"{remaining} message(s) not delivered; first errors: {self.errors[:3]}")

@@ -15,7 +15,7 @@ from fraud_platform.defs.monitoring.sensors import (
     retrain_on_feature_drift,
     retrain_on_live_performance_decay,
 )
-from fraud_platform.defs.resources import LakeResource, MonitoringResource
+from fraud_platform.defs.resources import LakeResource, MlflowResource, MonitoringResource
 from fraud_platform.domain.features import DEFAULT_CONFIG
 from fraud_platform.infra.lake import LocalLakeStore
 
@@ -75,8 +75,16 @@ def _feature_frame(rng: np.random.Generator, n: int, amount_mean: float) -> pd.D
     return frame
 
 
+def _mlflow(root) -> MlflowResource:
+    return MlflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db", artifact_root=(root / "artifacts").as_uri())
+
+
 def _materialize(instance, asset, lake_root) -> dg.ExecuteInProcessResult:
-    resources = {"lake": LakeResource(root=str(lake_root)), "monitoring": MonitoringResource(psi_threshold=0.25, min_live_ap=0.5)}
+    resources = {
+        "lake": LakeResource(root=str(lake_root)),
+        "mlflow": _mlflow(lake_root.parent),
+        "monitoring": MonitoringResource(psi_threshold=0.25, min_live_ap=0.5),
+    }
     return dg.materialize([asset], resources=resources, instance=instance)
 
 
@@ -157,3 +165,48 @@ def test_unpartitioned_followers_run_when_a_daily_upstream_updates(instance) -> 
         defs=defs, instance=instance, asset_selection=dg.AssetSelection.all(), cursor=second.cursor
     )
     assert third.total_requested == 0  # nothing new upstream: nothing runs again
+
+
+def _register_champion(root) -> object:
+    """A real (small) model behind the registry's champion alias, as champion_model publishes it."""
+    import json
+
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from fraud_platform.ml import registry
+
+    target = _mlflow(root).target()
+    mlflow.set_tracking_uri(target.tracking_uri)
+    mlflow.set_registry_uri(target.tracking_uri)
+    rng = np.random.default_rng(0)
+    X = _feature_frame(rng, 2000, 50.0)
+    y = (X["amount_eur"] > X["amount_eur"].quantile(0.95)).astype(int)
+    model = LogisticRegression(max_iter=1000).fit(X[FEATURES], y)
+    experiment = mlflow.set_experiment("drift-test")
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
+        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=target.model_name, serialization_format="cloudpickle")
+    client = target.client()
+    version = info.registered_model_version
+    client.set_model_version_tag(target.model_name, version, registry.TAG_FEATURES, json.dumps(FEATURES))
+    client.set_registered_model_alias(target.model_name, "champion", version)
+    return model
+
+
+def test_score_distribution_drift_is_reported_and_triggers_retraining(instance, lake_root) -> None:
+    model = _register_champion(lake_root.parent)
+    rng = np.random.default_rng(11)
+    store = LocalLakeStore(lake_root)
+    _write(store, "features", "transaction_features", "2026-01-01", _feature_frame(rng, 4000, 50.0))
+    recent = _feature_frame(rng, 3000, 50.0)  # same features as training...
+    recent["score"] = np.clip(model.predict_proba(recent[FEATURES])[:, 1] + 0.4, 0, 1)  # ...but shifted scores
+    _write(store, "scored", "transactions", "2026-02-01", recent.assign(transaction_id=[f"tx-{i:08d}" for i in range(3000)]))
+
+    report = _materialize(instance, feature_drift_report, lake_root)
+    [materialization] = report.asset_materializations_for_node("feature_drift_report")
+    score = materialization.metadata["score_drift"].value
+    assert score["score_psi"] > 0.25 and score["recent_mean_score"] > score["reference_mean_score"]
+    assert materialization.metadata["drifting_features"].value == ["score"]
+
+    [request] = _evaluate_asset_sensor(retrain_on_feature_drift, instance).run_requests
+    assert request.tags[DRIFTING_TAG] == "score"

@@ -182,6 +182,7 @@ def produce(records: list[tuple[bytes | None, bytes]], topic: str | None = None,
         if n % 10000 == 0:
             producer.poll(0)
     assert producer.flush(30) == 0
+    producer.close()
 
 
 def produce_transactions(txs: list[dict], **kwargs) -> None:

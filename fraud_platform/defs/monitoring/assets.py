@@ -4,15 +4,17 @@ training data, and the champion's live performance once labels arrive."""
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score
 
 from fraud_platform.defs.owners import ML_ENGINEERING
-from fraud_platform.defs.resources import LakeResource, MonitoringResource
-from fraud_platform.domain.drift import drift_table, feature_drift
+from fraud_platform.defs.resources import LakeResource, MlflowResource, MonitoringResource
+from fraud_platform.domain.drift import drift_table, feature_drift, psi
 from fraud_platform.domain.features import DEFAULT_CONFIG, compute_batch_features
 from fraud_platform.infra.lake import LakeStore
+from fraud_platform.ml import registry
 from fraud_platform.reports import figure_to_markdown, markdown_table
 
 SCORED = ("scored", "transactions")
@@ -66,6 +68,26 @@ def _recent_traffic_features(store: LakeStore, recent_days: int) -> tuple[pd.Dat
     return computed, "processed"
 
 
+def _score_drift(mlflow: MlflowResource, reference: pd.DataFrame, recent: pd.DataFrame) -> dict[str, float] | None:
+    """PSI between the champion's scores on its training data and the scores it gave recent
+    traffic (None when the scorer logged no scores or nothing is published yet)."""
+    if "score" not in recent.columns:
+        return None
+    target = mlflow.target()
+    info = registry.load_champion(target.client(), target.model_name)
+    if info is None or not set(info.features) <= set(reference.columns):
+        return None
+    model = registry.load_model(info, tracking_uri=target.tracking_uri)
+    reference_scores = model.predict_proba(reference[info.features].astype("float64"))[:, 1]
+    recent_scores = recent["score"].to_numpy(dtype=float)
+    return {
+        "score_psi": psi(reference_scores, recent_scores),
+        "reference_mean_score": float(np.mean(reference_scores)),
+        "recent_mean_score": float(np.mean(recent_scores)),
+        "champion_version": float(info.version),
+    }
+
+
 def _psi_figure(table: pd.DataFrame, threshold: float) -> Figure:
     fig = Figure(figsize=(7, 0.25 * len(table) + 1.2))
     ax = fig.subplots()
@@ -80,13 +102,15 @@ def _psi_figure(table: pd.DataFrame, threshold: float) -> Figure:
 
 @dg.asset(
     description="Population Stability Index (and KS where it fits) per model feature between the "
-    "training matrix and the last days of traffic, plus score-distribution drift when the scorer "
-    "logged scores. The drift sensor requests retrain_model when max PSI passes the threshold.",
+    "training matrix and the last days of traffic, plus drift of the champion's score distribution "
+    "when the scorer logged scores. The drift sensor requests retrain_model when max PSI passes the threshold.",
     deps=["transaction_features", "processed_transactions", "scored_transactions"],
     kinds={"pandas", "scipy"},
     **MONITORING,
 )
-def feature_drift_report(context: dg.AssetExecutionContext, lake: LakeResource, monitoring: MonitoringResource) -> dg.MaterializeResult:
+def feature_drift_report(
+    context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource, monitoring: MonitoringResource
+) -> dg.MaterializeResult:
     store = lake.store()
     features = DEFAULT_CONFIG.feature_columns()
     reference_keys = store.parquet_keys("features", "transaction_features")
@@ -96,8 +120,15 @@ def feature_drift_report(context: dg.AssetExecutionContext, lake: LakeResource, 
     recent, source = _recent_traffic_features(store, monitoring.recent_days)
     table = drift_table(feature_drift(reference, recent, features))
     drifting = table.loc[table["psi"] > monitoring.psi_threshold, "feature"].tolist()
+    score = _score_drift(mlflow, reference, recent)
+    max_psi = float(table["psi"].max())
+    if score is not None:
+        max_psi = max(max_psi, score["score_psi"])
+        if score["score_psi"] > monitoring.psi_threshold:
+            drifting.append("score")
     metadata: dict[str, object] = {
-        "max_psi": float(table["psi"].max()),
+        "max_psi": max_psi,
+        "score_drift": dg.MetadataValue.json(score or {"note": "no logged scores or no champion yet"}),
         "drifting_features": dg.MetadataValue.json(drifting),
         "psi_threshold": monitoring.psi_threshold,
         "recent_source": source,
