@@ -67,6 +67,7 @@ class Components:
     def close(self) -> None:
         self.watcher.stop()
         self.outputs.producer.flush(30)
+        self.outputs.producer.close()  # a live idle client keeps reconnecting (and logging) after the broker goes
         self.alerts.close()
 
 
