@@ -57,7 +57,7 @@ def _partition_metadata(engine: LandingEngine, days: list[str]) -> dict[str, obj
         "dagster/row_count": sum(rows.values()),
         "rows_by_date": dg.MetadataValue.json(rows),
         "offset_ranges_by_batch": dg.MetadataValue.json(offsets),
-        "preview": dg.MetadataValue.md(_preview(store, spec, days[0])),
+        "preview": dg.MetadataValue.md(_preview(store, spec, days[0]) if days else "_no rows_"),
         "path": dg.MetadataValue.path(store.uri(f"{spec.zone}/{spec.dataset}")),
     }
 
@@ -90,9 +90,9 @@ def landing_asset(
             f"{name}: consumed {result.consumed} = {result.valid} landed + {result.dead_lettered} dead-lettered "
             f"{result.rejections_by_rule}; offsets {result.ranges}; rows by date {result.rows_by_date}"
         )
-        requested = context.partition_keys if partitioned else sorted(result.rows_by_date) or [None]
         if partitioned:
-            for other in sorted(set(result.rows_by_date) - set(requested)):
+            days = list(context.partition_keys)
+            for other in sorted(set(result.rows_by_date) - set(days)):
                 context.log_event(
                     dg.AssetMaterialization(
                         asset_key=context.asset_key, partition=other,
@@ -100,8 +100,9 @@ def landing_asset(
                         metadata={"dagster/row_count": result.rows_by_date[other], "landing_run": context.run.run_id},
                     )
                 )
-        metadata = {**_landing_metadata(result), **_partition_metadata(engine, [d for d in requested if d] or engine.store.partition_dates(engine.spec.zone, engine.spec.dataset)[-1:] or [None])}
-        return dg.MaterializeResult(metadata=metadata)
+        else:  # report what this run landed, or the newest day when it landed nothing
+            days = sorted(result.rows_by_date) or engine.store.partition_dates(engine.spec.zone, engine.spec.dataset)[-1:]
+        return dg.MaterializeResult(metadata={**_landing_metadata(result), **_partition_metadata(engine, days)})
 
     return _landing
 
