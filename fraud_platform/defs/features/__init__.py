@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from fraud_platform.defs.features.assets import customer_features, terminal_features, transaction_features
+from fraud_platform.defs.features.assets import online_feature_snapshot, transaction_features
 
-defs = dg.Definitions(assets=[customer_features, terminal_features, transaction_features])
+defs = dg.Definitions(assets=[online_feature_snapshot, transaction_features])

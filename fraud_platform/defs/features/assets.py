@@ -37,16 +37,16 @@ def snapshot_prefix(version: str) -> str:
     return f"{ONLINE_PREFIX}/version={version}"
 
 
-def _publish_snapshot(store: LakeStore, tables: tuple[str, ...]) -> tuple[FeatureSnapshot, dict, str]:
-    """Build the snapshot as of the end of the last sandbox day and write ``tables`` of it."""
+def _publish_snapshot(store: LakeStore) -> tuple[FeatureSnapshot, dict]:
+    """Build the snapshot as of the end of the last sandbox day and write all its tables."""
     frame, days = read_sandbox(store)
     as_of = datetime.combine(pd.Timestamp(days[-1]).date() + timedelta(days=1), time(), timezone.utc)
     snapshot = FeatureSnapshot.build(frame, as_of=as_of)
     prefix = snapshot_prefix(snapshot.version)
-    manifest = snapshot.write(store, prefix, tables)
+    manifest = snapshot.write(store, prefix)
     manifest = {**manifest, "key": prefix, "uri": store.uri(prefix), "source_partitions": [days[0], days[-1]]}
     store.write_json(LATEST_SNAPSHOT_KEY, manifest)
-    return snapshot, manifest, prefix
+    return snapshot, manifest
 
 
 def _snapshot_metadata(manifest: dict, tables: dict[str, pd.DataFrame]) -> dict:
@@ -65,33 +65,32 @@ _COMMON = dict(
 )
 
 
-@dg.asset(
-    **_COMMON,
-    description="Online state per customer (daily spend buckets + open-day events, terminals seen) as of "
-                "the end of the sandbox; the streaming scorer's lookup snapshot (features/online/version=V).",
+@dg.multi_asset(
+    name="online_feature_snapshot",
+    specs=[
+        dg.AssetSpec(
+            "customer_features", **_COMMON,
+            description="Online state per customer (daily spend buckets + open-day events, terminals seen) as of "
+                        "the end of the sandbox; the streaming scorer's lookup snapshot (features/online/version=V).",
+        ),
+        dg.AssetSpec(
+            "terminal_features", **_COMMON,
+            description="Online state per terminal (daily transaction buckets, fraud labels by known time) as of "
+                        "the end of the sandbox; with customer_features, the scorer's snapshot.",
+        ),
+    ],
 )
-def customer_features(lake: LakeResource) -> dg.MaterializeResult:
-    store = lake.store()
-    snapshot, manifest, _ = _publish_snapshot(store, FeatureSnapshot.CUSTOMER_TABLES)
-    activity = snapshot.customer_activity
-    per_customer = activity.groupby("customer_key")["n"].sum()
-    return dg.MaterializeResult(metadata={
+def online_feature_snapshot(lake: LakeResource):
+    """Both halves of one snapshot: built once from the sandbox, written once under one version."""
+    snapshot, manifest = _publish_snapshot(lake.store())
+    per_customer = snapshot.customer_activity.groupby("customer_key")["n"].sum()
+    yield dg.MaterializeResult(asset_key="customer_features", metadata={
         **_snapshot_metadata(manifest, {t: getattr(snapshot, t) for t in FeatureSnapshot.CUSTOMER_TABLES}),
         "customers": int(per_customer.size),
         "tx_per_customer_in_state": dg.MetadataValue.md(markdown_table(per_customer.describe().to_frame("n").T)),
     })
-
-
-@dg.asset(
-    **_COMMON,
-    description="Online state per terminal (daily transaction buckets, fraud labels by known time) as of "
-                "the end of the sandbox; with customer_features, the scorer's snapshot.",
-)
-def terminal_features(lake: LakeResource) -> dg.MaterializeResult:
-    store = lake.store()
-    snapshot, manifest, _ = _publish_snapshot(store, FeatureSnapshot.TERMINAL_TABLES)
     frauds = snapshot.terminal_frauds.groupby("terminal_id")["n"].sum().sort_values(ascending=False)
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(asset_key="terminal_features", metadata={
         **_snapshot_metadata(manifest, {t: getattr(snapshot, t) for t in FeatureSnapshot.TERMINAL_TABLES}),
         "terminals": int(snapshot.terminal_activity["terminal_id"].nunique()),
         "terminals_with_known_fraud": int(frauds.size),
