@@ -11,7 +11,6 @@ Re-materialising a partition is idempotent: nothing new is consumed twice.
 from typing import Callable
 
 import dagster as dg
-import pandas as pd
 
 from fraud_platform.defs.owners import DATA_ENGINEERING
 from fraud_platform.defs.partitions import daily_partitions
@@ -19,6 +18,7 @@ from fraud_platform.defs.resources import KafkaResource, LakeResource
 from fraud_platform.infra.landing import LandingEngine, LandingResult, LandingSpec
 from fraud_platform.infra.landing_specs import labels_spec, quarantine_spec, transactions_spec
 from fraud_platform.infra.lake import LakeStore
+from fraud_platform.reports import markdown_table
 from fraud_platform.settings import TopicNames
 
 PREVIEW_ROWS = 5
@@ -31,7 +31,7 @@ def _preview(store: LakeStore, spec: LandingSpec, day: str | None) -> str:
         return "_no rows_"
     frame = table.slice(0, PREVIEW_ROWS).to_pandas()
     frame = frame[[c for c in frame.columns if not c.startswith("_") and c not in ("original_value", "original_key")]]
-    return frame.to_markdown(index=False) if hasattr(frame, "to_markdown") else frame.to_string()
+    return markdown_table(frame, max_rows=PREVIEW_ROWS)
 
 
 def _landing_metadata(result: LandingResult) -> dict[str, object]:
@@ -49,7 +49,8 @@ def _landing_metadata(result: LandingResult) -> dict[str, object]:
 def _partition_metadata(engine: LandingEngine, days: list[str]) -> dict[str, object]:
     """Rows and the offset ranges that fed the given days, from the committed manifests."""
     store, spec = engine.store, engine.spec
-    rows = {d: sum(store.read_parquet([k], columns=[spec.dedupe_columns[0]]).num_rows for k in store.parquet_keys(spec.zone, spec.dataset, d)) for d in days}
+    tables = {d: store.read_partition(spec.zone, spec.dataset, d, columns=[spec.dedupe_columns[0]]) for d in days}
+    rows = {d: table.num_rows if table is not None else 0 for d, table in tables.items()}
     offsets = {
         m.batch_id: m.ranges for m in engine.manifests() if any(d in m.rows_by_date for d in days)
     }
