@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per rate (default 60)")
     parser.add_argument("--rates", default="1000,5000,max")
     parser.add_argument("--scorers", default="spark,plain")
-    parser.add_argument("--trigger-seconds", type=float, default=0.5)
+    parser.add_argument("--trigger-seconds", type=float, default=0.0, help="0: next micro-batch as soon as one ends")
     parser.add_argument("--max-offered", type=float, default=40000.0, help="send rate of the 'max' phase (above the scorer's capacity)")
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,7 +232,7 @@ def main() -> None:
                     results.append(phase_stats(name, "max" if rate is None else f"{rate:.0f}", sent, pairs, produce_seconds))
                     print(results[-1], flush=True)
             finally:
-                os.killpg(worker.pid, signal.SIGTERM)
+                worker.send_signal(signal.SIGTERM)  # the scorer only: it stops its Spark workers itself
                 try:
                     worker.wait(60)
                 except subprocess.TimeoutExpired:

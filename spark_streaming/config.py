@@ -53,7 +53,7 @@ class StreamConfig(BaseModel):
     platform: PlatformSettings
     source: Literal["python", "native"] = "python"
     checkpoint: Path
-    trigger_seconds: float = Field(1.0, gt=0)
+    trigger_seconds: float = Field(1.0, ge=0, description="0 = next micro-batch as soon as the last one ends")
     max_offsets_per_trigger: int | None = Field(None, gt=0)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     model_alias: str = "champion"

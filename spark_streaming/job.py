@@ -51,6 +51,14 @@ class StartupError(RuntimeError):
 
 EXIT_CONFIG, EXIT_BROKER, EXIT_MODEL, EXIT_ALERTS, EXIT_SPARK, EXIT_QUERY = 2, 3, 4, 5, 6, 1
 
+SCORER_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    # Local checkpoints without .crc side files: two fewer file writes per offset/commit log entry,
+    # ~80 ms less per micro-batch on 2 cores. Renames stay atomic (POSIX), other schemes unaffected.
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+    "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.RawLocalFs",
+}
+
 
 @dataclass
 class Components:
@@ -82,7 +90,8 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
         from fraud_platform.infra.kafka import ensure_topics, make_producer
 
         ensure_topics(kafka, [topics.transactions, topics.transactions_dlq, topics.predictions], timeout=10)
-        producer = make_producer(kafka, **{"linger.ms": 5})
+        # Delivery reports only for failures: one Python callback per prediction costs more than scoring it.
+        producer = make_producer(kafka, **{"linger.ms": 5, "delivery.report.only.error": True})
     except Exception as error:  # KafkaException, RuntimeError (no broker configured)
         raise StartupError(f"Kafka broker unreachable ({kafka.bootstrap_servers or 'embedded broker'}): {one_line(error)}", EXIT_BROKER) from None
 
@@ -155,11 +164,13 @@ class BatchHandler:
             self._catch_up(model, batch_id)
         batch = p.scorer.score(batch_id, records, model)
         batch.reconcile()
+        scored_at = time.monotonic()
         p.outputs.send_dead_letters(batch.dead_letters)
         p.outputs.send_predictions(batch.scored)
         p.lake.write(batch)
         alerts = p.alerts.upsert(alerts_of(batch))
         p.outputs.flush()
+        sunk_at = time.monotonic()
         delivered_ms = time.time() * 1000.0
         p.metrics.latency.observe_many((delivered_ms - batch.kafka_timestamps_ms) / 1000.0)
         p.scorer.remember(batch)
@@ -178,9 +189,11 @@ class BatchHandler:
         self.batches += 1
         self.last_batch_id = batch_id
         log.info(
-            "batch %d: %d in = %d scored + %d dead-lettered; %d alerts; model %s v%s; %.2fs",
+            "batch %d: %d in = %d scored + %d dead-lettered; %d alerts; model %s v%s; %.2fs "
+            "(validate+score %.2fs, sinks %.2fs, state %.2fs)",
             batch_id, batch.rows_in, len(batch.scored), len(batch.dead_letters), alerts,
             model.model_name, model.version, time.monotonic() - started,
+            scored_at - started, sunk_at - scored_at, time.monotonic() - sunk_at,
         )
 
     def _history(self, batch_id: int):
@@ -288,7 +301,7 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
     if own_spark:
         from fraud_platform.infra.spark import build_spark_session
 
-        spark = build_spark_session("fraud-stream-scorer", master=config.spark_master, conf={"spark.sql.shuffle.partitions": "2"})
+        spark = build_spark_session("fraud-stream-scorer", master=config.spark_master, conf=SCORER_SPARK_CONF)
         spark.sparkContext.setLogLevel("WARN")
     handler = BatchHandler(parts)
     listener = lag_listener(parts.metrics)

@@ -147,7 +147,7 @@ def processed_frame(events: list) -> pd.DataFrame:
         {
             "transaction_id": [e.transaction_id for e in events],
             "event_time": event_time,
-            "event_date": np.asarray(event_time.date) if events else np.asarray([], dtype=object),
+            "event_date": event_time.floor("D"),  # midnight UTC: the scored zone's partition day
             "customer_key": [_entity_key(e.customer_id) for e in events],
             "card_key": [_entity_key(e.card_token) for e in events],
             "terminal_id": [e.terminal_id for e in events],

@@ -125,41 +125,51 @@ class PostgresAlertStore:
 class DuckDBAlertStore:
     """Embedded default: the same table and upsert in a DuckDB file under FRAUD_PLATFORM_HOME.
 
-    The file is opened per batch so operators can query it between batches.
+    The connection stays open while the scorer runs (opening a DuckDB file costs tens of ms, too
+    much per micro-batch), so DuckDB's single-writer lock keeps other processes out until the scorer
+    stops; live alert queries are what the PostgreSQL store is for.
     """
 
     def __init__(self, path: Path, table: str = "fraud_alerts") -> None:
         self.path = Path(path)
         self.table = table
         self.description = f"duckdb {self.path} table {table}"
+        self._conn = None
 
-    def _connect(self):
+    def connection(self):
         import duckdb
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return duckdb.connect(str(self.path))
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = duckdb.connect(str(self.path))
+        return self._conn
 
     def ensure_schema(self) -> None:
-        with self._connect() as conn:
-            if "." in self.table:
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
-            conn.execute(create_sql(self.table, double="DOUBLE"))
+        conn = self.connection()
+        if "." in self.table:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
+        conn.execute(create_sql(self.table, double="DOUBLE"))
 
     def upsert(self, alerts: pd.DataFrame) -> int:
         if alerts.empty:
             return 0
-        with self._connect() as conn:
-            conn.register("incoming_alerts", alerts)
+        conn = self.connection()
+        conn.register("incoming_alerts", alerts)
+        try:
             cols = list(ALERT_COLUMNS)
             updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
             conn.execute(
                 f"INSERT INTO {self.table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM incoming_alerts "
                 f"ON CONFLICT (transaction_id) DO UPDATE SET {updates}"
             )
+        finally:
+            conn.unregister("incoming_alerts")
         return len(alerts)
 
     def close(self) -> None:
-        pass
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class ScoredLake:
@@ -179,7 +189,7 @@ class ScoredLake:
         written = []
         for day, rows in scored.groupby("event_date", sort=True):
             table = pa.Table.from_pandas(rows.drop(columns=["event_date"]).assign(batch_id=batch.batch_id), preserve_index=False)
-            key = self.key(day, batch.batch_id)
+            key = self.key(day.date(), batch.batch_id)
             self.store.write_parquet(key, table)
             written.append(key)
         return written

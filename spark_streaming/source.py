@@ -86,10 +86,12 @@ def split_limit(start: Offsets, end: Offsets, max_rows: int) -> Offsets:
 
 
 class EndOffsetProbe:
-    """Finds the true end offset of every partition by reading to partition-EOF.
+    """Finds the true end offset of every partition from a Fetch response (see module docstring).
 
-    Keeps one assigned consumer between calls (the streaming planner calls it every trigger) and
-    re-seeks to the last known end, so each probe only re-reads data that arrived since the last.
+    Keeps one consumer between calls (the streaming planner calls it every trigger) and assigns it
+    at the last known end: either partition-EOF comes back (nothing new) or data does, and then the
+    high watermark of that Fetch response is the end. Only the first message of the new data is
+    materialised, never the data itself (the executors read that).
     """
 
     def __init__(self, options: Mapping[str, str], topic: str, timeout: float) -> None:
@@ -124,11 +126,13 @@ class EndOffsetProbe:
         pending = set(positions)
         deadline = time.monotonic() + self.timeout
         while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(100000, timeout=0.05):
+            for msg in consumer.consume(len(pending), timeout=0.05):
                 error = msg.error()
                 partition = str(msg.partition())
                 if error is None:
-                    ends[partition] = max(ends[partition], msg.offset() + 1)
+                    high = consumer.get_watermark_offsets(TopicPartition(self.topic, msg.partition()), cached=True)[1]
+                    ends[partition] = max(ends[partition], msg.offset() + 1, high)
+                    pending.discard(partition)
                 elif error.code() == KafkaError._PARTITION_EOF:
                     ends[partition] = max(ends[partition], msg.offset())
                     pending.discard(partition)
@@ -139,12 +143,14 @@ class EndOffsetProbe:
         for partition in pending:  # no EOF in time: fall back to the fetch high watermark (a lower bound)
             high = consumer.get_watermark_offsets(TopicPartition(self.topic, int(partition)), cached=True)[1]
             ends[partition] = max(ends[partition], high)
+        consumer.unassign()  # stop prefetching data the executors will read anyway
         self.known = dict(ends)
         return ends
 
     def _get(self):
         if self._consumer is None:
-            self._consumer = _consumer(self.options)
+            # Small fetches: the probe needs a response's high watermark, not its records.
+            self._consumer = _consumer(self.options, **{"max.partition.fetch.bytes": 65536})
         return self._consumer
 
     def close(self) -> None:

@@ -11,8 +11,8 @@ be compacted into exact per-entity daily buckets (see docs/features.md):
   (days ``D-N .. D-1``); a fraud only counts if its label was known before ``t``.
 
 Both paths feed the same core (:func:`_compute`) with "activity rows": the batch path passes raw
-events, the online path passes a :class:`FeatureSnapshot` (daily buckets for closed days + raw events
-of the open day) plus the micro-batch. Amounts are summed in integer cents, so bucketed and raw sums
+events, the online path passes a :class:`FeatureSnapshot` (per-entity daily buckets) plus the
+micro-batch. Amounts are summed in integer cents, so bucketed and raw sums
 are bit-identical and the two paths give exactly the same values. No Dagster or Spark in here: the
 streaming scorer imports this module as is.
 """
@@ -93,7 +93,8 @@ FEATURE_COLUMNS: list[str] = DEFAULT_CONFIG.feature_columns()
 
 def _to_us(values: pd.Series) -> np.ndarray:
     """UTC timestamps (any unit, tz-aware or naive-as-UTC) -> int64 microseconds since epoch."""
-    ts = pd.to_datetime(values, utc=True)
+    # Already tz-aware: skip to_datetime, which costs ~1 us a row even then.
+    ts = values if isinstance(getattr(values, "dtype", None), pd.DatetimeTZDtype) else pd.to_datetime(values, utc=True)
     return ((ts - _EPOCH) // pd.Timedelta(microseconds=1)).to_numpy(dtype="int64")
 
 
@@ -176,50 +177,87 @@ class _State:
             )
         )
 
+    def restricted_to(self, customers: np.ndarray, terminals: np.ndarray) -> "_State":
+        """Only the rows of these entities: every feature is per customer or per terminal, so a
+        micro-batch's features need just its own entities' history (cost ~ batch, not ~ state)."""
+        customers, terminals = pd.unique(customers), pd.unique(terminals)
+        return _State(
+            customer_activity=self.customer_activity[self.customer_activity["customer_key"].isin(customers)],
+            customer_terminals=self.customer_terminals[self.customer_terminals["customer_key"].isin(customers)],
+            terminal_activity=self.terminal_activity[self.terminal_activity["terminal_id"].isin(terminals)],
+            terminal_frauds=self.terminal_frauds[self.terminal_frauds["terminal_id"].isin(terminals)],
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # The core: prefix sums per entity, looked up with "time < at" semantics
 # --------------------------------------------------------------------------------------------
 
 
+class _AsOf:
+    """As-of lookup: for each query (keys, at), the row with the same keys and the latest time < at.
+
+    Rows are sorted once by (keys, time). A lookup sorts rows and queries together, a query ahead of
+    rows with its exact time (strictly before), and carries the last row index forward: plain numpy
+    on the integer keys from :func:`_integer_keys`, several times cheaper than ``merge_asof``.
+    """
+
+    def __init__(self, rows: pd.DataFrame, keys: list[str]) -> None:
+        self.keys = keys
+        columns = [rows[k].to_numpy() for k in keys]
+        time = rows["time"].to_numpy(dtype="int64")
+        self.order = np.lexsort((time, *reversed(columns)))
+        self.columns = [column[self.order] for column in columns]
+        self.time = time[self.order]
+
+    def last(self, query: pd.DataFrame, at: np.ndarray) -> np.ndarray:
+        """Sorted-row index of each query's match, -1 when there is none."""
+        n, m = len(self.time), len(query)
+        if n == 0 or m == 0:
+            return np.full(m, -1, dtype="int64")
+        wanted = [query[k].to_numpy() for k in self.keys]
+        keys = [np.concatenate([mine, theirs]) for mine, theirs in zip(self.columns, wanted)]
+        time = np.concatenate([self.time, np.asarray(at, dtype="int64")])
+        is_row = np.concatenate([np.ones(n, dtype=np.int8), np.zeros(m, dtype=np.int8)])
+        order = np.lexsort((is_row, time, *reversed(keys)))
+        carried = np.maximum.accumulate(np.where(order < n, order, -1))
+        at_query = order >= n
+        found, asked = carried[at_query], order[at_query] - n
+        same = found >= 0
+        for mine, theirs in zip(self.columns, wanted):
+            same &= mine[np.maximum(found, 0)] == theirs[asked]
+        result = np.empty(m, dtype="int64")
+        result[asked] = np.where(same, found, -1)
+        return result
+
+
 class _Prefix:
     """Cumulative sums of ``values`` per key over time; ``before(keys, at)`` = sum over rows < at."""
 
     def __init__(self, rows: pd.DataFrame, keys: list[str], values: list[str]) -> None:
-        self.keys, self.values = keys, values
-        agg = rows.groupby(keys + ["time"], sort=True, observed=True)[values].sum().reset_index()
-        agg[values] = agg.groupby(keys, sort=False, observed=True)[values].cumsum()
-        self.table = agg.sort_values("time", kind="stable").reset_index(drop=True)
+        self.values = values
+        self.index = _AsOf(rows, keys)
+        amounts = rows[values].to_numpy(dtype="int64")[self.index.order]
+        running = np.cumsum(amounts, axis=0)
+        new_key = np.zeros(len(amounts), dtype=bool)
+        new_key[:1] = True
+        for column in self.index.columns:
+            new_key[1:] |= column[1:] != column[:-1]
+        first = np.maximum.accumulate(np.where(new_key, np.arange(len(amounts)), 0))
+        self.cumulative = running - (running - amounts)[first] if len(amounts) else running
 
     def before(self, query: pd.DataFrame, at: np.ndarray) -> pd.DataFrame:
-        left = query[self.keys].copy()
-        left["_at"] = np.asarray(at, dtype="int64")
-        left["_pos"] = np.arange(len(left))
-        if self.table.empty or left.empty:
-            return pd.DataFrame(0, index=range(len(left)), columns=self.values, dtype="int64")
-        left = left.sort_values("_at", kind="stable")
-        merged = pd.merge_asof(
-            left, self.table, left_on="_at", right_on="time", by=self.keys,
-            allow_exact_matches=False, direction="backward",
-        )
-        merged = merged.sort_values("_pos")
-        return merged[self.values].fillna(0).astype("int64").reset_index(drop=True)
+        found = self.index.last(query, at)
+        sums = np.where((found >= 0)[:, None], self.cumulative[np.maximum(found, 0)], 0) if len(self.cumulative) \
+            else np.zeros((len(found), len(self.values)), dtype="int64")
+        return pd.DataFrame(sums, columns=self.values)
 
 
 def _last_before(rows: pd.DataFrame, keys: list[str], query: pd.DataFrame, at: np.ndarray) -> np.ndarray:
     """Latest row time < at per key (int64 us), -1 when there is none."""
-    left = query[keys].copy()
-    left["_at"] = np.asarray(at, dtype="int64")
-    left["_pos"] = np.arange(len(left))
-    if rows.empty or left.empty:
-        return np.full(len(left), -1, dtype="int64")
-    right = rows[keys + ["time"]].drop_duplicates().sort_values("time", kind="stable")
-    right["last"] = right["time"]
-    merged = pd.merge_asof(
-        left.sort_values("_at", kind="stable"), right, left_on="_at", right_on="time", by=keys,
-        allow_exact_matches=False, direction="backward",
-    ).sort_values("_pos")
-    return merged["last"].fillna(-1).astype("int64").to_numpy()
+    index = _AsOf(rows, keys)
+    found = index.last(query, at)
+    return np.where(found >= 0, index.time[np.maximum(found, 0)], -1) if len(index.time) else found
 
 
 def _known_frauds(frauds: pd.DataFrame, queries: pd.DataFrame, day: np.ndarray, t: np.ndarray, n: int,
@@ -236,8 +274,32 @@ def _known_frauds(frauds: pd.DataFrame, queries: pd.DataFrame, day: np.ndarray, 
     return counts
 
 
+_ENTITY_COLUMNS = ("customer_key", "terminal_id")
+
+
+def _integer_keys(state: _State, queries: pd.DataFrame) -> tuple[_State, pd.DataFrame]:
+    """State and queries with entity ids replaced by shared integer codes.
+
+    Every lookup joins on entity ids; hashing the strings once here instead of in each of the
+    ~20 as-of joins makes the core several times faster and changes no value.
+    """
+    frames = {name: getattr(state, name) for name in state.__dataclass_fields__}
+    frames["_queries"] = queries
+    for column in _ENTITY_COLUMNS:
+        holders = [name for name, frame in frames.items() if column in frame]
+        codes, _ = pd.factorize(np.concatenate([frames[name][column].to_numpy(dtype=object) for name in holders]))
+        start = 0
+        for name in holders:
+            size = len(frames[name])
+            frames[name] = frames[name].assign(**{column: codes[start:start + size]})
+            start += size
+    queries = frames.pop("_queries")
+    return _State(**frames), queries
+
+
 def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
     """Features for ``queries`` (normalised events) given history ``state`` (may include them)."""
+    state, queries = _integer_keys(state, queries)
     t = queries["time"].to_numpy()
     day = queries["day"].to_numpy()
     midnight = lambda d: d * US_PER_DAY  # noqa: E731 - local shorthand
@@ -316,8 +378,9 @@ def compute_batch_features(
 class FeatureSnapshot:
     """Online feature state as of ``as_of``: everything strictly before it, compacted.
 
-    Closed days (before ``as_of``'s UTC day) are per-entity daily buckets; the open day keeps raw
-    events, so a transaction at ``t >= as_of`` gets exactly the batch value. The customer tables are
+    Activity is kept as per-entity daily buckets (the open day too: every bucket is before any
+    ``t >= as_of`` and window edges are midnights), so a transaction at ``t >= as_of`` gets exactly
+    the batch value; customer/terminal pairs keep their exact last-seen time. The customer tables are
     what the ``customer_features`` asset publishes, the terminal tables ``terminal_features``.
     """
 
@@ -381,30 +444,41 @@ class FeatureSnapshot:
         return cls(_from_us(as_of_us), *(getattr(empty, t) for t in cls.TABLES), config=config)
 
     def _advanced(self, new: _State, as_of_us: int) -> "FeatureSnapshot":
-        merged = self._state().concat(new)
+        """Fold ``new`` rows (all at/after ``self.as_of``) into per-entity daily buckets.
+
+        Every row before ``as_of`` is bucketed by UTC day, the open day included: a query at
+        ``t >= as_of`` sees all of them and window edges fall on midnights, so buckets give exactly
+        the raw values while the state stays bounded by entities x days however many events a day
+        brings. Within a day only the open day's buckets are regrouped; a new day regroups all.
+        """
         cfg = self.config
         open_day = as_of_us // US_PER_DAY
         keep_from = (open_day - cfg.history_days()) * US_PER_DAY
+        previous_open = (self.as_of_us // US_PER_DAY) * US_PER_DAY
+        # Rows before the previous open day are final buckets; after a day change regroup everything
+        # so each pair keeps a single "last seen" row.
+        regroup_from = previous_open if open_day == self.as_of_us // US_PER_DAY else keep_from
 
-        def compact(rows: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+        def fold(old: pd.DataFrame, added: pd.DataFrame, keys: list[str], values: list[str], how: str = "sum",
+                 bucket: bool = True) -> pd.DataFrame:
+            settled = old[(old["time"] < regroup_from) & (old["time"] >= keep_from)]
+            rows = pd.concat([old[old["time"] >= regroup_from], added], ignore_index=True)
             rows = rows[(rows["time"] < as_of_us) & (rows["time"] >= keep_from)]
-            closed = rows["time"] < open_day * US_PER_DAY
-            buckets = rows[closed].assign(time=(rows.loc[closed, "time"] // US_PER_DAY) * US_PER_DAY)
-            buckets = buckets.groupby(keys + ["time"], sort=True)[values].sum().reset_index()
-            raw = rows[~closed]
-            return pd.concat([buckets, raw[keys + ["time"] + values]], ignore_index=True)
+            if bucket:
+                rows = rows.assign(time=(rows["time"] // US_PER_DAY) * US_PER_DAY)
+            group_keys = keys + (["time"] if bucket else [])
+            grouped = rows.groupby(group_keys, sort=True)[values].agg(how).reset_index()
+            return pd.concat([settled, grouped[settled.columns]], ignore_index=True)
 
-        frauds = merged.terminal_frauds
-        frauds = frauds[frauds["tx_day"] >= open_day - cfg.history_days()]
-        pairs = merged.customer_terminals
-        pairs = pairs[(pairs["time"] < as_of_us) & (pairs["time"] >= keep_from)]
+        frauds = fold(self.terminal_frauds, new.terminal_frauds, ["terminal_id", "tx_day"], ["n"])
         return replace(
             self,
             as_of=_from_us(as_of_us),
-            customer_activity=compact(merged.customer_activity, ["customer_key"], ["n", "cents"]),
-            customer_terminals=pairs.groupby(["customer_key", "terminal_id"], sort=True)["time"].max().reset_index(),
-            terminal_activity=compact(merged.terminal_activity, ["terminal_id"], ["n"]),
-            terminal_frauds=compact(frauds, ["terminal_id", "tx_day"], ["n"]),
+            customer_activity=fold(self.customer_activity, new.customer_activity, ["customer_key"], ["n", "cents"]),
+            customer_terminals=fold(self.customer_terminals, new.customer_terminals, ["customer_key", "terminal_id"],
+                                    ["time"], how="max", bucket=False),
+            terminal_activity=fold(self.terminal_activity, new.terminal_activity, ["terminal_id"], ["n"]),
+            terminal_frauds=frauds[frauds["tx_day"] >= open_day - cfg.history_days()].reset_index(drop=True),
         )
 
     # Scoring ---------------------------------------------------------------------------------
@@ -417,8 +491,8 @@ class FeatureSnapshot:
                 "late events cannot be scored point-in-time against this snapshot"
             )
         frauds = self._new_labels(labels, batch)
-        state = self._state().concat(_State.from_events(events, frauds))
-        frame = _compute(state, events, self.config)
+        history = self._state().restricted_to(events["customer_key"].to_numpy(), events["terminal_id"].to_numpy())
+        frame = _compute(history.concat(_State.from_events(events, frauds)), events, self.config)
         frame.index = batch.index
         return frame
 

@@ -131,6 +131,51 @@ def test_online_path_matches_batch_exactly(sandbox_frame, tmp_path):
     np.testing.assert_array_equal(online[FEATURE_COLUMNS].to_numpy(), batch[FEATURE_COLUMNS].to_numpy())
 
 
+def test_rolling_in_many_micro_batches_stays_exact_and_bounded(sandbox_frame):
+    """The streaming pattern: features of each small batch, then roll the snapshot with it (and the
+    labels known meanwhile), across two midnights. Values equal the batch path, and the state holds
+    one bucket per entity and day however many batches a day brings (cost does not grow in a day)."""
+    frame = sandbox_frame
+    start, end = pd.Timestamp("2026-01-20 13:17:31", tz="UTC"), pd.Timestamp("2026-01-22 02:00:00", tz="UTC")
+    fraud = frame[frame["is_fraud"] == 1]
+    labels_cols = ["transaction_id", "label_known_at", "terminal_id", "event_time"]
+    snapshot = FeatureSnapshot.build(frame[frame["event_time"] < start], as_of=start)
+    cuts = pd.date_range(start, end, periods=25)
+    online = []
+    for low, high in zip(cuts[:-1], cuts[1:]):
+        batch = frame[(frame["event_time"] >= low) & (frame["event_time"] < high)]
+        labels = fraud.loc[(fraud["label_known_at"] >= low) & (fraud["label_known_at"] < high), labels_cols]
+        online.append(compute_online_features(snapshot, batch, labels))
+        snapshot = snapshot.update(batch, labels, as_of=high)
+        for table, keys in (("customer_activity", ["customer_key", "time"]), ("terminal_activity", ["terminal_id", "time"])):
+            rows = getattr(snapshot, table)
+            assert not rows.duplicated(keys).any(), f"{table} keeps more than one bucket per entity and day"
+            assert (rows["time"] % 86_400_000_000 == 0).all(), f"{table} keeps raw event times"
+        assert snapshot.customer_terminals.groupby(["customer_key", "terminal_id"]).size().max() <= 2
+
+    online = pd.concat(online)
+    batch = compute_batch_features(frame).loc[online.index]
+    assert len(online) > 1000 and online["terminal_fraud_count_recent_1d"].sum() > 0
+    np.testing.assert_array_equal(online[FEATURE_COLUMNS].to_numpy(), batch[FEATURE_COLUMNS].to_numpy())
+
+
+def test_as_of_sums_and_last_times_match_brute_force():
+    """The numpy as-of core (strictly-before, ties, unknown keys, two-column keys) against a loop."""
+    from fraud_platform.domain.features import _last_before, _Prefix
+
+    rng = np.random.default_rng(7)
+    rows = pd.DataFrame({"a": rng.integers(0, 6, 400), "b": rng.integers(0, 3, 400),
+                         "time": rng.integers(0, 50, 400), "n": rng.integers(1, 4, 400)})
+    queries = pd.DataFrame({"a": rng.integers(0, 8, 300), "b": rng.integers(0, 3, 300)})
+    at = rng.integers(0, 55, 300)
+    sums = _Prefix(rows, ["a"], ["n"]).before(queries, at)["n"].to_numpy()
+    last = _last_before(rows, ["a", "b"], queries, at)
+    for i, (a, b, t) in enumerate(zip(queries["a"], queries["b"], at)):
+        assert sums[i] == rows.loc[(rows["a"] == a) & (rows["time"] < t), "n"].sum()
+        earlier = rows.loc[(rows["a"] == a) & (rows["b"] == b) & (rows["time"] < t), "time"]
+        assert last[i] == (earlier.max() if len(earlier) else -1)
+
+
 def test_snapshot_rejects_events_before_its_time(sandbox_frame):
     cut = pd.Timestamp("2026-01-10", tz="UTC")
     snapshot = FeatureSnapshot.build(sandbox_frame[sandbox_frame["event_time"] < cut], as_of=cut)

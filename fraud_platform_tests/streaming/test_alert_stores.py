@@ -55,8 +55,11 @@ def test_duckdb_upsert_is_idempotent(tmp_path):
     path = tmp_path / "alerts.duckdb"
     store = DuckDBAlertStore(path)
 
-    def count_rows():
-        with duckdb.connect(str(path), read_only=True) as conn:
-            return conn.execute("SELECT count(*), count(DISTINCT transaction_id), max(score) FROM fraud_alerts").fetchone()
+    def count_rows():  # through the store: it holds DuckDB's single-writer lock while open
+        return store.connection().execute(
+            "SELECT count(*), count(DISTINCT transaction_id), max(score) FROM fraud_alerts").fetchone()
 
     check_idempotent(store, count_rows)
+    store.close()
+    with duckdb.connect(str(path), read_only=True) as conn:  # closed store: the file is free again
+        assert conn.execute("SELECT count(*), count(DISTINCT transaction_id) FROM fraud_alerts").fetchone() == (60, 60)

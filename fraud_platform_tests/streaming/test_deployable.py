@@ -43,7 +43,7 @@ def test_config_file_is_overridden_by_env_and_flags(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_startup_errors_are_one_line_with_distinct_exit_codes(tmp_path, registry):
     base = {"FRAUD_STREAM_METRICS_PORT": "0", "MLFLOW_TRACKING_URI": registry.tracking_uri}
-    bad_config = run_module(["--trigger-seconds", "0"], base)
+    bad_config = run_module(["--trigger-seconds", "-1"], base)
     assert bad_config.returncode == 2
     assert bad_config.stderr.strip().splitlines()[-1].startswith("spark_streaming: configuration error: invalid streaming setting trigger_seconds")
 
