@@ -44,11 +44,17 @@ class FeatureConfig:
 
     customer_windows: tuple[int, ...] = (1, 7, 30)
     amount_ratio_windows: tuple[int, ...] = (7, 30)  # amount / customer mean over these windows
+    # Customer baseline = full days D-end .. D-start-1 (default D-30 .. D-15): FDH card compromises
+    # last 14 days, so their inflated amounts never reach the baseline of a still-compromised card.
+    customer_baseline_days: tuple[int, int] = (14, 30)
     terminal_windows: tuple[int, ...] = (1, 7, 30)
     terminal_delay_days: int = 7
     # Undelayed terminal windows (days D-N .. D-1): labels known before t already count, so a
     # freshly compromised terminal shows up before FDH's delayed window reaches it.
-    terminal_recent_windows: tuple[int, ...] = (1, 7)
+    terminal_recent_windows: tuple[int, ...] = (1, 7, 28)
+    # Days since the latest / earliest known fraud at the terminal within this many days: FDH
+    # compromises last 28 days, so age tells an ongoing compromise from one that has ended.
+    terminal_fraud_age_days: int = 35
     new_terminal_days: int = 30
     # "No previous transaction" and very old ones read as this gap, which keeps features finite
     # (SMOTE cannot handle NaN) and lets the snapshot forget customers older than the cap.
@@ -63,20 +69,29 @@ class FeatureConfig:
         for n in self.customer_windows:
             cols += [f"customer_tx_count_{n}d", f"customer_mean_amount_{n}d"]
         cols += [f"customer_amount_to_mean_{n}d" for n in self.amount_ratio_windows]
+        cols += ["customer_amount_to_baseline"]
+        cols += [f"customer_mean_{n}d_to_baseline" for n in self.baseline_compared_windows()]
         cols += ["customer_seconds_since_prev", "customer_new_terminal"]
         for n in self.terminal_windows:
             cols += [f"terminal_tx_count_{n}d", f"terminal_fraud_count_{n}d", f"terminal_fraud_rate_{n}d"]
         for n in self.terminal_recent_windows:
             cols += [f"terminal_tx_count_recent_{n}d", f"terminal_fraud_count_recent_{n}d",
                      f"terminal_fraud_rate_recent_{n}d"]
+        cols += ["terminal_days_since_last_fraud", "terminal_days_since_first_fraud"]
         return cols
+
+    def baseline_compared_windows(self) -> tuple[int, ...]:
+        """Customer windows that do not overlap the baseline: their mean / baseline mean is a feature."""
+        return tuple(n for n in self.customer_windows if n <= self.customer_baseline_days[0])
 
     def history_days(self) -> int:
         """How many closed days of history any feature can reach back."""
         return max(
             max(self.customer_windows),
+            max(self.customer_baseline_days),
             self.terminal_delay_days + max(self.terminal_windows),
             max(self.terminal_recent_windows, default=0),
+            self.terminal_fraud_age_days,
             self.new_terminal_days,
             self.gap_cap_days,
         )
@@ -232,25 +247,27 @@ class _AsOf:
 
 
 class _Prefix:
-    """Cumulative sums of ``values`` per key over time; ``before(keys, at)`` = sum over rows < at."""
+    """Running aggregate of ``values`` per key over time; ``before(keys, at)`` = aggregate over rows < at.
 
-    def __init__(self, rows: pd.DataFrame, keys: list[str], values: list[str]) -> None:
-        self.values = values
+    ``how="sum"`` gives prefix sums (window = difference of two lookups); ``"max"``/``"min"`` give
+    running extremes, ``fill`` where a key has no row before ``at``.
+    """
+
+    def __init__(self, rows: pd.DataFrame, keys: list[str], values: list[str], how: str = "sum", fill: int = 0) -> None:
+        self.values, self.fill = values, fill
         self.index = _AsOf(rows, keys)
         amounts = rows[values].to_numpy(dtype="int64")[self.index.order]
-        running = np.cumsum(amounts, axis=0)
         new_key = np.zeros(len(amounts), dtype=bool)
         new_key[:1] = True
         for column in self.index.columns:
             new_key[1:] |= column[1:] != column[:-1]
-        first = np.maximum.accumulate(np.where(new_key, np.arange(len(amounts)), 0))
-        self.cumulative = running - (running - amounts)[first] if len(amounts) else running
+        runs = pd.DataFrame(amounts).groupby(np.cumsum(new_key), sort=False)
+        self.running = getattr(runs, f"cum{how}")().to_numpy(dtype="int64").reshape(len(amounts), len(values))
 
     def before(self, query: pd.DataFrame, at: np.ndarray) -> pd.DataFrame:
         found = self.index.last(query, at)
-        sums = np.where((found >= 0)[:, None], self.cumulative[np.maximum(found, 0)], 0) if len(self.cumulative) \
-            else np.zeros((len(found), len(self.values)), dtype="int64")
-        return pd.DataFrame(sums, columns=self.values)
+        picked = self.running[np.maximum(found, 0)] if len(self.running) else np.zeros((len(found), len(self.values)), "int64")
+        return pd.DataFrame(np.where((found >= 0)[:, None], picked, self.fill), columns=self.values)
 
 
 def _last_before(rows: pd.DataFrame, keys: list[str], query: pd.DataFrame, at: np.ndarray) -> np.ndarray:
@@ -261,17 +278,20 @@ def _last_before(rows: pd.DataFrame, keys: list[str], query: pd.DataFrame, at: n
 
 
 def _known_frauds(frauds: pd.DataFrame, queries: pd.DataFrame, day: np.ndarray, t: np.ndarray, n: int,
-                  delay: int) -> np.ndarray:
-    """Per query: frauds at its terminal with transaction day in [D-delay-n, D-delay-1] and label known < t."""
-    counts = np.zeros(len(t), dtype="int64")
+                  delay: int, how: str = "sum") -> np.ndarray:
+    """Per query, over the frauds at its terminal with transaction day in [D-delay-n, D-delay-1] and
+    label known < t: their count (``how="sum"``) or latest/earliest transaction day (``"max"``/``"min"``,
+    -1 when there is none)."""
+    value, fill = ("n", 0) if how == "sum" else ("tx_day", -1)
+    out = np.full(len(t), fill, dtype="int64")
     for d in np.unique(day):
         rows = frauds[(frauds["tx_day"] >= d - delay - n) & (frauds["tx_day"] <= d - delay - 1)]
         if rows.empty:
             continue
         mask = day == d
-        prefix = _Prefix(rows, ["terminal_id"], ["n"])
-        counts[mask] = prefix.before(queries.loc[mask].reset_index(drop=True), t[mask])["n"].to_numpy()
-    return counts
+        prefix = _Prefix(rows, ["terminal_id"], [value], how=how, fill=fill)
+        out[mask] = prefix.before(queries.loc[mask].reset_index(drop=True), t[mask])[value].to_numpy()
+    return out
 
 
 _ENTITY_COLUMNS = ("customer_key", "terminal_id")
@@ -314,18 +334,29 @@ def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.
     # Customer spending: cum(t) - cum(00:00 of D-N).
     cust = _Prefix(state.customer_activity, ["customer_key"], ["n", "cents"])
     upto = cust.before(queries, t)
+
+    def spend(since: np.ndarray, until: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(count, mean amount or 0) of the customer's transactions in [since, until)."""
+        start = cust.before(queries, since)
+        count = (until["n"] - start["n"]).to_numpy()
+        cents = (until["cents"] - start["cents"]).to_numpy()
+        return count, np.divide(cents / 100.0, count, out=np.zeros(len(count)), where=count > 0)
+
+    def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        return np.divide(numerator, denominator, out=np.ones(len(t)), where=denominator > 0)
+
     means: dict[int, np.ndarray] = {}
     for n in config.customer_windows:
-        since = cust.before(queries, midnight(day - n))
-        count = (upto["n"] - since["n"]).to_numpy()
-        cents = (upto["cents"] - since["cents"]).to_numpy()
-        mean = np.divide(cents / 100.0, count, out=np.zeros(len(count)), where=count > 0)
+        count, means[n] = spend(midnight(day - n), upto)
         out[f"customer_tx_count_{n}d"] = count.astype("float64")
-        out[f"customer_mean_amount_{n}d"] = mean
-        means[n] = mean
+        out[f"customer_mean_amount_{n}d"] = means[n]
     for n in config.amount_ratio_windows:
-        out[f"customer_amount_to_mean_{n}d"] = np.divide(out["amount_eur"], means[n], out=np.ones(len(t)),
-                                                         where=means[n] > 0)
+        out[f"customer_amount_to_mean_{n}d"] = ratio(out["amount_eur"], means[n])
+    recent, oldest = config.customer_baseline_days
+    _, baseline = spend(midnight(day - oldest), cust.before(queries, midnight(day - recent)))
+    out["customer_amount_to_baseline"] = ratio(out["amount_eur"], baseline)
+    for n in config.baseline_compared_windows():
+        out[f"customer_mean_{n}d_to_baseline"] = ratio(means[n], baseline)
 
     # Behaviour: gap since the customer's previous transaction; terminal unseen in the window.
     cap_us = config.gap_cap_days * US_PER_DAY
@@ -347,6 +378,11 @@ def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.
         out[f"terminal_tx_count_{tag}{n}d"] = tx_count.astype("float64")
         out[f"terminal_fraud_count_{tag}{n}d"] = fraud_count.astype("float64")
         out[f"terminal_fraud_rate_{tag}{n}d"] = np.divide(fraud_count, tx_count, out=np.zeros(len(t)), where=tx_count > 0)
+    # Age of the terminal's known fraud history (days D-age .. D-1); "none" reads as age + 1.
+    age = config.terminal_fraud_age_days
+    for name, how in (("last", "max"), ("first", "min")):
+        fraud_day = _known_frauds(state.terminal_frauds, queries, day, t, age, 0, how=how)
+        out[f"terminal_days_since_{name}_fraud"] = np.where(fraud_day >= 0, day - fraud_day, age + 1).astype("float64")
 
     frame = pd.DataFrame(out)[config.feature_columns()]
     frame.insert(0, "transaction_id", queries["transaction_id"].to_numpy())

@@ -53,6 +53,9 @@ class TrainingConfig:
     n_candidates: int = 4  # sampled hyperparameter sets, each tried with every variant
     budget_seconds: float = 90.0  # wall clock for the search; at least one trial always runs
     smote_ratio: float = 0.1  # minority/majority ratio after SMOTE
+    # Histogram bins per feature: XGBoost's default 256 quantile bins are several euros wide in the
+    # sparse amount tail, too coarse to place a sharp amount cut-off; 4096 keeps fits ~2 s.
+    max_bin: int = 4096
     seed: int = 42
     n_jobs: int | None = None  # None = every core of the machine
     features: tuple[str, ...] = tuple(FEATURE_COLUMNS)
@@ -112,7 +115,7 @@ def build_pipeline(variant: str, params: Mapping[str, Any], y_train: np.ndarray,
     if variant == "class_weight":
         xgb_params["scale_pos_weight"] = negatives / max(positives, 1)
     model = XGBClassifier(
-        **xgb_params, tree_method="hist", n_jobs=config.n_jobs or machine_threads(),
+        **xgb_params, tree_method="hist", max_bin=config.max_bin, n_jobs=config.n_jobs or machine_threads(),
         random_state=config.seed, eval_metric="aucpr",
     )
     steps: list = []
@@ -278,6 +281,7 @@ def train_model(
             "n_candidates": config.n_candidates,
             "budget_seconds": config.budget_seconds,
             "smote_ratio": config.smote_ratio,
+            "max_bin": config.max_bin,
             "seed": config.seed,
             "n_jobs": config.n_jobs or machine_threads(),
             "n_features": len(config.features),

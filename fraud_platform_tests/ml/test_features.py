@@ -160,7 +160,7 @@ def test_rolling_in_many_micro_batches_stays_exact_and_bounded(sandbox_frame):
 
 
 def test_as_of_sums_and_last_times_match_brute_force():
-    """The numpy as-of core (strictly-before, ties, unknown keys, two-column keys) against a loop."""
+    """The numpy as-of core (sum/max/min, strictly-before, ties, unknown keys, two-column keys) vs a loop."""
     from fraud_platform.domain.features import _last_before, _Prefix
 
     rng = np.random.default_rng(7)
@@ -169,9 +169,13 @@ def test_as_of_sums_and_last_times_match_brute_force():
     queries = pd.DataFrame({"a": rng.integers(0, 8, 300), "b": rng.integers(0, 3, 300)})
     at = rng.integers(0, 55, 300)
     sums = _Prefix(rows, ["a"], ["n"]).before(queries, at)["n"].to_numpy()
+    highs = _Prefix(rows, ["a"], ["n"], how="max", fill=-1).before(queries, at)["n"].to_numpy()
+    lows = _Prefix(rows, ["a"], ["n"], how="min", fill=-1).before(queries, at)["n"].to_numpy()
     last = _last_before(rows, ["a", "b"], queries, at)
     for i, (a, b, t) in enumerate(zip(queries["a"], queries["b"], at)):
-        assert sums[i] == rows.loc[(rows["a"] == a) & (rows["time"] < t), "n"].sum()
+        before = rows.loc[(rows["a"] == a) & (rows["time"] < t), "n"]
+        assert (sums[i], highs[i], lows[i]) == (before.sum(), before.max() if len(before) else -1,
+                                                 before.min() if len(before) else -1)
         earlier = rows.loc[(rows["a"] == a) & (rows["b"] == b) & (rows["time"] < t), "time"]
         assert last[i] == (earlier.max() if len(earlier) else -1)
 
