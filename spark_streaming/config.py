@@ -54,7 +54,9 @@ class StreamConfig(BaseModel):
     source: Literal["python", "native"] = "python"
     checkpoint: Path
     trigger_seconds: float = Field(1.0, ge=0, description="0 = next micro-batch as soon as the last one ends")
-    max_offsets_per_trigger: int | None = Field(None, gt=0)
+    # Bounds a micro-batch (the driver collects it whole): a backlog after downtime is caught up in
+    # chunks instead of one batch that exhausts the driver heap (1M+ records at 2 GiB).
+    max_offsets_per_trigger: int = Field(100_000, gt=0)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     model_alias: str = "champion"
     model_refresh_seconds: float = Field(30.0, gt=0)

@@ -239,8 +239,7 @@ def source_frame(spark, config: StreamConfig):
         reader = spark.readStream.format(SOURCE_NAME).options(**kafka_options(client))
         reader = reader.option("eofTimeoutSeconds", str(config.eof_timeout_seconds))
     reader = reader.option("subscribe", kafka.topics.transactions).option("startingOffsets", config.starting_offsets)
-    if config.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
+    reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
     return reader.load().select("key", "value", "topic", "partition", "offset", "timestamp")
 
 
