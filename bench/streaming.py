@@ -150,7 +150,7 @@ def plain_worker() -> None:
 
     from fraud_platform.infra.kafka import make_consumer, topic_partitions
     from spark_streaming.config import StreamConfig
-    from spark_streaming.job import BatchHandler, build_components
+    from spark_streaming.job import BatchHandler, build_components, settle_heap
     from spark_streaming.source import messages_to_batch
 
     import pyarrow as pa
@@ -158,6 +158,7 @@ def plain_worker() -> None:
     config = StreamConfig.load()
     parts = build_components(config)
     handler = BatchHandler(parts)
+    settle_heap()
     kafka = config.platform.kafka
     topic = kafka.topics.transactions
     consumer = make_consumer(kafka, "bench-plain", **{"fetch.wait.max.ms": 50})

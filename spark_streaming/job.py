@@ -7,6 +7,7 @@ Imports only fraud_platform.domain/infra/settings/ml — never Dagster — so it
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -57,7 +58,19 @@ SCORER_SPARK_CONF = {
     # ~80 ms less per micro-batch on 2 cores. Renames stay atomic (POSIX), other schemes unaffected.
     "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
     "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.RawLocalFs",
+    "spark.ui.showConsoleProgress": "false",  # progress bars are noise in a service's log
 }
+
+
+def settle_heap() -> None:
+    """Move everything built at start-up (Spark, MLflow, the model) out of the cyclic GC's sight.
+
+    Each micro-batch allocates ~10 objects per record; every collection would otherwise re-scan
+    the start-up heap, which cost ~20% of the per-batch time. Nothing is leaked: frozen objects
+    are just never collected, and they live for the whole process anyway.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -152,9 +165,11 @@ class BatchHandler:
         self._caught_up = None  # the model whose snapshot has been rolled up to the stream
 
     def __call__(self, frame, batch_id: int) -> None:
-        self.process(frame.toArrow(), batch_id)
+        started = time.monotonic()
+        records = frame.toArrow()  # runs the read job: executors fetch the batch's Kafka ranges
+        self.process(records, batch_id, read_seconds=time.monotonic() - started)
 
-    def process(self, records, batch_id: int) -> None:
+    def process(self, records, batch_id: int, read_seconds: float = 0.0) -> None:
         p = self.parts
         started = time.monotonic()
         if not self._recovered:
@@ -190,9 +205,9 @@ class BatchHandler:
         self.last_batch_id = batch_id
         log.info(
             "batch %d: %d in = %d scored + %d dead-lettered; %d alerts; model %s v%s; %.2fs "
-            "(validate+score %.2fs, sinks %.2fs, state %.2fs)",
+            "(read %.2fs, validate+score %.2fs, sinks %.2fs, state %.2fs)",
             batch_id, batch.rows_in, len(batch.scored), len(batch.dead_letters), alerts,
-            model.model_name, model.version, time.monotonic() - started,
+            model.model_name, model.version, read_seconds + time.monotonic() - started, read_seconds,
             scored_at - started, sunk_at - scored_at, time.monotonic() - sunk_at,
         )
 
@@ -303,6 +318,7 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
         spark = build_spark_session("fraud-stream-scorer", master=config.spark_master, conf=SCORER_SPARK_CONF)
         spark.sparkContext.setLogLevel("WARN")
     handler = BatchHandler(parts)
+    settle_heap()
     listener = lag_listener(parts.metrics)
     spark.streams.addListener(listener)
     parts.watcher.start()

@@ -18,7 +18,9 @@ import pyarrow as pa
 
 from fraud_platform.domain.features import FeatureSnapshot
 from fraud_platform.domain.hashing import entity_key
+from fraud_platform.domain.json_lines import finite_floats, iso_utc, json_strings, json_strings_or_null
 from fraud_platform.domain.schema import FX_TO_EUR
+from fraud_platform.domain.batch_validation import validate_transactions
 from fraud_platform.domain.validation import DuplicateTracker, Rejection, TransactionValidator
 
 from spark_streaming.champion import ActiveModel
@@ -28,10 +30,6 @@ log = logging.getLogger(__name__)
 DECISIONS = ("approve", "review", "block")
 # Customers and cards repeat across transactions; hashing each id once saves a third of frame building.
 _entity_key = lru_cache(maxsize=500_000)(entity_key)
-PREDICTION_FIELDS = (
-    "transaction_id", "score", "decision", "threshold", "model_name", "model_version",
-    "feature_snapshot_version", "event_time", "processing_time",
-)
 
 
 @dataclass(frozen=True)
@@ -85,30 +83,31 @@ class BatchScorer:
         return review, max(review, self.block_threshold)
 
     def score(self, batch_id: int, records: pa.Table, model: ActiveModel) -> ScoredBatch:
-        keys = records.column("key").to_pylist()
         values = records.column("value").to_pylist()
-        partitions = records.column("partition").to_pylist()
-        offsets = records.column("offset").to_pylist()
+        partitions = records.column("partition").to_numpy(zero_copy_only=False)
+        offsets = records.column("offset").to_numpy(zero_copy_only=False)
         kafka_ts = records.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False) // 1000
 
-        events, kept, dead = [], [], []
+        validated = validate_transactions(values, self.validator)
+        refused = dict(validated.rejections)
+        unique = np.ones(len(validated.positions), dtype=bool)
         seen: set[str] = set()
-        for i, raw in enumerate(values):
-            parsed = self.validator.parse(raw)
-            if not isinstance(parsed, Rejection):
-                tx_id = parsed.transaction_id
-                if tx_id in seen or tx_id in self.tracker:
-                    parsed = DuplicateTracker.rejection(tx_id)
-                else:
-                    seen.add(tx_id)
-                    events.append(parsed)
-                    kept.append(i)
-                    continue
-            dead.append(DeadLetter(keys[i], raw, partitions[i], offsets[i], parsed))
+        for j, tx_id in enumerate(validated.accepted.column("transaction_id").to_pylist()):
+            if tx_id in seen or tx_id in self.tracker:
+                unique[j] = False
+                refused[int(validated.positions[j])] = DuplicateTracker.rejection(tx_id)
+            else:
+                seen.add(tx_id)
+        kept = validated.positions[unique]
+        keys = records.column("key")
+        dead = [
+            DeadLetter(keys[i].as_py(), values[i], int(partitions[i]), int(offsets[i]), rejection)
+            for i, rejection in sorted(refused.items())
+        ]
 
-        frame = processed_frame(events)
-        frame["_kafka_partition"] = np.asarray([partitions[i] for i in kept], dtype="int32")
-        frame["_kafka_offset"] = np.asarray([offsets[i] for i in kept], dtype="int64")
+        frame = processed_frame(validated.accepted.filter(pa.array(unique)))
+        frame["_kafka_partition"] = partitions[kept].astype("int32")
+        frame["_kafka_offset"] = offsets[kept].astype("int64")
         late = 0
         if len(frame):
             features, late = online_features(model.snapshot, frame)
@@ -127,7 +126,7 @@ class BatchScorer:
         counts = frame["decision"].value_counts().to_dict() if len(frame) else {}
         return ScoredBatch(
             batch_id=batch_id, rows_in=len(values), scored=frame, dead_letters=dead,
-            kafka_timestamps_ms=kafka_ts[kept] if len(kept) else np.zeros(0, dtype="int64"),
+            kafka_timestamps_ms=kafka_ts[kept],
             model=model, late_events=late, counts_by_decision={d: int(counts.get(d, 0)) for d in DECISIONS},
         )
 
@@ -136,27 +135,29 @@ class BatchScorer:
         self.tracker.update(batch.scored["transaction_id"])
 
 
-def processed_frame(events: list) -> pd.DataFrame:
-    """Validated events in the processed zone's shape (pseudonymised keys, EUR amounts, time parts)."""
-    event_time = pd.to_datetime([e.event_time for e in events], utc=True) if events else pd.to_datetime([], utc=True)
-    amount = np.asarray([float(e.amount) for e in events], dtype="float64")
-    currency = [e.currency for e in events]
+def processed_frame(events: pa.Table) -> pd.DataFrame:
+    """Validated events (``ACCEPTED_SCHEMA``) in the processed zone's shape: pseudonymised keys,
+    EUR amounts, time parts."""
+    event_time = pd.DatetimeIndex(events.column("event_time").to_pandas(coerce_temporal_nanoseconds=True))
+    amount = events.column("amount").to_numpy()
+    currency = events.column("currency").to_numpy(zero_copy_only=False)
     hour = np.asarray(event_time.hour, dtype="int32")
     dow = np.asarray(event_time.dayofweek, dtype="int32")
+    fx = pd.Series(FX_TO_EUR, dtype="float64")
     return pd.DataFrame(
         {
-            "transaction_id": [e.transaction_id for e in events],
+            "transaction_id": events.column("transaction_id").to_numpy(zero_copy_only=False),
             "event_time": event_time,
             "event_date": event_time.floor("D"),  # midnight UTC: the scored zone's partition day
-            "customer_key": [_entity_key(e.customer_id) for e in events],
-            "card_key": [_entity_key(e.card_token) for e in events],
-            "terminal_id": [e.terminal_id for e in events],
+            "customer_key": [_entity_key(c) for c in events.column("customer_id").to_pylist()],
+            "card_key": [_entity_key(c) for c in events.column("card_token").to_pylist()],
+            "terminal_id": events.column("terminal_id").to_numpy(zero_copy_only=False),
             "amount": amount,
             "currency": currency,
-            "amount_eur": amount * np.asarray([FX_TO_EUR[c] for c in currency], dtype="float64"),
-            "merchant_category": [e.merchant_category for e in events],
-            "channel": [e.channel for e in events],
-            "country": [e.country for e in events],
+            "amount_eur": amount * fx.reindex(currency).to_numpy(),
+            "merchant_category": events.column("merchant_category").to_numpy(zero_copy_only=False),
+            "channel": events.column("channel").to_numpy(zero_copy_only=False),
+            "country": events.column("country").to_numpy(zero_copy_only=False),
             "hour": hour,
             "day_of_week": dow,
             "is_weekend": dow >= 5,
@@ -187,16 +188,19 @@ def roll_snapshot(snapshot: FeatureSnapshot, frame: pd.DataFrame) -> FeatureSnap
     return snapshot.update(batch)
 
 
-def _iso(values: pd.Series) -> np.ndarray:
-    """ISO 8601 UTC with microseconds and 'Z', vectorised (strftime per value is the slow part)."""
-    stamps = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    return np.char.add(np.datetime_as_string(stamps, unit="us"), "Z")
+_PREDICTION_JSON = (
+    '{"transaction_id":"%s","score":%r,"decision":"%s","threshold":%r,"model_name":"%s","model_version":"%s",'
+    '"feature_snapshot_version":%s,"event_time":"%s","processing_time":"%s"}'
+)
 
 
 def prediction_records(scored: pd.DataFrame) -> list[bytes]:
     """One JSON document per prediction (the ``fraud_predictions`` topic contract)."""
-    out = scored[list(PREDICTION_FIELDS)].copy()
-    out["event_time"] = _iso(out["event_time"])
-    out["processing_time"] = _iso(out["processing_time"])
-    text = out.to_json(orient="records", lines=True, double_precision=15)
-    return [line.encode() for line in text.splitlines()] if len(out) else []
+    if scored.empty:
+        return []
+    rows = zip(
+        json_strings(scored["transaction_id"]), finite_floats(scored["score"]), json_strings(scored["decision"]),
+        finite_floats(scored["threshold"]), json_strings(scored["model_name"]), json_strings(scored["model_version"]),
+        json_strings_or_null(scored["feature_snapshot_version"]), iso_utc(scored["event_time"]), iso_utc(scored["processing_time"]),
+    )
+    return [(_PREDICTION_JSON % row).encode() for row in rows]

@@ -241,9 +241,12 @@ class KafkaOutputs:
             self._produce(self.dlq_topic, key=letter.key, value=letter.value, headers=headers)
 
     def send_predictions(self, scored: pd.DataFrame) -> None:
-        ids = scored["transaction_id"].tolist()
-        for tx_id, value in zip(ids, prediction_records(scored)):
-            self._produce(self.predictions_topic, key=tx_id.encode(), value=value)
+        produce, topic, delivered = self.producer.produce, self.predictions_topic, self._delivered
+        for tx_id, value in zip(scored["transaction_id"].tolist(), prediction_records(scored)):
+            try:  # the common case inline: this loop runs once per scored transaction
+                produce(topic, value, tx_id.encode(), on_delivery=delivered)
+            except BufferError:
+                self._produce(topic, key=tx_id.encode(), value=value)
         self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> None:

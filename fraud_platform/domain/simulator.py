@@ -19,12 +19,12 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import orjson
 import pandas as pd
 from scipy.spatial import cKDTree
 from scipy.special import ndtr
 
 from fraud_platform.domain.hashing import tokenise_pan
+from fraud_platform.domain.json_lines import US_PER_DAY, ascii_rows, finite_floats, iso_utc, json_strings
 from fraud_platform.domain.schema import CHANNELS, COUNTRY_CURRENCY, FX_TO_EUR, MERCHANT_CATEGORIES, SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 GRID_SIZE = 100.0
-US_PER_DAY = 86_400_000_000
 # FDH constants.
 TIME_OF_DAY_MEAN_S = 43_200.0
 TIME_OF_DAY_STD_S = 20_000.0
@@ -90,8 +89,6 @@ CHARGEBACK_SHARE_BY_SCENARIO = {1: 0.6, 2: 0.4, 3: 0.8}  # card holders notice s
 _PROFILE_STREAM, _TX_STREAM, _LABEL_STREAM, _TERMINAL_COMPROMISE_STREAM, _CUSTOMER_COMPROMISE_STREAM = range(5)
 
 _CH = {name: CHANNELS.index(name) for name in CHANNELS}
-# Printable ASCII except the two characters JSON strings must escape.
-_JSON_SAFE_ASCII = bytes(c for c in range(0x20, 0x7F) if chr(c) not in '"\\')
 
 
 @dataclass(frozen=True)
@@ -237,11 +234,6 @@ def _ordinal_epoch_us(ordinal: int) -> int:
     return (ordinal - date(1970, 1, 1).toordinal()) * US_PER_DAY
 
 
-def _lines(chars: np.ndarray) -> list[str]:
-    """One str per row of an ASCII matrix whose last column is a newline (C-speed split)."""
-    return chars.tobytes().decode("ascii").splitlines()
-
-
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -254,7 +246,7 @@ def _hex_ids(rng: np.random.Generator, n: int, prefix: str) -> np.ndarray:
     chars[:, head : head + 24 : 2] = _HEX_DIGITS[raw >> 4]
     chars[:, head + 1 : head + 24 : 2] = _HEX_DIGITS[raw & 15]
     chars[:, -1] = ord("\n")
-    return np.array(_lines(chars), dtype=object)
+    return np.array(ascii_rows(chars), dtype=object)
 
 
 def _utc_timestamps(epoch_us: np.ndarray) -> pd.DatetimeIndex:
@@ -616,55 +608,6 @@ class TransactionSimulator:
 
 
 # -- JSON encoding ---------------------------------------------------------------------------------
-def _json_strings(column: pd.Series) -> list[str]:
-    """Column values ready to sit between JSON quotes; escaped (slow path) only when needed."""
-    values = column.tolist() if column.dtype == object else column.astype(str).tolist()
-    joined = "".join(values)
-    if joined.isascii() and not joined.encode().translate(None, _JSON_SAFE_ASCII):
-        return values
-    return [orjson.dumps(v).decode()[1:-1] for v in values]
-
-
-def _epoch_us_of(column: pd.Series) -> np.ndarray:
-    """Microseconds since the epoch; timezone-aware values are converted, naive ones read as UTC."""
-    if column.dtype.kind != "M":
-        column = pd.to_datetime(column)
-    if column.isna().any():
-        raise ValueError(f"{column.name} has missing timestamps; an event needs one to be valid")
-    if column.dt.tz is not None:
-        column = column.dt.tz_convert("UTC").dt.tz_localize(None)
-    return column.to_numpy(dtype="datetime64[us]").view(np.int64)
-
-
-_TWO_DIGITS = np.array([[ord(str(i // 10)), ord(str(i % 10))] for i in range(100)], dtype=np.uint8)
-
-
-def _iso_utc(column: pd.Series) -> list[str]:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` per value, built as one character matrix.
-
-    ``np.datetime_as_string`` per value costs more than the rest of the JSON row, so only the few
-    distinct dates go through it and the time of day is written from a two-digit lookup table.
-    """
-    epoch_us = _epoch_us_of(column)
-    days, time_of_day = np.divmod(epoch_us, US_PER_DAY)
-    unique_days, which = np.unique(days, return_inverse=True)
-    dates = np.datetime_as_string(unique_days.astype("datetime64[D]")).tolist()
-    if any(len(d) != 10 for d in dates):  # years outside 0000-9999
-        return [t + "Z" for t in np.datetime_as_string(epoch_us.astype("datetime64[us]"), unit="us").tolist()]
-    out = np.empty((epoch_us.size, 28), dtype=np.uint8)
-    out[:, :10] = np.frombuffer("".join(dates).encode(), dtype=np.uint8).reshape(-1, 10)[which]
-    for position, char in ((10, "T"), (13, ":"), (16, ":"), (19, "."), (26, "Z"), (27, "\n")):
-        out[:, position] = ord(char)
-    seconds, micros = np.divmod(time_of_day.astype(np.int64), 1_000_000)
-    seconds, micros = seconds.astype(np.int32), micros.astype(np.int32)
-    for position, value in (
-        (11, seconds // 3600), (14, seconds // 60 % 60), (17, seconds % 60),
-        (20, micros // 10_000), (22, micros // 100 % 100), (24, micros % 100),
-    ):
-        out[:, position : position + 2] = _TWO_DIGITS[value]
-    return _lines(out)
-
-
 _TRANSACTION_JSON = (
     '{"transaction_id":"%s","event_time":"%s","customer_id":"%s","card_token":"%s","terminal_id":"%s",'
     '"amount":%r,"currency":"%s","merchant_category":"%s","channel":"%s","country":"%s","schema_version":%d}'
@@ -678,15 +621,13 @@ def encode_transactions(df: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     One ``%`` template per row over pre-rendered columns: several times faster than a JSON library
     on dicts, which is what lets the producer keep up with the benchmark target.
     """
-    amounts = df["amount"].to_numpy(dtype=np.float64)  # repr of a float is always a JSON number
-    if not np.isfinite(amounts).all():
-        raise ValueError("amount must be finite to encode as JSON")
+    amounts = finite_floats(df["amount"])
     versions = df["schema_version"].tolist() if "schema_version" in df else [SCHEMA_VERSION] * len(df)
     rows = zip(
-        _json_strings(df["transaction_id"]), _iso_utc(df["event_time"]), _json_strings(df["customer_id"]),
-        _json_strings(df["card_token"]), _json_strings(df["terminal_id"]), amounts.tolist(),
-        _json_strings(df["currency"]), _json_strings(df["merchant_category"]), _json_strings(df["channel"]),
-        _json_strings(df["country"]), versions,
+        json_strings(df["transaction_id"]), iso_utc(df["event_time"]), json_strings(df["customer_id"]),
+        json_strings(df["card_token"]), json_strings(df["terminal_id"]), amounts,
+        json_strings(df["currency"]), json_strings(df["merchant_category"]), json_strings(df["channel"]),
+        json_strings(df["country"]), versions,
     )
     return [(key.encode(), (_TRANSACTION_JSON % row).encode()) for key, row in zip(df["card_token"].tolist(), rows)]
 
@@ -695,5 +636,5 @@ def encode_labels(df: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     """``(transaction_id, LabelEvent JSON)`` pairs."""
     flags = ["true" if flag else "false" for flag in df["is_fraud"].tolist()]
     scenarios = ["null" if pd.isna(s) else str(int(s)) for s in df["fraud_scenario"].tolist()]
-    rows = zip(_json_strings(df["transaction_id"]), flags, _json_strings(df["label_type"]), _iso_utc(df["known_at"]), scenarios)
+    rows = zip(json_strings(df["transaction_id"]), flags, json_strings(df["label_type"]), iso_utc(df["known_at"]), scenarios)
     return [(key.encode(), (_LABEL_JSON % row).encode()) for key, row in zip(df["transaction_id"].tolist(), rows)]
