@@ -110,6 +110,9 @@ class Producer:
         self.producer.flush(60)
         return sent
 
+    def close(self) -> None:
+        self.producer.close()  # before the broker stops, or the idle client keeps reconnecting
+
 
 def collect(topic: str, phase: str, expected: int, positions: dict[int, int], timeout: float) -> list[tuple[float, float]]:
     """(event_time_ms, prediction_kafka_ts_ms) of the phase's predictions, waiting until all arrived."""
@@ -233,6 +236,7 @@ def main() -> None:
                     results.append(phase_stats(name, "max" if rate is None else f"{rate:.0f}", sent, pairs, produce_seconds))
                     print(results[-1], flush=True)
             finally:
+                producer.close()
                 worker.send_signal(signal.SIGTERM)  # the scorer only: it stops its Spark workers itself
                 try:
                     worker.wait(60)
