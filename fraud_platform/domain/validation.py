@@ -126,6 +126,7 @@ class TransactionValidator(_Validator[TransactionEvent]):
     model = TransactionEvent
 
     def check(self, event: TransactionEvent) -> TransactionEvent | Rejection:
+        # Mirrored, vectorised, by batch_validation._checked; test_batch_validation compares the two.
         if looks_like_pan(event.card_token):
             return Rejection("raw_pan", "card_token", "<redacted PAN>", "card_token holds a raw card number; only tokens may enter the lake")
         if event.currency not in CURRENCIES:

@@ -61,6 +61,11 @@ EDGE_CASES = [
     _variant(b'T10:00:00', b' 10:00:00'),
     _variant(b'2025-03-02T10', b'2025-02-30T10'),
     _variant(b'2025-03-02T10:00:00', b'2025-03-02T23:59:60'),
+    _variant(b'2025-03-02T10', b'2025-03-02T24'),
+    _variant(b'2025-03-02T10:00', b'2025-03-02T10:60'),
+    _variant(b'2025-03-02', b'2023-02-29'),
+    _variant(b'2025-03-02', b'2024-02-29'),
+    _variant(b'2025-03-02', b'0000-01-01'),
     _variant(b'2025-03-02', b'1999-12-31'),
     _variant(b'2025-03-02', b'2025-03-05'),  # 10:00, before NOW
     _variant(b'2025-03-02T10', b'2025-03-05T12:59'),  # within the skew
@@ -75,6 +80,8 @@ EDGE_CASES = [
     _variant(b'"C1"', b'""'),
     _variant(b'"tok_12345678"', b'"4539 1488 0343 6467"'),  # Luhn-valid PAN
     _variant(b'"tok_12345678"', b'"4539-1488-0343-6468"'),  # PAN-shaped, not Luhn-valid: a token
+    _variant(b'"tok_12345678"', b'"\\u0664\\u0665\\u0663\\u0669\\u0661\\u0664\\u0668\\u0668\\u0660\\u0663\\u0664\\u0663\\u0666\\u0664\\u0666\\u0667"'),  # same PAN, Arabic-Indic digits as JSON escapes
+    _variant(b'"tok_12345678"', "\"\u0664\u0665\u0663\u0669\u0661\u0664\u0668\u0668\u0660\u0663\u0664\u0663\u0666\u0664\u0666\u0667\"".encode()),  # unescaped UTF-8
     _variant(b'"channel":"ecommerce"', b'"channel":"pigeon"'),
     _variant(b'"country":"FR"', b'"country":"XX"'),
     _variant(b'"merchant_category":"5411"', b'"merchant_category":5411'),
@@ -94,7 +101,8 @@ EDGE_CASES = [
 def _assert_same_as_per_record(values: list[bytes | None]) -> int:
     """Compare with ``parse`` record by record; return how many took the fast path."""
     batch = validate_transactions(values, TransactionValidator(now=lambda: NOW))
-    batch.reconcile(len(values))
+    covered = sorted([*batch.positions.tolist(), *(i for i, _ in batch.rejections)])
+    assert covered == list(range(len(values)))  # every record in exactly one place
     reference = TransactionValidator(now=lambda: NOW)
     accepted = dict(zip(batch.positions.tolist(), batch.accepted.to_pylist()))
     rejected = dict(batch.rejections)
