@@ -100,7 +100,7 @@ EDGE_CASES = [
 
 def _assert_same_as_per_record(values: list[bytes | None]) -> int:
     """Compare with ``parse`` record by record; return how many took the fast path."""
-    batch = validate_transactions(values, TransactionValidator(now=lambda: NOW))
+    batch = validate_transactions(values, TransactionValidator(now=lambda: NOW), columnar_from=1)
     covered = sorted([*batch.positions.tolist(), *(i for i, _ in batch.rejections)])
     assert covered == list(range(len(values)))  # every record in exactly one place
     reference = TransactionValidator(now=lambda: NOW)
@@ -150,6 +150,13 @@ def test_future_limit_follows_the_clock() -> None:
     clock = [NOW - timedelta(hours=2)]
     validator = TransactionValidator(now=lambda: clock[0])
     at_now = [_variant(b'2025-03-02T10:00:00.250000Z', NOW.strftime("%Y-%m-%dT%H:%M:%SZ").encode())]
-    assert validate_transactions(at_now, validator).rejections[0][1].rule == "future_timestamp"
+    assert validate_transactions(at_now, validator, columnar_from=1).rejections[0][1].rule == "future_timestamp"
     clock[0] = NOW
-    assert validate_transactions(at_now, validator).fast_path_rows == 1
+    assert validate_transactions(at_now, validator, columnar_from=1).fast_path_rows == 1
+
+
+def test_small_batches_take_the_per_record_path(messages) -> None:
+    values = [value for _, value in messages[:10]]
+    small = validate_transactions(values, TransactionValidator(now=lambda: NOW), columnar_from=11)
+    assert small.fast_path_rows == 0 and small.positions.tolist() == list(range(10))
+    assert small.accepted.equals(validate_transactions(values, TransactionValidator(now=lambda: NOW), columnar_from=10).accepted)
