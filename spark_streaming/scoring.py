@@ -2,7 +2,8 @@
 ``foreachBatch`` and in the plain-Python reference loop of the benchmark.
 
 Every input record ends in exactly one place: a scored row, or a dead letter whose headers say
-why (the ingestion validator and duplicate rule, shared via ``fraud_platform.domain.validation``).
+why (the ingestion validator, applied a batch at a time by ``fraud_platform.domain.batch_validation``,
+and the duplicate rule).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from fraud_platform.domain.batch_validation import validate_transactions
 from fraud_platform.domain.features import FeatureSnapshot
 from fraud_platform.domain.hashing import entity_key
 from fraud_platform.domain.json_lines import finite_floats, iso_utc, json_strings, json_strings_or_null
 from fraud_platform.domain.schema import FX_TO_EUR
-from fraud_platform.domain.batch_validation import validate_transactions
 from fraud_platform.domain.validation import DuplicateTracker, Rejection, TransactionValidator
 
 from spark_streaming.champion import ActiveModel
