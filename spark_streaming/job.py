@@ -318,7 +318,8 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
         spark = build_spark_session("fraud-stream-scorer", master=config.spark_master, conf=SCORER_SPARK_CONF)
         spark.sparkContext.setLogLevel("WARN")
     handler = BatchHandler(parts)
-    settle_heap()
+    if own_spark:  # this process is the scorer (python -m / spark-submit), not a host embedding it
+        settle_heap()
     listener = lag_listener(parts.metrics)
     spark.streams.addListener(listener)
     parts.watcher.start()
