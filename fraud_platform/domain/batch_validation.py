@@ -82,9 +82,10 @@ def validate_transactions(
     limit = validator.future_limit()
     for start, stop, table in _parsed_blocks(values, index, 0, len(index), slow):
         ok, table = _checked(table, limit)
+        passed = ok.to_numpy(zero_copy_only=False)
         fast_tables.append(table.filter(ok))
-        fast_positions.append(index[start:stop][ok.to_numpy(zero_copy_only=False)])
-        slow.extend(index[start:stop][~ok.to_numpy(zero_copy_only=False)])
+        fast_positions.append(index[start:stop][passed])
+        slow.extend(index[start:stop][~passed])
 
     slow_rows, slow_positions, rejections = [], [], []
     for i in sorted(int(i) for i in slow):

@@ -21,7 +21,6 @@ def ascii_rows(chars: np.ndarray) -> list[str]:
     return chars.tobytes().decode("ascii").splitlines()
 
 
-
 def json_strings(column: pd.Series) -> list[str]:
     """Column values ready to sit between JSON quotes; escaped (slow path) only when needed."""
     values = column.tolist() if column.dtype == object else column.astype(str).tolist()
@@ -69,8 +68,6 @@ def iso_utc(column: pd.Series) -> list[str]:
     ):
         out[:, position : position + 2] = _TWO_DIGITS[value]
     return ascii_rows(out)
-
-
 
 
 def json_strings_or_null(column: pd.Series) -> list[str]:
