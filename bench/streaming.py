@@ -52,15 +52,10 @@ def train_champion(pool: pd.DataFrame, tracking_uri: str, artifact_root: str) ->
     from xgboost import XGBClassifier
 
     from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
-    from fraud_platform.domain.hashing import entity_key
-    from fraud_platform.domain.schema import FX_TO_EUR
+    from fraud_platform.domain.catalogue import derive_processed_rows
     from fraud_platform.ml.registry import publish_tags
 
-    frame = pd.DataFrame({
-        "transaction_id": pool["transaction_id"], "customer_key": pool["customer_id"].map(entity_key),
-        "terminal_id": pool["terminal_id"], "amount_eur": pool["amount"] * pool["currency"].map(FX_TO_EUR),
-        "event_time": pool["event_time"],
-    })
+    frame = derive_processed_rows(pool)
     X = compute_batch_features(frame)[FEATURE_COLUMNS]
     model = XGBClassifier(n_estimators=100, max_depth=5, n_jobs=1).fit(X, pool["is_fraud"].astype(int))
     mlflow.set_tracking_uri(tracking_uri)

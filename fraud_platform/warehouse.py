@@ -16,17 +16,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from filelock import FileLock, Timeout
 
-from fraud_platform.domain.schema import PROCESSED_TRANSACTIONS_SCHEMA, SANDBOX_TRANSACTIONS_SCHEMA
+from fraud_platform.domain.catalogue import PROCESSED_TRANSACTIONS, SANDBOX_TRANSACTIONS, Dataset
 from fraud_platform.infra.lake import LakeStore
 from fraud_platform.settings import LakeSettings, PlatformSettings, WarehouseSettings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 
-# dbt source table name (= the Dagster asset key of the lake asset) -> (zone, dataset, schema).
-LAKE_SOURCES: dict[str, tuple[str, str, pa.Schema]] = {
-    "processed_transactions": ("processed", "transactions", PROCESSED_TRANSACTIONS_SCHEMA),
-    "sandbox_transactions": ("sandbox", "transactions", SANDBOX_TRANSACTIONS_SCHEMA),
-}
+# dbt source table name (= the Dagster asset key of the lake asset) -> its catalogue entry.
+LAKE_SOURCES: dict[str, Dataset] = {d.asset_key: d for d in (PROCESSED_TRANSACTIONS, SANDBOX_TRANSACTIONS)}
 
 
 def lake_uri(lake: LakeSettings) -> str:
@@ -146,7 +143,8 @@ def load_lake_sources(store: LakeStore, warehouse: WarehouseSettings) -> dict[st
     with psycopg.connect(pg_conninfo(warehouse)) as conn:
         schema = sql.Identifier(warehouse.pg_source_schema)
         conn.execute(sql.SQL("create schema if not exists {}").format(schema))
-        for table_name, (zone, dataset, arrow_schema) in LAKE_SOURCES.items():
+        for table_name, dataset in LAKE_SOURCES.items():
+            arrow_schema = dataset.schema
             table = sql.Identifier(warehouse.pg_source_schema, table_name)
             columns = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(_PG_TYPES[f.type])) for f in arrow_schema
@@ -157,8 +155,8 @@ def load_lake_sources(store: LakeStore, warehouse: WarehouseSettings) -> dict[st
                 table, sql.SQL(", ").join(sql.Identifier(f.name) for f in arrow_schema)
             )
             rows = 0
-            for day in store.partition_dates(zone, dataset):
-                partition = store.read_partition(zone, dataset, day, columns=arrow_schema.names)
+            for day in store.partition_dates(dataset):
+                partition = store.read_partition(dataset, day, columns=arrow_schema.names)
                 if partition is None or partition.num_rows == 0:
                     continue
                 buffer = io.BytesIO()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import datetime, timezone
 
 import numpy as np
@@ -19,9 +18,8 @@ import pyarrow as pa
 
 from fraud_platform.domain.batch_validation import validate_transactions
 from fraud_platform.domain.features import FeatureSnapshot
-from fraud_platform.domain.hashing import entity_key
+from fraud_platform.domain.catalogue import derive_processed_rows
 from fraud_platform.domain.json_lines import finite_floats, iso_utc, json_strings, json_strings_or_null
-from fraud_platform.domain.schema import FX_TO_EUR
 from fraud_platform.domain.validation import DuplicateTracker, Rejection, TransactionValidator
 
 from spark_streaming.champion import ActiveModel
@@ -29,8 +27,6 @@ from spark_streaming.champion import ActiveModel
 log = logging.getLogger(__name__)
 
 DECISIONS = ("approve", "review", "block")
-# Customers and cards repeat across transactions; hashing each id once saves a third of frame building.
-_entity_key = lru_cache(maxsize=500_000)(entity_key)
 
 
 @dataclass(frozen=True)
@@ -137,34 +133,9 @@ class BatchScorer:
 
 
 def processed_frame(events: pa.Table) -> pd.DataFrame:
-    """Validated events (``ACCEPTED_SCHEMA``) in the processed zone's shape: pseudonymised keys,
-    EUR amounts, time parts."""
-    event_time = pd.DatetimeIndex(events.column("event_time").to_pandas(coerce_temporal_nanoseconds=True))
-    amount = events.column("amount").to_numpy()
-    currency = events.column("currency").to_numpy(zero_copy_only=False)
-    hour = np.asarray(event_time.hour, dtype="int32")
-    dow = np.asarray(event_time.dayofweek, dtype="int32")
-    fx = pd.Series(FX_TO_EUR, dtype="float64")
-    return pd.DataFrame(
-        {
-            "transaction_id": events.column("transaction_id").to_numpy(zero_copy_only=False),
-            "event_time": event_time,
-            "event_date": event_time.floor("D"),  # midnight UTC: the scored zone's partition day
-            "customer_key": [_entity_key(c) for c in events.column("customer_id").to_pylist()],
-            "card_key": [_entity_key(c) for c in events.column("card_token").to_pylist()],
-            "terminal_id": events.column("terminal_id").to_numpy(zero_copy_only=False),
-            "amount": amount,
-            "currency": currency,
-            "amount_eur": amount * fx.reindex(currency).to_numpy(),
-            "merchant_category": events.column("merchant_category").to_numpy(zero_copy_only=False),
-            "channel": events.column("channel").to_numpy(zero_copy_only=False),
-            "country": events.column("country").to_numpy(zero_copy_only=False),
-            "hour": hour,
-            "day_of_week": dow,
-            "is_weekend": dow >= 5,
-            "is_night": (hour >= 22) | (hour < 6),
-        }
-    )
+    """Validated events (``ACCEPTED_SCHEMA``) in the processed zone's shape: the catalogue's one
+    raw -> processed derivation (``event_date`` is midnight UTC, the scored zone's partition day)."""
+    return derive_processed_rows(events.to_pandas(coerce_temporal_nanoseconds=True))
 
 
 def online_features(snapshot: FeatureSnapshot, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:

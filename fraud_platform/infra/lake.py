@@ -21,17 +21,28 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fraud_platform.domain.catalogue import ZONES, Dataset
 from fraud_platform.settings import LakeSettings
 
-ZONES = ("raw", "processed", "sandbox", "quarantine", "scored", "features")
 _DATE_DIR = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+Day = date | str | None
 
 
-def partition_prefix(zone: str, dataset: str, day: date | str | None = None) -> str:
-    """Key prefix of a dataset (or of one daily partition of it)."""
+def _where(dataset: Dataset | str, rest: tuple) -> tuple[str, str, tuple]:
+    """(zone, name, remaining args) from a catalogue entry or a legacy ``zone, name`` pair."""
+    if isinstance(dataset, Dataset):
+        return dataset.zone, dataset.name, rest
+    return dataset, rest[0], rest[1:]
+
+
+def partition_prefix(dataset: Dataset | str, *args: Day) -> str:
+    """Key prefix of a dataset (or of one daily partition of it): ``partition_prefix(SANDBOX, day)``.
+    (``partition_prefix("sandbox", "transactions", day)`` is the pre-catalogue spelling landing uses.)"""
+    zone, name, rest = _where(dataset, args)
+    day = rest[0] if rest else None
     if zone not in ZONES and not zone.startswith("_"):
         raise ValueError(f"unknown lake zone {zone!r}; expected one of {ZONES}")
-    base = f"{zone}/{dataset}"
+    base = f"{zone}/{name}"
     return base if day is None else f"{base}/date={day if isinstance(day, str) else day.isoformat()}"
 
 
@@ -78,14 +89,21 @@ class LakeStore(ABC):
         tables = [pq.read_table(io.BytesIO(self.read_bytes(k)), columns=columns) for k in keys]
         return pa.concat_tables(tables, promote_options="default") if tables else None
 
-    def parquet_keys(self, zone: str, dataset: str, day: date | str | None = None) -> list[str]:
-        return [k for k in self.list(partition_prefix(zone, dataset, day)) if k.endswith(".parquet")]
+    def parquet_keys(self, dataset: Dataset | str, *args: Day) -> list[str]:
+        """Parquet files of a dataset, or of one day of it: ``parquet_keys(SANDBOX, day)``."""
+        return [k for k in self.list(partition_prefix(dataset, *args)) if k.endswith(".parquet")]
 
-    def read_partition(self, zone: str, dataset: str, day: date | str, columns: list[str] | None = None) -> pa.Table | None:
-        return self.read_parquet(self.parquet_keys(zone, dataset, day), columns)
+    def read_partition(self, dataset: Dataset | str, *args, columns: list[str] | None = None) -> pa.Table | None:
+        zone, name, rest = _where(dataset, args)
+        day, columns = rest[0], (rest[1] if len(rest) > 1 else columns)
+        return self.read_parquet(self.parquet_keys(zone, name, day), columns)
 
-    def partition_dates(self, zone: str, dataset: str) -> list[str]:
-        found = {m.group(1) for k in self.list(partition_prefix(zone, dataset)) if (m := _DATE_DIR.search(k))}
+    def read_days(self, dataset: Dataset, days: Iterable[date | str], columns: list[str] | None = None) -> pa.Table | None:
+        """All files of the given days in one table (None when none exist)."""
+        return self.read_parquet([k for d in days for k in self.parquet_keys(dataset, d)], columns)
+
+    def partition_dates(self, dataset: Dataset | str, *args: str) -> list[str]:
+        found = {m.group(1) for k in self.list(partition_prefix(dataset, *args)) if (m := _DATE_DIR.search(k))}
         return sorted(found)
 
     def write_json(self, key: str, payload: Any) -> None:

@@ -6,13 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from fraud_platform.domain.schema import (
-    LABEL_FIELDS,
-    QUARANTINE_SCHEMA,
-    RAW_LABELS_SCHEMA,
-    RAW_TRANSACTIONS_SCHEMA,
-    TRANSACTION_FIELDS,
-)
+from fraud_platform.domain.catalogue import QUARANTINED_LABELS, QUARANTINED_TRANSACTIONS, RAW_LABELS, RAW_TRANSACTIONS
+from fraud_platform.domain.schema import LABEL_FIELDS, TRANSACTION_FIELDS
 from fraud_platform.domain.validation import LabelValidator, Rejection, TransactionValidator
 from fraud_platform.infra.dead_letters import parse_dead_letter_headers
 from fraud_platform.infra.landing import Decoded, LandingSpec
@@ -58,27 +53,28 @@ def _decode_dead_letter(msg) -> Decoded:
 
 def transactions_spec(topics: TopicNames) -> LandingSpec:
     return LandingSpec(
-        name="raw_transactions", topic=topics.transactions, dlq_topic=topics.transactions_dlq,
-        zone="raw", dataset="transactions", schema=RAW_TRANSACTIONS_SCHEMA,
-        decode=_decoder(TransactionValidator(), TRANSACTION_FIELDS, "event_time"),
-        dedupe_columns=("transaction_id",),
+        name=RAW_TRANSACTIONS.asset_key, topic=topics.transactions, dlq_topic=topics.transactions_dlq,
+        zone=RAW_TRANSACTIONS.zone, dataset=RAW_TRANSACTIONS.name, schema=RAW_TRANSACTIONS.schema,
+        decode=_decoder(TransactionValidator(), TRANSACTION_FIELDS, RAW_TRANSACTIONS.partition_column),
+        dedupe_columns=RAW_TRANSACTIONS.dedupe_keys,
     )
 
 
 def labels_spec(topics: TopicNames) -> LandingSpec:
     return LandingSpec(
-        name="raw_labels", topic=topics.labels, dlq_topic=topics.labels_dlq,
-        zone="raw", dataset="labels", schema=RAW_LABELS_SCHEMA,
-        decode=_decoder(LabelValidator(), LABEL_FIELDS, "known_at"),
-        dedupe_columns=("transaction_id", "label_type"),
+        name=RAW_LABELS.asset_key, topic=topics.labels, dlq_topic=topics.labels_dlq,
+        zone=RAW_LABELS.zone, dataset=RAW_LABELS.name, schema=RAW_LABELS.schema,
+        decode=_decoder(LabelValidator(), LABEL_FIELDS, RAW_LABELS.partition_column),
+        dedupe_columns=RAW_LABELS.dedupe_keys,
     )
 
 
 def quarantine_spec(topics: TopicNames, source: str = "transactions") -> LandingSpec:
     """Dead letters of ``source`` ('transactions' or 'labels') into quarantine/<source>/."""
     dlq = topics.transactions_dlq if source == "transactions" else topics.labels_dlq
+    target = QUARANTINED_TRANSACTIONS if source == "transactions" else QUARANTINED_LABELS
     return LandingSpec(
-        name=f"quarantined_{source}", topic=dlq, dlq_topic=None,
-        zone="quarantine", dataset=source, schema=QUARANTINE_SCHEMA,
-        decode=_decode_dead_letter, dedupe_columns=("source_topic", "source_partition", "source_offset"),
+        name=target.asset_key, topic=dlq, dlq_topic=None,
+        zone=target.zone, dataset=target.name, schema=target.schema,
+        decode=_decode_dead_letter, dedupe_columns=target.dedupe_keys,
     )

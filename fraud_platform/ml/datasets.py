@@ -2,8 +2,8 @@
 
 The lake builds the sandbox zone with Spark from Kafka-landed events; the FDH benchmark and unit
 tests need the same columns without a broker or Spark, so this maps simulator output onto
-``SANDBOX_TRANSACTIONS_SCHEMA`` (pseudonymous keys via ``entity_key``, EUR amounts via
-``FX_TO_EUR``, earliest fraud label's ``known_at`` as ``label_known_at``).
+``SANDBOX_TRANSACTIONS_SCHEMA`` with the catalogue's raw -> processed derivation (the one the lake
+and the scorer use) and the earliest fraud label's ``known_at`` as ``label_known_at``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from datetime import datetime, time, timedelta, timezone
 import pandas as pd
 import pyarrow as pa
 
-from fraud_platform.domain.hashing import entity_key
-from fraud_platform.domain.schema import FX_TO_EUR, SANDBOX_TRANSACTIONS_SCHEMA
+from fraud_platform.domain.catalogue import derive_processed_rows
+from fraud_platform.domain.schema import SANDBOX_TRANSACTIONS_SCHEMA
 from fraud_platform.domain.simulator import TransactionSimulator
 from fraud_platform.domain.splits import SplitConfig, plan_time_splits
 
@@ -27,19 +27,12 @@ def simulated_sandbox_frame(simulator: TransactionSimulator, split_config: Split
     end = datetime.combine(config.end, time(), timezone.utc) + timedelta(days=config.label_delay_days + 1)
     labels = simulator.labels_for_window(start, end)
     labels = labels[labels["is_fraud"]].sort_values("known_at").drop_duplicates("transaction_id")
-    frame = tx.merge(
+    derived = derive_processed_rows(tx)
+    derived["event_date"] = derived["event_date"].dt.date
+    frame = derived.assign(fraud_scenario=tx["fraud_scenario"].to_numpy()).merge(
         labels[["transaction_id", "label_type", "known_at"]].rename(columns={"known_at": "label_known_at"}),
         on="transaction_id", how="left",
     )
-    ts = frame["event_time"]
-    frame["event_date"] = ts.dt.date
-    frame["customer_key"] = frame["customer_id"].map(entity_key)
-    frame["card_key"] = frame["card_token"].map(entity_key)
-    frame["amount_eur"] = frame["amount"] * frame["currency"].map(FX_TO_EUR)
-    frame["hour"] = ts.dt.hour.astype("int32")
-    frame["day_of_week"] = ts.dt.dayofweek.astype("int32")
-    frame["is_weekend"] = frame["day_of_week"] >= 5
-    frame["is_night"] = (frame["hour"] >= 22) | (frame["hour"] < 6)
     # Truth is final here; the lake only knows frauds whose label arrived before maturity.
     known = frame["label_known_at"].notna()
     frame["is_fraud"] = known.astype("int32")

@@ -4,27 +4,20 @@ lives in ``zones``. Every output is conformed to its pyarrow contract in ``domai
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
-from pyspark.sql.types import StringType
 
-from fraud_platform.domain.hashing import entity_key
-from fraud_platform.domain.schema import FX_TO_EUR, PROCESSED_TRANSACTIONS_SCHEMA, SANDBOX_TRANSACTIONS_SCHEMA
+from fraud_platform.domain.catalogue import DERIVED_COLUMNS, derive_processed_rows
+from fraud_platform.domain.schema import PROCESSED_TRANSACTIONS_SCHEMA, SANDBOX_TRANSACTIONS_SCHEMA
 
 # Order that decides which copy of a re-delivered record wins: first landed, then Kafka position.
 ARRIVAL_ORDER = ("_ingested_at", "_kafka_topic", "_kafka_partition", "_kafka_offset", "_batch_id")
 LABEL_COLUMNS = ("is_fraud", "label_type", "label_known_at", "fraud_scenario")
-
-
-@F.pandas_udf(StringType())
-def entity_key_udf(values: pd.Series) -> pd.Series:
-    """The domain's ``entity_key`` applied in Spark, so keys match the streaming scorer exactly."""
-    return values.map(entity_key)
 
 
 def _fail(message: Column) -> Column:
@@ -37,52 +30,30 @@ def dedupe_transactions(raw: DataFrame) -> DataFrame:
     return raw.withColumn("_arrival_rank", F.row_number().over(window)).filter("_arrival_rank = 1").drop("_arrival_rank")
 
 
-def _amount_eur(currency: Column, amount: Column, transaction_id: Column) -> Column:
-    rates = F.create_map(*[F.lit(x) for pair in sorted(FX_TO_EUR.items()) for x in pair])
-    rate = rates[currency]
-    return F.when(rate.isNotNull(), amount * rate).otherwise(
-        _fail(F.concat(F.lit("no FX rate for currency="), F.coalesce(currency, F.lit("<null>")),
-                       F.lit(" (transaction_id="), transaction_id, F.lit(")")))
-    )
-
-
 def matured_at_col(event_date: Column, maturity_days: int) -> Column:
-    """``maturity.matured_at`` as a column (session time zone is UTC, checked in ``zones``)."""
+    """``catalogue.matured_at`` as a column (session time zone is UTC, checked in ``zones``)."""
     return F.date_add(event_date, 1 + maturity_days).cast("timestamp")
 
 
+_DERIVED_SCHEMA = pa.schema([PROCESSED_TRANSACTIONS_SCHEMA.field(name).with_nullable(True) for name in DERIVED_COLUMNS])
+
+
+def _derive_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    for raw in batches:
+        rows = derive_processed_rows(raw, partition_dates=raw["_partition_date"])
+        rows["event_date"] = rows["event_date"].dt.date
+        yield rows
+
+
 def normalise_transactions(raw: DataFrame) -> DataFrame:
-    """Typed, trimmed, reporting-currency transactions with time features and pseudonymous keys.
+    """Typed, trimmed, reporting-currency transactions with time features and pseudonymous keys:
+    the catalogue's ``derive_processed_rows`` run on the executors (the same function the streaming
+    scorer calls), so lake and stream cannot disagree on a row.
 
     ``raw`` must carry ``_partition_date`` (the raw folder's date); a record filed under another
     date than its event_time is a landing bug and fails the run, naming the record.
     """
-    tid = F.trim(F.col("transaction_id"))
-    event_time = F.col("event_time").cast("timestamp")
-    currency = F.upper(F.trim(F.col("currency")))
-    event_date = F.to_date(event_time)
-    hour = F.hour(event_time)
-    return raw.select(
-        tid.alias("transaction_id"),
-        event_time.alias("event_time"),
-        F.when(event_date == F.col("_partition_date"), event_date).otherwise(
-            _fail(F.concat(F.lit("event_time="), event_time.cast("string"), F.lit(" of transaction_id="), tid,
-                           F.lit(" is outside its raw partition date="), F.col("_partition_date").cast("string")))
-        ).alias("event_date"),
-        entity_key_udf(F.col("customer_id")).alias("customer_key"),
-        entity_key_udf(F.col("card_token")).alias("card_key"),
-        F.trim(F.col("terminal_id")).alias("terminal_id"),
-        F.col("amount").cast("double").alias("amount"),
-        currency.alias("currency"),
-        _amount_eur(currency, F.col("amount").cast("double"), tid).alias("amount_eur"),
-        F.trim(F.col("merchant_category")).alias("merchant_category"),
-        F.lower(F.trim(F.col("channel"))).alias("channel"),
-        F.upper(F.trim(F.col("country"))).alias("country"),
-        hour.alias("hour"),
-        F.weekday(event_time).alias("day_of_week"),
-        (F.weekday(event_time) >= 5).alias("is_weekend"),
-        ((hour >= 22) | (hour < 6)).alias("is_night"),
-    )
+    return raw.mapInPandas(_derive_batches, from_arrow_schema(_DERIVED_SCHEMA))
 
 
 def label_outcomes(transactions: DataFrame, labels: DataFrame, maturity_days: int) -> DataFrame:

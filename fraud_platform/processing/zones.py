@@ -13,18 +13,14 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fraud_platform.domain.schema import (
-    PROCESSED_TRANSACTIONS_SCHEMA,
-    RAW_LABELS_SCHEMA,
-    RAW_TRANSACTIONS_SCHEMA,
-    SANDBOX_TRANSACTIONS_SCHEMA,
-)
+from fraud_platform.domain.catalogue import PROCESSED_TRANSACTIONS, RAW_LABELS, RAW_TRANSACTIONS, SANDBOX_TRANSACTIONS, Dataset
+from fraud_platform.domain.catalogue import label_days as label_window
 from fraud_platform.domain.splits import SplitConfig, TimeSplits, plan_time_splits
-from fraud_platform.infra.lake import LakeStore, LocalLakeStore, partition_prefix
+from fraud_platform.infra.lake import LakeStore, LocalLakeStore
 from fraud_platform.processing.maturity import MaturityPolicy, matured_at
 from fraud_platform.processing.transform import build_processed, build_sandbox, empty_frame, spark_schema
 
-SPLITS_KEY = "sandbox/transactions/_splits.json"
+SPLITS_KEY = f"{SANDBOX_TRANSACTIONS.prefix}/_splits.json"
 PREVIEW_COLUMNS = ["transaction_id", "event_time", "customer_key", "amount", "currency", "amount_eur", "channel", "is_fraud", "label_known_at"]
 
 
@@ -52,19 +48,19 @@ def spark_path(store: LakeStore, key: str) -> str:
     return "s3a://" + uri[len("s3://"):] if uri.startswith("s3://") else uri
 
 
-def read_partitions(spark: SparkSession, store: LakeStore, zone: str, dataset: str, days: Iterable[date], contract: pa.Schema) -> tuple[DataFrame, list[date]]:
+def read_partitions(spark: SparkSession, store: LakeStore, dataset: Dataset, days: Iterable[date]) -> tuple[DataFrame, list[date]]:
     """The existing partitions among ``days`` with a ``_partition_date`` column (from the folder)."""
-    existing = set(store.partition_dates(zone, dataset))
-    found = sorted({d for d in days if d.isoformat() in existing and store.parquet_keys(zone, dataset, d)})
+    existing = set(store.partition_dates(dataset))
+    found = sorted({d for d in days if d.isoformat() in existing and store.parquet_keys(dataset, d)})
     if not found:
-        return empty_frame(spark, contract).withColumn("_partition_date", F.lit(None).cast("date")), []
-    df = spark.read.schema(spark_schema(contract)).parquet(*[spark_path(store, partition_prefix(zone, dataset, d)) for d in found])
+        return empty_frame(spark, dataset.schema).withColumn("_partition_date", F.lit(None).cast("date")), []
+    df = spark.read.schema(spark_schema(dataset.schema)).parquet(*[spark_path(store, dataset.partition_prefix(d)) for d in found])
     return df.withColumn(
         "_partition_date", F.to_date(F.regexp_extract(F.col("_metadata.file_path"), r"date=(\d{4}-\d{2}-\d{2})", 1))
     ), found
 
 
-def write_partitions(df: DataFrame, store: LakeStore, zone: str, dataset: str) -> None:
+def write_partitions(df: DataFrame, store: LakeStore, dataset: Dataset) -> None:
     """Overwrite exactly the event_date partitions present in ``df`` (dynamic partition overwrite)."""
     (
         df.withColumn("date", F.date_format("event_date", "yyyy-MM-dd"))
@@ -74,17 +70,18 @@ def write_partitions(df: DataFrame, store: LakeStore, zone: str, dataset: str) -
         .option("partitionOverwriteMode", "dynamic")
         .option("compression", "zstd")
         .partitionBy("date")
-        .parquet(spark_path(store, f"{zone}/{dataset}"))
+        .parquet(spark_path(store, dataset.prefix))
     )
 
 
-def _drop_partitions(store: LakeStore, zone: str, dataset: str, days: Iterable[date]) -> None:
+def _drop_partitions(store: LakeStore, dataset: Dataset, days: Iterable[date]) -> None:
     for day in days:
-        store.delete_prefix(partition_prefix(zone, dataset, day))
+        store.delete_prefix(dataset.partition_prefix(day))
 
 
 def _label_days(days: list[date], maturity_days: int) -> list[date]:
-    return [min(days) + timedelta(days=i) for i in range((max(days) - min(days)).days + maturity_days + 1)]
+    """Label partitions that can change any of ``days`` (the span between them included)."""
+    return sorted({d for day in days for d in label_window(day, maturity_days)})
 
 
 def _preview(df: DataFrame) -> pd.DataFrame:
@@ -117,16 +114,16 @@ def run_processed(spark: SparkSession, store: LakeStore, days: list[date], matur
     """Build processed/transactions for ``days`` from raw transactions and the labels landed so far."""
     _check_spark(spark, store)
     processed_at = processed_at or datetime.now(timezone.utc)
-    raw, found = read_partitions(spark, store, "raw", "transactions", days, RAW_TRANSACTIONS_SCHEMA)
+    raw, found = read_partitions(spark, store, RAW_TRANSACTIONS, days)
     skipped = [d for d in days if d not in found]
-    _drop_partitions(store, "processed", "transactions", skipped)  # no input any more: no stale output
+    _drop_partitions(store, PROCESSED_TRANSACTIONS, skipped)  # no input any more: no stale output
     if not found:
         return ProcessedRun(days, pd.DataFrame(columns=["date", "raw_rows", "processed_rows", "duplicates_removed", "labelled_rows", "fraud_labels", "fraud_rate"]), [], skipped)
-    labels, label_days = read_partitions(spark, store, "raw", "labels", _label_days(found, maturity_days), RAW_LABELS_SCHEMA)
-    write_partitions(build_processed(raw, labels, maturity_days, processed_at), store, "processed", "transactions")
+    labels, label_days = read_partitions(spark, store, RAW_LABELS, _label_days(found, maturity_days))
+    write_partitions(build_processed(raw, labels, maturity_days, processed_at), store, PROCESSED_TRANSACTIONS)
 
     raw_counts = raw.groupBy(F.col("_partition_date").alias("date")).agg(F.count("*").alias("raw_rows"))
-    written, _ = read_partitions(spark, store, "processed", "transactions", found, PROCESSED_TRANSACTIONS_SCHEMA)
+    written, _ = read_partitions(spark, store, PROCESSED_TRANSACTIONS, found)
     out_counts = written.groupBy(F.col("event_date").alias("date")).agg(
         F.count("*").alias("processed_rows"),
         F.count("is_fraud").alias("labelled_rows"),
@@ -157,7 +154,7 @@ class SandboxRun:
 
 def plan_splits(store: LakeStore, policy: MaturityPolicy, reference_time: datetime | None, split_config: SplitConfig = SplitConfig()) -> TimeSplits:
     """The split plan over every matured processed day in the lake (what training will see)."""
-    processed_days = [date.fromisoformat(d) for d in store.partition_dates("processed", "transactions")]
+    processed_days = [date.fromisoformat(d) for d in store.partition_dates(PROCESSED_TRANSACTIONS)]
     matured, _ = policy.split_matured(processed_days, reference_time)
     return plan_time_splits(matured, split_config)
 
@@ -176,13 +173,13 @@ def run_sandbox(spark: SparkSession, store: LakeStore, days: list[date], policy:
             f"label_maturity_days={policy.maturity_days})"
         )
     splits = plan_splits(store, policy, reference, split_config)
-    processed, found = read_partitions(spark, store, "processed", "transactions", matured, PROCESSED_TRANSACTIONS_SCHEMA)
+    processed, found = read_partitions(spark, store, PROCESSED_TRANSACTIONS, matured)
     skipped = [d for d in days if d not in found]
-    _drop_partitions(store, "sandbox", "transactions", skipped)
+    _drop_partitions(store, SANDBOX_TRANSACTIONS, skipped)
     if found:
-        labels, _ = read_partitions(spark, store, "raw", "labels", _label_days(found, policy.maturity_days), RAW_LABELS_SCHEMA)
+        labels, _ = read_partitions(spark, store, RAW_LABELS, _label_days(found, policy.maturity_days))
         split_by_date = {d.isoformat(): splits.split_of(d) for d in found}
-        write_partitions(build_sandbox(processed.drop("_partition_date"), labels, policy.maturity_days, split_by_date), store, "sandbox", "transactions")
+        write_partitions(build_sandbox(processed.drop("_partition_date"), labels, policy.maturity_days, split_by_date), store, SANDBOX_TRANSACTIONS)
     store.write_json(SPLITS_KEY, {
         "splits": splits.as_dict(),
         "maturity_days": policy.maturity_days,
@@ -192,7 +189,7 @@ def run_sandbox(spark: SparkSession, store: LakeStore, days: list[date], policy:
     })
     if not found:
         return SandboxRun(days, pd.DataFrame(columns=["date", "split", "rows", "fraud_rows", "fraud_rate"]), splits, reference, skipped)
-    written, _ = read_partitions(spark, store, "sandbox", "transactions", found, SANDBOX_TRANSACTIONS_SCHEMA)
+    written, _ = read_partitions(spark, store, SANDBOX_TRANSACTIONS, found)
     stats = (
         written.groupBy(F.col("event_date").alias("date"), "split")
         .agg(F.count("*").alias("rows"), F.sum("is_fraud").alias("fraud_rows"))

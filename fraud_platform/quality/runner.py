@@ -61,13 +61,13 @@ class ValidationOutcome:
 
 
 def load_partition_frame(store: LakeStore, suite: DatasetSuite, day: date) -> pd.DataFrame | None:
-    table = store.read_partition(suite.zone, suite.dataset, day)
+    table = store.read_partition(suite.target, day)
     return None if table is None else table.to_pandas(types_mapper=_PANDAS_TYPES.get)
 
 
 def partition_row_count(store: LakeStore, suite: DatasetSuite, day: date) -> int | None:
     """Row count from Parquet footers only (no data read)."""
-    keys = store.parquet_keys(suite.zone, suite.dataset, day)
+    keys = store.parquet_keys(suite.target, day)
     if not keys:
         return None
     return sum(pq.ParquetFile(io.BytesIO(store.read_bytes(k))).metadata.num_rows for k in keys)
@@ -125,10 +125,10 @@ def validate_frame(df: pd.DataFrame, expectations: list, id_column: str = "trans
 def validate_partition(store: LakeStore, suite: DatasetSuite, day: date, bounds: QualityBounds, previous_row_count: int | None = None) -> ValidationOutcome:
     """Validate one daily partition; a missing partition is a failure unless its source is missing too."""
     df = load_partition_frame(store, suite, day)
-    if df is None and suite.source and not store.parquet_keys(*suite.source, day):
+    if df is None and suite.source and not store.parquet_keys(suite.source, day):
         return ValidationOutcome(suite.name, day, 0, 0, [])
     if df is None:
-        missing = FailedExpectation("partition_exists", None, error=f"no parquet files under {suite.zone}/{suite.dataset}/date={day}")
+        missing = FailedExpectation("partition_exists", None, error=f"no parquet files under {suite.target.partition_prefix(day)}")
         return ValidationOutcome(suite.name, day, 0, 1, [missing])
     if previous_row_count is None:
         previous_row_count = partition_row_count(store, suite, previous_day(day))

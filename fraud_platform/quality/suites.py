@@ -12,6 +12,8 @@ import great_expectations.expectations as gxe
 import pandas as pd
 import pyarrow as pa
 
+from fraud_platform.domain import catalogue
+from fraud_platform.domain.catalogue import Dataset
 from fraud_platform.domain.schema import (
     CHANNELS,
     COUNTRIES,
@@ -149,23 +151,41 @@ def sandbox_transactions_suite(ctx: PartitionContext, bounds: QualityBounds) -> 
 
 @dataclass(frozen=True)
 class DatasetSuite:
-    name: str
-    zone: str
-    dataset: str
-    contract: pa.Schema
+    """The expectations of one catalogue dataset (its contract is the catalogue's schema)."""
+
+    target: Dataset
     build: Callable[[PartitionContext, QualityBounds], list]
     id_column: str = "transaction_id"
-    # Zone/dataset this one is built from: a partition missing in both is an empty day, not a failure.
-    source: tuple[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.target.asset_key
+
+    @property
+    def zone(self) -> str:
+        return self.target.zone
+
+    @property
+    def dataset(self) -> str:
+        return self.target.name
+
+    @property
+    def contract(self) -> pa.Schema:
+        return self.target.schema
+
+    @property
+    def source(self) -> Dataset | None:
+        """Dataset this one is built from: a partition missing in both is an empty day, not a failure."""
+        return self.target.source
 
 
 DATASETS: dict[str, DatasetSuite] = {
     s.name: s
     for s in (
-        DatasetSuite("raw_transactions", "raw", "transactions", RAW_TRANSACTIONS_SCHEMA, raw_transactions_suite),
-        DatasetSuite("raw_labels", "raw", "labels", RAW_LABELS_SCHEMA, raw_labels_suite),
-        DatasetSuite("processed_transactions", "processed", "transactions", PROCESSED_TRANSACTIONS_SCHEMA, processed_transactions_suite, source=("raw", "transactions")),
-        DatasetSuite("sandbox_transactions", "sandbox", "transactions", SANDBOX_TRANSACTIONS_SCHEMA, sandbox_transactions_suite, source=("processed", "transactions")),
+        DatasetSuite(catalogue.RAW_TRANSACTIONS, raw_transactions_suite),
+        DatasetSuite(catalogue.RAW_LABELS, raw_labels_suite),
+        DatasetSuite(catalogue.PROCESSED_TRANSACTIONS, processed_transactions_suite),
+        DatasetSuite(catalogue.SANDBOX_TRANSACTIONS, sandbox_transactions_suite),
     )
 }
 
