@@ -126,12 +126,11 @@ def main() -> None:
     os.environ.setdefault("FRAUD_PLATFORM_HOME", tempfile.mkdtemp(prefix="bench-lake-home-"))
     os.environ["FRAUD_LABEL_MATURITY_DAYS"] = "7"
     from fraud_platform.defs.resources import SparkResource
-    from fraud_platform.settings import SparkSettings
 
     print(f"machine: {machine_line()}")
     rows: list = []
     with measured(include_children=True) as stage:
-        spark = SparkResource.from_settings(SparkSettings.from_env()).session()
+        spark = SparkResource.from_env().session()
         spark.sparkContext.setLogLevel("ERROR")
     rows.append(["-", f"Spark start ({spark.sparkContext.master})", "", stage.seconds, stage.peak_rss_mib])
     if args.only in (None, "month"):

@@ -184,8 +184,24 @@ def prepare_dagster_home() -> Path:
     return home
 
 
-# Partitioned assets that only accept days whose label window has matured.
-MATURED_ONLY = {"sandbox_transactions"}
+def _matured_only() -> set[str]:
+    """Partitioned assets that only accept days whose label window has matured."""
+    from fraud_platform.domain.catalogue import SANDBOX_TRANSACTIONS
+
+    return {SANDBOX_TRANSACTIONS.asset_key}
+
+
+def newest_matured_day(settings: PlatformSettings) -> date | None:
+    """The newest day the sandbox accepts now: the catalogue's maturity rule against the same
+    reference (labels watermark by default) the sandbox asset and the lake sensor use."""
+    from fraud_platform.domain.catalogue import last_matured_day
+    from fraud_platform.infra.lake import lake_store_from_settings
+    from fraud_platform.processing.maturity import MaturityPolicy
+
+    processing = settings.lake_processing
+    reference = MaturityPolicy(processing.label_maturity_days, processing.maturity_reference).reference_time(
+        lake_store_from_settings(settings.lake))
+    return last_matured_day(processing.label_maturity_days, reference) if reference else None
 
 
 def materialize_everything(start: date, end: date) -> None:
@@ -193,7 +209,6 @@ def materialize_everything(start: date, end: date) -> None:
     daily-partitioned assets over [start, end] in one run (BackfillPolicy.single_run), the
     sandbox over the days whose labels have matured, then the unpartitioned assets."""
     from fraud_platform.definitions import defs
-    from fraud_platform.settings import LakeProcessingSettings
 
     graph = defs.resolve_asset_graph()
     partitioned, matured_only, unpartitioned = [], [], []
@@ -205,22 +220,24 @@ def materialize_everything(start: date, end: date) -> None:
         if node.partitions_def is None:
             unpartitioned.append(name)
         else:
-            (matured_only if name in MATURED_ONLY else partitioned).append(name)
-    matured_end = end - timedelta(days=LakeProcessingSettings.from_env().label_maturity_days + 1)
+            (matured_only if name in _matured_only() else partitioned).append(name)
     dagster = str(Path(sys.executable).parent / "dagster")
     base = [dagster, "asset", "materialize", "-m", "fraud_platform.definitions"]
-    steps = []
-    if partitioned:
-        steps.append(base + ["--select", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
-    if matured_only and matured_end >= start:
-        steps.append(base + ["--select", ",".join(sorted(matured_only)), "--partition-range", f"{start.isoformat()}...{matured_end.isoformat()}"])
-    if unpartitioned:
-        steps.append(base + ["--select", ",".join(sorted(unpartitioned))])
-    for command in steps:
+
+    def run(command: list[str]) -> None:
         print("$ dagster " + " ".join(command[1:]), flush=True)
         completed = subprocess.run(command, cwd=REPO_ROOT)
         if completed.returncode != 0:
             _fail(f"materialisation failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)
+
+    if partitioned:
+        run(base + ["--select", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
+    # After raw landed: maturity is judged against the labels watermark, as the sandbox and the lake sensor do.
+    matured_end = newest_matured_day(PlatformSettings.from_env())
+    if matured_only and matured_end and min(matured_end, end) >= start:
+        run(base + ["--select", ",".join(sorted(matured_only)), "--partition-range", f"{start.isoformat()}...{min(matured_end, end).isoformat()}"])
+    if unpartitioned:
+        run(base + ["--select", ",".join(sorted(unpartitioned))])
 
 
 def cmd_run_local(args: argparse.Namespace) -> None:

@@ -174,7 +174,6 @@ class MonitoringSettings(BaseModel):
     recent_days: int = Field(7, ge=1, description="Days of recent traffic compared with the training data")
     psi_threshold: float = Field(0.25, gt=0, description="Max feature PSI above which the model is retrained")
     min_live_ap: float = Field(0.5, ge=0, le=1, description="Live average precision below which the model is retrained")
-    label_maturity_days: int = Field(7, ge=0, description="Scored days younger than this have incomplete labels")
 
     @classmethod
     def from_env(cls) -> "MonitoringSettings":
@@ -182,7 +181,6 @@ class MonitoringSettings(BaseModel):
             recent_days=int(_env("FRAUD_MONITORING_RECENT_DAYS", "7")),
             psi_threshold=float(_env("FRAUD_DRIFT_PSI_THRESHOLD", "0.25")),
             min_live_ap=float(_env("FRAUD_MIN_LIVE_AP", "0.5")),
-            label_maturity_days=int(_env("FRAUD_LABEL_MATURITY_DAYS", "7")),
         )
 
 
@@ -214,6 +212,23 @@ class WarehouseSettings(BaseModel):
         )
 
 
+class OrchestrationSettings(BaseModel):
+    """How the Dagster code location runs: environment (executor choice), the first daily partition,
+    and whether schedules/sensors start running on a fresh instance."""
+
+    environment: Literal["local", "docker"] = "local"
+    partitions_start: str = Field("2026-01-01", description="First daily partition (UTC date)")
+    automation_running: bool = Field(True, description="Schedules and sensors start running (else stopped)")
+
+    @classmethod
+    def from_env(cls) -> "OrchestrationSettings":
+        return cls(
+            environment=_env("FRAUD_PLATFORM_ENV", "local"),
+            partitions_start=_env("FRAUD_PARTITIONS_START", "2026-01-01"),
+            automation_running=_env("FRAUD_AUTOMATION_DEFAULT_STATUS", "running").lower() != "stopped",
+        )
+
+
 class PlatformSettings(BaseModel):
     """All platform settings, read from env once per process."""
 
@@ -229,6 +244,8 @@ class PlatformSettings(BaseModel):
     spark: SparkSettings = Field(default_factory=SparkSettings.from_env)
     lake_processing: LakeProcessingSettings = Field(default_factory=LakeProcessingSettings.from_env)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings.from_env)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings.from_env)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings.from_env)
 
     @classmethod
     def from_env(cls) -> "PlatformSettings":

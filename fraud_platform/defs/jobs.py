@@ -1,15 +1,14 @@
 """Jobs named for what they do, their schedules, and the declarative automation applied in one
 place. Sensors that request these jobs live with the domain they watch."""
 
-import os
-
 import dagster as dg
 
 from fraud_platform.defs.partitions import daily_partitions
+from fraud_platform.settings import OrchestrationSettings
 
 # Whether schedules and sensors start running with a fresh instance (FRAUD_AUTOMATION_DEFAULT_STATUS
 # = running | stopped); operators toggle them individually in the UI either way.
-AUTOMATION_RUNNING = os.environ.get("FRAUD_AUTOMATION_DEFAULT_STATUS", "running").lower() != "stopped"
+AUTOMATION_RUNNING = OrchestrationSettings.from_env().automation_running
 SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if AUTOMATION_RUNNING else dg.DefaultScheduleStatus.STOPPED
 SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if AUTOMATION_RUNNING else dg.DefaultSensorStatus.STOPPED
 

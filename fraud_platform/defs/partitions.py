@@ -1,9 +1,9 @@
 """The daily partitioning shared by every date-partitioned asset (UTC event dates)."""
 
-import os
-
 import dagster as dg
 
-PARTITIONS_START = os.environ.get("FRAUD_PARTITIONS_START", "2026-01-01")
+from fraud_platform.settings import OrchestrationSettings
+
+PARTITIONS_START = OrchestrationSettings.from_env().partitions_start
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC", end_offset=1)

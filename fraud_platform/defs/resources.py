@@ -3,6 +3,10 @@
 ``FRAUD_PLATFORM_ENV=local`` (default) uses the embedded defaults: local lake folder, embedded
 broker, SQLite MLflow, DuckDB. ``FRAUD_PLATFORM_ENV=docker`` (the docker-compose stack) takes the
 service addresses from env vars (see ``.env.example``). Secrets are only ever read from env vars.
+
+One configuration path: a resource *is* its typed settings class (``LakeResource`` subclasses both
+``ConfigurableResource`` and ``LakeSettings``), so the fields, defaults and validation are the ones in
+``fraud_platform.settings``; nothing here re-declares a field or converts back and forth.
 """
 
 from __future__ import annotations
@@ -16,36 +20,26 @@ from dagster_dbt import DbtCliResource
 
 from fraud_platform.infra.lake import LakeStore, lake_store_from_settings
 from fraud_platform.ml.tracking import TrackingTarget
-from fraud_platform.settings import KafkaSettings, LakeSettings, PlatformSettings, SparkSettings, TopicNames, MonitoringSettings
-from fraud_platform.settings import WarehouseSettings
+from fraud_platform.processing.maturity import MaturityPolicy
+from fraud_platform.quality.suites import QualityBounds
+from fraud_platform.settings import KafkaSettings, LakeProcessingSettings, LakeSettings, MonitoringSettings, OrchestrationSettings
+from fraud_platform.settings import PlatformSettings, SparkSettings, TopicNames, WarehouseSettings
 from fraud_platform import warehouse as wh
 
 
-class LakeResource(dg.ConfigurableResource):
+class LakeResource(dg.ConfigurableResource, LakeSettings):
     """The lake: a local folder by default, or an S3/MinIO bucket through dagster-aws."""
-
-    backend: str = "local"
-    root: str
-    bucket: Optional[str] = None
-    s3_endpoint_url: Optional[str] = None
-    s3_region: str = "us-east-1"
-
-    @classmethod
-    def from_settings(cls, settings: LakeSettings) -> "LakeResource":
-        return cls(**settings.model_dump())
-
-    def settings(self) -> LakeSettings:
-        return LakeSettings(**self.model_dump())
 
     def store(self) -> LakeStore:
         client = None
         if self.backend == "s3":
             client = S3Resource(endpoint_url=self.s3_endpoint_url, region_name=self.s3_region).get_client()
-        return lake_store_from_settings(self.settings(), s3_client=client)
+        return lake_store_from_settings(self, s3_client=client)
 
 
 class KafkaResource(dg.ConfigurableResource):
-    """Kafka connection (embedded broker by default); builds the one shared ``KafkaSettings``."""
+    """Kafka connection (embedded broker by default). Dagster config cannot carry ``SecretStr`` or a
+    nested plain model, so this one holds the fields and builds the shared ``KafkaSettings``."""
 
     bootstrap_servers: Optional[str] = None
     security_protocol: str = "PLAINTEXT"
@@ -54,31 +48,24 @@ class KafkaResource(dg.ConfigurableResource):
     sasl_password: Optional[str] = None
     topics: dict = {}
 
-    def settings(self) -> KafkaSettings:
-        return KafkaSettings(
-            bootstrap_servers=self.bootstrap_servers,
-            security_protocol=self.security_protocol,
-            sasl_mechanism=self.sasl_mechanism,
-            sasl_username=self.sasl_username,
-            sasl_password=self.sasl_password,
-            topics=TopicNames(**self.topics) if self.topics else TopicNames.from_env(),
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings) -> "KafkaResource":
+        return cls(
+            **kafka.model_dump(exclude={"sasl_password", "topics", "client_id"}),
+            sasl_password=dg.EnvVar("FRAUD_KAFKA_SASL_PASSWORD") if kafka.sasl_password else None,
+            topics=kafka.topics.model_dump(),
         )
 
+    def settings(self) -> KafkaSettings:
+        return KafkaSettings(**{**self.model_dump(), "topics": TopicNames(**self.topics)})
 
-class SparkResource(dg.ConfigurableResource):
+
+class SparkResource(dg.ConfigurableResource, SparkSettings):
     """The batch Spark session. ``getOrCreate`` makes it one session per process (per run with the
     in-process executor), shared by every Spark asset instead of one JVM per asset."""
 
-    master: str = "local[*]"
-    shuffle_partitions: int = 4
-    ui_enabled: bool = False
-    driver_memory: str = "2g"
     python_executable: Optional[str] = None  # workers' interpreter; default: this process's venv python
     app_name: str = "fraud-platform"
-
-    @classmethod
-    def from_settings(cls, settings: SparkSettings) -> "SparkResource":
-        return cls(**settings.model_dump())
 
     def session(self):
         import sys
@@ -96,6 +83,16 @@ class SparkResource(dg.ConfigurableResource):
             "spark.ui.showConsoleProgress": "false",
         }
         return build_spark_session(self.app_name, master=self.master, conf=conf)
+
+
+class LakeProcessingResource(dg.ConfigurableResource, LakeProcessingSettings):
+    """Label maturity and quality bounds, as the lake assets, checks and the lake sensor read them."""
+
+    def policy(self) -> MaturityPolicy:
+        return MaturityPolicy(self.label_maturity_days, self.maturity_reference)
+
+    def bounds(self) -> QualityBounds:
+        return QualityBounds(self.fraud_rate_min, self.fraud_rate_max, self.row_count_tolerance)
 
 
 class WarehouseDbtResource(DbtCliResource):
@@ -164,21 +161,12 @@ class MlflowResource(dg.ConfigurableResource):
                               self.model_name)
 
 
-class MonitoringResource(dg.ConfigurableResource):
+class MonitoringResource(dg.ConfigurableResource, MonitoringSettings):
     """Thresholds the drift and live-performance sensors act on (FRAUD_DRIFT_PSI_THRESHOLD, …)."""
-
-    recent_days: int = 7
-    psi_threshold: float = 0.25
-    min_live_ap: float = 0.5
-    label_maturity_days: int = 7
-
-    @classmethod
-    def from_settings(cls) -> "MonitoringResource":
-        return cls(**MonitoringSettings.from_env().model_dump())
 
 
 def platform_environment() -> str:
-    return os.environ.get("FRAUD_PLATFORM_ENV", "local")
+    return OrchestrationSettings.from_env().environment
 
 
 def build_executor() -> dg.ExecutorDefinition:
@@ -191,20 +179,12 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, objec
     """Resources for the current environment. Every environment reads the same typed settings;
     what differs is where the env vars point (embedded defaults vs. the compose services)."""
     settings = settings or PlatformSettings.from_env()
-    kafka = settings.kafka
-    resources: dict[str, object] = {
-        "lake": LakeResource.from_settings(settings.lake),
+    return {
+        "lake": LakeResource(**settings.lake.model_dump()),
+        "lake_processing": LakeProcessingResource(**settings.lake_processing.model_dump()),
         "dbt": WarehouseDbtResource.from_settings(settings),
-        "spark": SparkResource.from_settings(settings.spark),
+        "spark": SparkResource(**settings.spark.model_dump()),
         "mlflow": MlflowResource.from_settings(settings),
-        "monitoring": MonitoringResource.from_settings(),
-        "kafka": KafkaResource(
-            bootstrap_servers=kafka.bootstrap_servers,
-            security_protocol=kafka.security_protocol,
-            sasl_mechanism=kafka.sasl_mechanism,
-            sasl_username=kafka.sasl_username,
-            sasl_password=dg.EnvVar("FRAUD_KAFKA_SASL_PASSWORD") if kafka.sasl_password else None,
-            topics=kafka.topics.model_dump(),
-        ),
+        "monitoring": MonitoringResource(**settings.monitoring.model_dump()),
+        "kafka": KafkaResource.from_settings(settings.kafka),
     }
-    return resources

@@ -87,3 +87,19 @@ def drift_table(drifts: list[FeatureDrift]) -> pd.DataFrame:
             for d in drifts
         ]
     ).sort_values("psi", ascending=False, na_position="last")
+
+
+def comparable_window(frame: pd.DataFrame, days: int, warmup_days: int, time_column: str = "event_time") -> tuple[pd.DataFrame, bool]:
+    """The newest ``days`` days of ``frame`` that lie after its first ``warmup_days`` days.
+
+    Rolling features of the first days of a history are computed on incomplete windows (a 30-day
+    count on day 3 is small by construction), so comparing them with live traffic "finds" drift in
+    a stationary world. Reference and recent are both ``days`` long and both past warm-up; when
+    the history is shorter than the warm-up the newest days are used and ``False`` says so."""
+    day = pd.to_datetime(frame[time_column], utc=True).dt.floor("D")
+    first, last = day.min(), day.max()
+    warmed = day >= first + pd.Timedelta(days=warmup_days)
+    start = last - pd.Timedelta(days=days - 1)
+    complete = bool(warmed.any())
+    keep = (day >= start) & warmed if complete else day >= start
+    return frame.loc[keep.to_numpy()], complete

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
+from fraud_platform.settings import SparkSettings
+
 DEFAULT_LOCAL_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "4",
     "spark.default.parallelism": "4",
@@ -20,12 +22,13 @@ DEFAULT_LOCAL_CONF: dict[str, str] = {
 
 
 def build_spark_session(app_name: str, master: str | None = None, conf: dict[str, str] | None = None):
-    """Get or create the process's SparkSession; workers run the same interpreter as the driver."""
+    """Get or create the process's SparkSession; workers run the same interpreter as the driver.
+    ``master`` defaults to ``SparkSettings.master`` (FRAUD_SPARK_MASTER), the one default."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.appName(app_name).master(master or os.environ.get("FRAUD_SPARK_MASTER", "local[*]"))
+    builder = SparkSession.builder.appName(app_name).master(master or SparkSettings.from_env().master)
     for key, value in {**DEFAULT_LOCAL_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

@@ -28,11 +28,20 @@ def small_simulation(days: int = 28, seed: int = 42) -> TransactionSimulator:
 
 
 def write_sandbox(store: LakeStore, frame: pd.DataFrame) -> list[str]:
-    """``frame`` as sandbox/transactions/date=D/part-0.parquet partitions; returns the dates."""
+    """``frame`` as sandbox/transactions/date=D/part-0.parquet partitions, passed through the real
+    blocking GX suite (whose verdicts feature readers honour); returns the dates."""
+    from fraud_platform.domain.catalogue import SANDBOX_TRANSACTIONS
+    from fraud_platform.quality import DATASETS, QualityBounds
+    from fraud_platform.quality.gate import record_verdicts
+    from fraud_platform.quality.runner import validate_partitions
+
     days = []
     for day, part in frame.groupby("event_date"):
-        store.write_parquet(f"sandbox/transactions/date={day.isoformat()}/part-0.parquet", sandbox_table(part))
+        store.write_parquet(f"{SANDBOX_TRANSACTIONS.partition_prefix(day)}/part-0.parquet", sandbox_table(part))
         days.append(day.isoformat())
+    outcomes = validate_partitions(store, DATASETS[SANDBOX_TRANSACTIONS.asset_key], sorted(frame["event_date"].unique()), QualityBounds())
+    assert all(o.success for o in outcomes), [o.failures for o in outcomes if not o.success]
+    record_verdicts(store, SANDBOX_TRANSACTIONS, outcomes)
     return days
 
 

@@ -10,43 +10,57 @@ import pyarrow as pa
 
 from fraud_platform.defs.owners import ML_ENGINEERING
 from fraud_platform.defs.resources import LakeResource
+from fraud_platform.domain.catalogue import (
+    ONLINE_FEATURES_PREFIX,
+    ONLINE_SNAPSHOT_POINTER,
+    SANDBOX_TRANSACTIONS,
+    TRANSACTION_FEATURES,
+)
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot, compute_batch_features
 from fraud_platform.infra.lake import LakeStore
+from fraud_platform.quality.gate import gated_partitions
 from fraud_platform.reports import markdown_table
 
-SANDBOX_TRANSACTIONS = dg.AssetKey("sandbox_transactions")
-ONLINE_PREFIX = "features/online"
-LATEST_SNAPSHOT_KEY = f"{ONLINE_PREFIX}/_latest.json"
-MATRIX_DATASET = "transaction_features"
+ONLINE_PREFIX = ONLINE_FEATURES_PREFIX
+LATEST_SNAPSHOT_KEY = ONLINE_SNAPSHOT_POINTER
 # Columns the training matrix carries besides the features: ids, time, label and its known time.
 MATRIX_KEYS = ["transaction_id", "event_time", "event_date", "customer_key", "card_key", "terminal_id",
                "is_fraud", "label_known_at"]
 
 
-def read_sandbox(store: LakeStore) -> tuple[pd.DataFrame, list[str]]:
-    """Every sandbox partition (features need the full history) and the partition dates read."""
-    days = store.partition_dates("sandbox", "transactions")
-    if not days:
-        raise dg.Failure("the sandbox zone is empty: materialise sandbox_transactions first")
-    keys = [k for day in days for k in store.parquet_keys("sandbox", "transactions", day)]
-    frame = store.read_parquet(keys).to_pandas()
-    return frame.sort_values("event_time", kind="stable").reset_index(drop=True), days
+def read_sandbox(store: LakeStore, log=None) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """Every sandbox partition whose blocking quality check passed (features need the full history),
+    the dates read, and the partitions left out with why (logged when ``log`` is given)."""
+    gate = gated_partitions(store, SANDBOX_TRANSACTIONS)
+    if gate.excluded and log is not None:
+        log.warning(f"left out {len(gate.excluded)} sandbox partitions: {gate.excluded}")
+    if not gate.passed:
+        raise dg.Failure(
+            "no sandbox partition has passed its blocking quality check: materialise sandbox_transactions "
+            f"(its gx_suite check runs with it); left out: {gate.excluded}"
+        )
+    frame = store.read_days(SANDBOX_TRANSACTIONS, gate.passed).to_pandas()
+    return frame.sort_values("event_time", kind="stable").reset_index(drop=True), gate.passed, gate.excluded
+
+
+def _excluded_metadata(excluded: dict[str, str]) -> dict:
+    return {"partitions_excluded": len(excluded), "excluded_partitions": dg.MetadataValue.json(excluded)}
 
 
 def snapshot_prefix(version: str) -> str:
     return f"{ONLINE_PREFIX}/version={version}"
 
 
-def _publish_snapshot(store: LakeStore) -> tuple[FeatureSnapshot, dict]:
+def _publish_snapshot(store: LakeStore, log) -> tuple[FeatureSnapshot, dict, dict[str, str]]:
     """Build the snapshot as of the end of the last sandbox day and write all its tables."""
-    frame, days = read_sandbox(store)
+    frame, days, excluded = read_sandbox(store, log)
     as_of = datetime.combine(pd.Timestamp(days[-1]).date() + timedelta(days=1), time(), timezone.utc)
     snapshot = FeatureSnapshot.build(frame, as_of=as_of)
     prefix = snapshot_prefix(snapshot.version)
     manifest = snapshot.write(store, prefix)
     manifest = {**manifest, "key": prefix, "uri": store.uri(prefix), "source_partitions": [days[0], days[-1]]}
     store.write_json(LATEST_SNAPSHOT_KEY, manifest)
-    return snapshot, manifest
+    return snapshot, manifest, excluded
 
 
 def _snapshot_metadata(manifest: dict, tables: dict[str, pd.DataFrame]) -> dict:
@@ -61,7 +75,7 @@ def _snapshot_metadata(manifest: dict, tables: dict[str, pd.DataFrame]) -> dict:
 
 
 _COMMON = dict(
-    group_name="features", owners=[ML_ENGINEERING], kinds={"pandas", "parquet"}, deps=[SANDBOX_TRANSACTIONS],
+    group_name="features", owners=[ML_ENGINEERING], kinds={"pandas", "parquet"}, deps=[SANDBOX_TRANSACTIONS.asset_key],
 )
 
 
@@ -80,12 +94,13 @@ _COMMON = dict(
         ),
     ],
 )
-def online_feature_snapshot(lake: LakeResource):
+def online_feature_snapshot(context: dg.AssetExecutionContext, lake: LakeResource):
     """Both halves of one snapshot: built once from the sandbox, written once under one version."""
-    snapshot, manifest = _publish_snapshot(lake.store())
+    snapshot, manifest, excluded = _publish_snapshot(lake.store(), context.log)
     per_customer = snapshot.customer_activity.groupby("customer_key")["n"].sum()
     yield dg.MaterializeResult(asset_key="customer_features", metadata={
         **_snapshot_metadata(manifest, {t: getattr(snapshot, t) for t in FeatureSnapshot.CUSTOMER_TABLES}),
+        **_excluded_metadata(excluded),
         "customers": int(per_customer.size),
         "tx_per_customer_in_state": dg.MetadataValue.md(markdown_table(per_customer.describe().to_frame("n").T)),
     })
@@ -99,7 +114,7 @@ def online_feature_snapshot(lake: LakeResource):
 
 
 def read_matrix(store: LakeStore) -> pd.DataFrame:
-    keys = store.parquet_keys("features", MATRIX_DATASET)
+    keys = store.parquet_keys(TRANSACTION_FEATURES)
     if not keys:
         raise dg.Failure("no training matrix: materialise transaction_features first")
     return store.read_parquet(keys).to_pandas()
@@ -110,14 +125,14 @@ def read_matrix(store: LakeStore) -> pd.DataFrame:
     description="Training matrix: point-in-time features for every sandbox transaction plus its label "
                 "(features/transaction_features/date=D/).",
 )
-def transaction_features(lake: LakeResource) -> dg.MaterializeResult:
+def transaction_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     store = lake.store()
-    frame, days = read_sandbox(store)
+    frame, days, excluded = read_sandbox(store, context.log)
     features = compute_batch_features(frame)
     matrix = pd.concat([frame[MATRIX_KEYS], features[FEATURE_COLUMNS]], axis=1)
-    store.delete_prefix(f"features/{MATRIX_DATASET}")
+    store.delete_prefix(TRANSACTION_FEATURES.prefix)
     for day, part in matrix.groupby("event_date"):
-        store.write_parquet(f"features/{MATRIX_DATASET}/date={pd.Timestamp(day).date().isoformat()}/part-0.parquet",
+        store.write_parquet(f"{TRANSACTION_FEATURES.partition_prefix(pd.Timestamp(day).date())}/part-0.parquet",
                             pa.Table.from_pandas(part, preserve_index=False))
     stats = matrix[FEATURE_COLUMNS].describe().T[["mean", "std", "min", "max"]].reset_index(names="feature")
     return dg.MaterializeResult(metadata={
@@ -128,4 +143,5 @@ def transaction_features(lake: LakeResource) -> dg.MaterializeResult:
         "fraud_rate": float(matrix["is_fraud"].mean()),
         "n_features": len(FEATURE_COLUMNS),
         "feature_stats": dg.MetadataValue.md(markdown_table(stats, max_rows=len(stats))),
+        **_excluded_metadata(excluded),
     })

@@ -9,20 +9,21 @@ from datetime import date
 
 import dagster as dg
 
-from fraud_platform.domain.schema import PROCESSED_TRANSACTIONS_SCHEMA, SANDBOX_TRANSACTIONS_SCHEMA
+from fraud_platform.domain import catalogue
 from fraud_platform.defs.owners import DATA_ENGINEERING
 from fraud_platform.defs.partitions import daily_partitions
-from fraud_platform.defs.resources import LakeResource, SparkResource
-from fraud_platform.processing import MaturityPolicy, run_processed, run_sandbox
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, SparkResource
+from fraud_platform.processing import run_processed, run_sandbox
 from fraud_platform.processing.zones import ImmaturePartitionsError, SPLITS_KEY
 from fraud_platform.settings import LakeProcessingSettings
 
-RAW_TRANSACTIONS = dg.AssetKey("raw_transactions")
-RAW_LABELS = dg.AssetKey("raw_labels")
-PROCESSED_TRANSACTIONS = dg.AssetKey("processed_transactions")
-SANDBOX_TRANSACTIONS = dg.AssetKey("sandbox_transactions")
+RAW_TRANSACTIONS = dg.AssetKey(catalogue.RAW_TRANSACTIONS.asset_key)
+RAW_LABELS = dg.AssetKey(catalogue.RAW_LABELS.asset_key)
+PROCESSED_TRANSACTIONS = dg.AssetKey(catalogue.PROCESSED_TRANSACTIONS.asset_key)
+SANDBOX_TRANSACTIONS = dg.AssetKey(catalogue.SANDBOX_TRANSACTIONS.asset_key)
 
 # Read once at definition time: the label window is part of the asset graph (partition mapping).
+# Runs read the same settings through the ``lake_processing`` resource.
 PROCESSING = LakeProcessingSettings.from_env()
 MATURITY_DAYS = PROCESSING.label_maturity_days
 
@@ -50,15 +51,16 @@ def _md(frame) -> dg.MetadataValue:
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[dg.AssetDep(RAW_TRANSACTIONS), dg.AssetDep(RAW_LABELS, partition_mapping=LABEL_WINDOW)],
-    metadata={"lake_path": "processed/transactions/date=YYYY-MM-DD/", "dagster/column_schema": _column_schema(PROCESSED_TRANSACTIONS_SCHEMA)},
+    metadata={"lake_path": f"{catalogue.PROCESSED_TRANSACTIONS.prefix}/date=YYYY-MM-DD/", "dagster/column_schema": _column_schema(catalogue.PROCESSED_TRANSACTIONS.schema)},
     description=(
         "Deduplicated (late Kafka re-deliveries dropped, first landed copy kept), typed transactions with "
         "amount_eur, time features and pseudonymous customer/card keys, joined with the labels that have "
         f"arrived within {MATURITY_DAYS} days. Rebuild a partition to pick up later labels."
     ),
 )
-def processed_transactions(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource) -> dg.MaterializeResult:
-    run = run_processed(spark.session(), lake.store(), _days(context), MATURITY_DAYS)
+def processed_transactions(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource,
+                           lake_processing: LakeProcessingResource) -> dg.MaterializeResult:
+    run = run_processed(spark.session(), lake.store(), _days(context), lake_processing.label_maturity_days)
     totals = run.totals()
     context.log.info(f"processed {len(run.days)} partitions: {totals}")
     return dg.MaterializeResult(
@@ -82,17 +84,17 @@ def processed_transactions(context: dg.AssetExecutionContext, spark: SparkResour
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[dg.AssetDep(PROCESSED_TRANSACTIONS), dg.AssetDep(RAW_LABELS, partition_mapping=LABEL_WINDOW)],
-    metadata={"lake_path": "sandbox/transactions/date=YYYY-MM-DD/", "splits_file": SPLITS_KEY, "dagster/column_schema": _column_schema(SANDBOX_TRANSACTIONS_SCHEMA)},
+    metadata={"lake_path": f"{catalogue.SANDBOX_TRANSACTIONS.prefix}/date=YYYY-MM-DD/", "splits_file": SPLITS_KEY, "dagster/column_schema": _column_schema(catalogue.SANDBOX_TRANSACTIONS.schema)},
     description=(
         f"Training input: only partitions whose {MATURITY_DAYS}-day label window has matured "
         f"(reference: {PROCESSING.maturity_reference}), with final is_fraud, matured_at and the time split "
         "from domain.splits.plan_time_splits (plan also in sandbox/transactions/_splits.json)."
     ),
 )
-def sandbox_transactions(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource) -> dg.MaterializeResult:
-    policy = MaturityPolicy(MATURITY_DAYS, PROCESSING.maturity_reference)
+def sandbox_transactions(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource,
+                         lake_processing: LakeProcessingResource) -> dg.MaterializeResult:
     try:
-        run = run_sandbox(spark.session(), lake.store(), _days(context), policy)
+        run = run_sandbox(spark.session(), lake.store(), _days(context), lake_processing.policy())
     except ImmaturePartitionsError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from error
     totals = run.totals()

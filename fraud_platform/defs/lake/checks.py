@@ -12,15 +12,10 @@ from datetime import date
 import dagster as dg
 
 from fraud_platform.defs.partitions import daily_partitions
-from fraud_platform.defs.resources import LakeResource
-from fraud_platform.quality import DATASETS, QualityBounds
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource
+from fraud_platform.quality import DATASETS
+from fraud_platform.quality.gate import record_verdicts
 from fraud_platform.quality.runner import validate_partitions
-from fraud_platform.settings import LakeProcessingSettings
-
-
-def quality_bounds() -> QualityBounds:
-    settings = LakeProcessingSettings.from_env()
-    return QualityBounds(settings.fraud_rate_min, settings.fraud_rate_max, settings.row_count_tolerance)
 
 
 def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition:
@@ -37,12 +32,15 @@ def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition
             "times within the partition, row count vs previous partition"
             + (", unique transaction_id" if suite.zone != "raw" else "")
             + ("; fraud rate bounds" if dataset == "sandbox_transactions" else "")
-            + (" (blocking: guards training inputs)." if blocking else ".")
+            + (" (blocking: guards training inputs; verdicts kept in the lake so later readers skip failed partitions)." if blocking else ".")
         ),
     )
-    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource, lake_processing: LakeProcessingResource) -> dg.AssetCheckResult:
         days = [date.fromisoformat(key) for key in context.partition_keys]
-        outcomes = validate_partitions(lake.store(), suite, days, quality_bounds())
+        store = lake.store()
+        outcomes = validate_partitions(store, suite, days, lake_processing.bounds())
+        if blocking:
+            record_verdicts(store, suite.target, outcomes, context.run.run_id)
         failed = [o for o in outcomes if not o.success]
         failures = {o.day.isoformat(): [asdict(f) for f in o.failures] for o in failed}
         summary = "; ".join(f"{o.day}: " + ", ".join(f.describe() for f in o.failures[:3]) for o in failed[:3])

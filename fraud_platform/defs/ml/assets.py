@@ -155,6 +155,8 @@ def model_evaluation(lake: LakeResource, mlflow: MlflowResource, ml_training: Mo
 
 @dg.asset(
     **_COMMON, kinds={"mlflow"},
+    # Reads the held-out rows of the matrix and the snapshot pointer the scorer will load with the model.
+    deps=[dg.AssetKey("transaction_features"), dg.AssetKey("customer_features"), dg.AssetKey("terminal_features")],
     description="Registers the trained version and moves the `champion` alias to it only if it beats the "
                 "current champion on the same test rows by the margin and passes the sanity gates; "
                 "otherwise aliases it `challenger` with the reason. Tags carry what the scorer needs.",

@@ -1,8 +1,6 @@
 """Monitoring assets: what the streaming scorer wrote (observed), feature/score drift against the
 training data, and the champion's live performance once labels arrive."""
 
-from datetime import datetime, timedelta, timezone
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -10,25 +8,25 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score
 
 from fraud_platform.defs.owners import ML_ENGINEERING
-from fraud_platform.defs.resources import LakeResource, MlflowResource, MonitoringResource
-from fraud_platform.domain.drift import drift_table, feature_drift, psi
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, MlflowResource, MonitoringResource
+from fraud_platform.domain.catalogue import PROCESSED_TRANSACTIONS, RAW_LABELS, SCORED_TRANSACTIONS, TRANSACTION_FEATURES, Dataset
+from fraud_platform.domain.catalogue import last_matured_day
+from fraud_platform.domain.drift import comparable_window, drift_table, feature_drift, psi
 from fraud_platform.domain.features import DEFAULT_CONFIG, compute_batch_features
 from fraud_platform.infra.lake import LakeStore
 from fraud_platform.ml import registry
 from fraud_platform.reports import figure_to_markdown, markdown_table
 
-SCORED = ("scored", "transactions")
 MONITORING = dict(group_name="monitoring", owners=[ML_ENGINEERING])
 
 
-def _read_days(store: LakeStore, zone: str, dataset: str, days: list[str]) -> pd.DataFrame | None:
-    keys = [k for d in days for k in store.parquet_keys(zone, dataset, d)]
-    table = store.read_parquet(keys)
+def _read_days(store: LakeStore, dataset: Dataset, days: list[str]) -> pd.DataFrame | None:
+    table = store.read_days(dataset, days)
     return None if table is None else table.to_pandas()
 
 
-def _recent_days(store: LakeStore, zone: str, dataset: str, count: int) -> list[str]:
-    return store.partition_dates(zone, dataset)[-count:]
+def _recent_days(store: LakeStore, dataset: Dataset, count: int) -> list[str]:
+    return store.partition_dates(dataset)[-count:]
 
 
 @dg.observable_source_asset(
@@ -39,29 +37,30 @@ def _recent_days(store: LakeStore, zone: str, dataset: str, count: int) -> list[
 )
 def scored_transactions(lake: LakeResource) -> dg.ObserveResult:
     store = lake.store()
-    keys = store.parquet_keys(*SCORED)
+    keys = store.parquet_keys(SCORED_TRANSACTIONS)
     return dg.ObserveResult(
         data_version=dg.DataVersion(f"{len(keys)}:{keys[-1] if keys else ''}"),
-        metadata={"files": len(keys), "dates": dg.MetadataValue.json(store.partition_dates(*SCORED)[-10:])},
+        metadata={"files": len(keys), "dates": dg.MetadataValue.json(store.partition_dates(SCORED_TRANSACTIONS)[-10:])},
     )
 
 
 def _recent_traffic_features(store: LakeStore, recent_days: int) -> tuple[pd.DataFrame, str]:
-    """Features of recent traffic: what the scorer logged if it ran, else computed from the
-    processed zone with the shared feature module (history included so windows are complete)."""
+    """Features of recent traffic: the ones the scorer scored with (the scored zone carries them, see
+    ``catalogue.SCORED_TRANSACTIONS``), else computed from the processed zone with the shared
+    feature module (history included so windows are complete)."""
     features = DEFAULT_CONFIG.feature_columns()
-    scored_days = _recent_days(store, *SCORED, recent_days)
+    scored_days = _recent_days(store, SCORED_TRANSACTIONS, recent_days)
     if scored_days:
-        scored = _read_days(store, *SCORED, scored_days)
-        if scored is not None and set(features) <= set(scored.columns):
+        scored = _read_days(store, SCORED_TRANSACTIONS, scored_days)
+        if scored is not None and set(features) <= set(scored.columns) and scored[features].notna().all(axis=None):
             return scored, "scored"
-    days = store.partition_dates("processed", "transactions")
+    days = store.partition_dates(PROCESSED_TRANSACTIONS)
     if not days:
         raise dg.Failure("no recent traffic: neither the scored nor the processed zone has data")
     recent = days[-recent_days:]
     first_recent = pd.Timestamp(recent[0], tz="UTC")
     history_start = (first_recent - pd.Timedelta(days=DEFAULT_CONFIG.history_days())).date().isoformat()
-    frame = _read_days(store, "processed", "transactions", [d for d in days if d >= history_start])
+    frame = _read_days(store, PROCESSED_TRANSACTIONS, [d for d in days if d >= history_start])
     frame = frame.sort_values("event_time", kind="stable").reset_index(drop=True)
     computed = compute_batch_features(frame)
     computed = computed[frame["event_time"] >= first_recent]
@@ -102,9 +101,9 @@ def _psi_figure(table: pd.DataFrame, threshold: float) -> Figure:
 
 @dg.asset(
     description="Population Stability Index (and KS where it fits) per model feature between the "
-    "training matrix and the last days of traffic, plus drift of the champion's score distribution "
+    "newest warmed-up days of the training matrix and as many of the last days of traffic, plus drift of the champion's score distribution "
     "when the scorer logged scores. The drift sensor requests retrain_model when max PSI passes the threshold.",
-    deps=["transaction_features", "processed_transactions", "scored_transactions"],
+    deps=[TRANSACTION_FEATURES.asset_key, PROCESSED_TRANSACTIONS.asset_key, SCORED_TRANSACTIONS.asset_key],
     kinds={"pandas", "scipy"},
     **MONITORING,
 )
@@ -113,10 +112,14 @@ def feature_drift_report(
 ) -> dg.MaterializeResult:
     store = lake.store()
     features = DEFAULT_CONFIG.feature_columns()
-    reference_keys = store.parquet_keys("features", "transaction_features")
+    reference_keys = store.parquet_keys(TRANSACTION_FEATURES)
     if not reference_keys:
         raise dg.Failure("no training reference: materialise transaction_features first")
-    reference = store.read_parquet(reference_keys, columns=features).to_pandas()
+    matrix = store.read_parquet(reference_keys, columns=["event_time", *features]).to_pandas()
+    reference, warmed_up = comparable_window(matrix, monitoring.recent_days, DEFAULT_CONFIG.history_days())
+    if not warmed_up:
+        context.log.warning(f"training matrix shorter than the {DEFAULT_CONFIG.history_days()}-day feature warm-up: "
+                            "reference uses its newest days, whose long windows are incomplete")
     recent, source = _recent_traffic_features(store, monitoring.recent_days)
     table = drift_table(feature_drift(reference, recent, features))
     drifting = table.loc[table["psi"] > monitoring.psi_threshold, "feature"].tolist()
@@ -133,6 +136,8 @@ def feature_drift_report(
         "psi_threshold": monitoring.psi_threshold,
         "recent_source": source,
         "reference_rows": len(reference),
+        "reference_window": f"{matrix['event_time'].min() if not warmed_up else reference['event_time'].min()} .. {reference['event_time'].max()}",
+        "reference_warmed_up": warmed_up,
         "recent_rows": len(recent),
         "drift_table": dg.MetadataValue.md(markdown_table(table, max_rows=40)),
         "psi_plot": dg.MetadataValue.md(figure_to_markdown(_psi_figure(table, monitoring.psi_threshold), "PSI per feature")),
@@ -145,19 +150,21 @@ def feature_drift_report(
     description="The champion's live performance: scored transactions whose label window has "
     "matured, joined with the labels that arrived. AP and recall per model version; the live-"
     "performance sensor requests retraining when they decay past the configured floor.",
-    deps=["scored_transactions", "raw_labels"],
+    deps=[SCORED_TRANSACTIONS.asset_key, RAW_LABELS.asset_key],
     kinds={"pandas"},
     **MONITORING,
 )
-def live_model_performance(context: dg.AssetExecutionContext, lake: LakeResource, monitoring: MonitoringResource) -> dg.MaterializeResult:
+def live_model_performance(context: dg.AssetExecutionContext, lake: LakeResource, monitoring: MonitoringResource,
+                           lake_processing: LakeProcessingResource) -> dg.MaterializeResult:
     store = lake.store()
-    scored_days = store.partition_dates(*SCORED)
-    cutoff = datetime.now(timezone.utc) - timedelta(days=monitoring.label_maturity_days)
-    matured_days = [d for d in scored_days if pd.Timestamp(d, tz="UTC") + pd.Timedelta(days=1) <= cutoff][-monitoring.recent_days:]
+    scored_days = store.partition_dates(SCORED_TRANSACTIONS)
+    reference = lake_processing.policy().reference_time(store)
+    newest = last_matured_day(lake_processing.label_maturity_days, reference).isoformat() if reference else ""
+    matured_days = [d for d in scored_days if d <= newest][-monitoring.recent_days:]
     if not matured_days:
         return dg.MaterializeResult(metadata={"matured_scored_rows": 0, "note": "no scored day has matured labels yet"})
-    scored = _read_days(store, *SCORED, matured_days).drop_duplicates("transaction_id")
-    label_table = store.read_parquet(store.parquet_keys("raw", "labels"), columns=["transaction_id", "is_fraud"])
+    scored = _read_days(store, SCORED_TRANSACTIONS, matured_days).drop_duplicates("transaction_id")
+    label_table = store.read_parquet(store.parquet_keys(RAW_LABELS), columns=["transaction_id", "is_fraud"])
     labels = label_table.to_pandas() if label_table is not None else pd.DataFrame(columns=["transaction_id", "is_fraud"])
     frauds = set(labels.loc[labels["is_fraud"].astype(bool), "transaction_id"])
     scored["is_fraud"] = scored["transaction_id"].isin(frauds).astype(int)
@@ -168,7 +175,8 @@ def live_model_performance(context: dg.AssetExecutionContext, lake: LakeResource
         ap = float(average_precision_score(part["is_fraud"], part["score"])) if 0 < positives < len(part) else float("nan")
         recall = float((flagged[part.index] & (part["is_fraud"] == 1)).sum() / positives) if positives else float("nan")
         rows.append({"model_version": version, "transactions": len(part), "frauds": positives, "live_ap": ap, "live_recall": recall})
-    by_version = pd.DataFrame(rows)
+    # Registry versions are integers: "10" is newer than "9" (string order says otherwise).
+    by_version = pd.DataFrame(rows).sort_values("model_version", key=lambda v: v.astype(int), kind="stable").reset_index(drop=True)
     latest = by_version.iloc[-1]
     context.log.info(f"live performance on {len(scored)} matured scored transactions: {rows}")
     return dg.MaterializeResult(

@@ -8,9 +8,24 @@ import dagster as dg
 from fraud_platform.defs.jobs import SENSOR_STATUS
 
 from fraud_platform.defs.resources import MonitoringResource
+from fraud_platform.domain.catalogue import SANDBOX_TRANSACTIONS
 
 TRIGGER_TAG = "fraud_platform/retrain_trigger"
 DRIFTING_TAG = "fraud_platform/drifting_features"
+
+
+def _newest_storage_id(instance: dg.DagsterInstance, asset: str) -> int:
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
+    return records[0].storage_id if records else 0
+
+
+def training_data_unchanged(instance: dg.DagsterInstance) -> str | None:
+    """Why retraining would be pointless: no sandbox partition was (re)built since the last model
+    was trained, so a retrain would fit the same rows again. None when there is something new."""
+    trained = _newest_storage_id(instance, "fraud_model")
+    if trained and _newest_storage_id(instance, SANDBOX_TRANSACTIONS.asset_key) < trained:
+        return "training data unchanged since fraud_model was last trained"
+    return None
 
 
 def _metadata_value(event: dg.EventLogEntry, name: str):
@@ -32,6 +47,8 @@ def retrain_on_feature_drift(context: dg.SensorEvaluationContext, asset_event: d
     drifting = list(_metadata_value(asset_event, "drifting_features"))
     if max_psi <= monitoring.psi_threshold:
         return dg.SkipReason(f"max PSI {max_psi:.3f} <= threshold {monitoring.psi_threshold}: no drift")
+    if (unchanged := training_data_unchanged(context.instance)) is not None:
+        return dg.SkipReason(f"max PSI {max_psi:.3f} over threshold but {unchanged}")
     return dg.RunRequest(
         run_key=f"drift:{asset_event.run_id}",
         tags={TRIGGER_TAG: "feature_drift", DRIFTING_TAG: ",".join(drifting)[:4000], "fraud_platform/max_psi": f"{max_psi:.4f}"},
@@ -53,6 +70,8 @@ def retrain_on_live_performance_decay(context: dg.SensorEvaluationContext, asset
     version = str(_metadata_value(asset_event, "model_version"))
     if not live_ap < monitoring.min_live_ap:
         return dg.SkipReason(f"live AP {live_ap:.3f} of version {version} >= floor {monitoring.min_live_ap}")
+    if (unchanged := training_data_unchanged(context.instance)) is not None:
+        return dg.SkipReason(f"live AP {live_ap:.3f} below floor but {unchanged}")
     return dg.RunRequest(
         run_key=f"live-ap:{asset_event.run_id}",
         tags={TRIGGER_TAG: "live_performance_decay", "fraud_platform/live_ap": f"{live_ap:.4f}", "fraud_platform/model_version": version},
