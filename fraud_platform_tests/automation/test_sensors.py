@@ -1,6 +1,6 @@
 """Sensors evaluated against real (SQLite) instance storage."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import numpy as np
@@ -15,7 +15,7 @@ from fraud_platform.defs.monitoring.sensors import (
     retrain_on_feature_drift,
     retrain_on_live_performance_decay,
 )
-from fraud_platform.defs.resources import LakeResource, MlflowResource, MonitoringResource
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, MlflowResource, MonitoringResource
 from fraud_platform.domain.features import DEFAULT_CONFIG
 from fraud_platform.infra.lake import LocalLakeStore
 
@@ -32,36 +32,56 @@ def _land(instance: dg.DagsterInstance, key: str, partition: str) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
 
 
-def _evaluate_multi(instance: dg.DagsterInstance, cursor: str | None):
-    context = dg.build_multi_asset_sensor_context(
-        monitored_assets=[dg.AssetKey("raw_transactions"), dg.AssetKey("raw_labels")],
-        instance=instance, cursor=cursor, definitions=_defs(),
-    )
-    result = lake_on_new_raw_data.evaluate_tick(context)
-    return result.run_requests or [], context.cursor
-
-
 def _defs():
     from fraud_platform.definitions import defs
 
     return defs
 
 
-def test_new_raw_partitions_request_exactly_one_lake_run_each(instance) -> None:
-    _land(instance, "raw_transactions", "2026-01-10")
-    _land(instance, "raw_transactions", "2026-01-11")
-    _land(instance, "raw_transactions", "2026-01-11")  # landed twice before the tick: still one run
-    requests, cursor = _evaluate_multi(instance, None)
-    assert sorted(r.partition_key for r in requests) == ["2026-01-10", "2026-01-11"]
-    assert len({r.run_key for r in requests}) == 2
+def _land_labels(store: LocalLakeStore, day: str, known_at: str) -> None:
+    from fraud_platform_tests.lake.fixtures import label, write_raw
 
-    again, cursor = _evaluate_multi(instance, cursor)
-    assert again == []  # nothing new: nothing runs twice
+    write_raw(store, "labels", date.fromisoformat(day), [label("tx000001", known_at)])
 
-    _land(instance, "raw_labels", "2026-01-20")  # labels known on the 20th touch the 13th..20th
-    labelled, _ = _evaluate_multi(instance, cursor)
-    assert sorted(r.partition_key for r in labelled) == [f"2026-01-{d}" for d in range(13, 21)]
-    assert all(r.job_name in (None, "build_lake_daily") for r in labelled)
+
+def _lake_requests(instance, store):
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from fraud_platform.defs.resources import LakeProcessingResource
+
+    context = dg.build_sensor_context(instance=instance, resources={
+        "lake": LakeResource(root=str(store.root)), "lake_processing": LakeProcessingResource(label_maturity_days=7)})
+    result = lake_on_new_raw_data(context)
+    if isinstance(result, dg.SkipReason):
+        return {}
+    return {
+        tuple(sorted(k.to_user_string() for k in r.asset_selection)): (r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
+        for r in result
+    }
+
+
+def test_backlog_becomes_one_range_run_and_immature_days_wait_for_maturity(instance, tmp_path) -> None:
+    store = LocalLakeStore(tmp_path / "lake")
+    days = [f"2026-01-{d}" for d in range(10, 21)]
+    for day in days:
+        _land(instance, "raw_transactions", day)
+        _land(instance, "raw_labels", day)
+    _land_labels(store, "2026-01-20", "2026-01-20T12:00:00")  # labels watermark: days <= 01-12 matured
+
+    both, processed_only = ("processed_transactions", "sandbox_transactions"), ("processed_transactions",)
+    # 11 new days: two single-run ranges, never one run per day, and no sandbox for immature days.
+    assert _lake_requests(instance, store) == {both: ("2026-01-10", "2026-01-12"), processed_only: ("2026-01-13", "2026-01-20")}
+
+    for day in days:
+        _land(instance, "processed_transactions", day)
+    for day in days[:3]:
+        _land(instance, "sandbox_transactions", day)
+    assert _lake_requests(instance, store) == {}  # everything built: nothing requested again
+
+    # A day's labels landing makes 01-13 mature (picked up by itself) and touch the processed labels of 01-14..01-20.
+    _land(instance, "raw_labels", "2026-01-21")
+    _land_labels(store, "2026-01-21", "2026-01-21T10:00:00")
+    assert _lake_requests(instance, store) == {both: ("2026-01-13", "2026-01-13"), processed_only: ("2026-01-14", "2026-01-20")}
 
 
 def _write(store: LocalLakeStore, zone: str, dataset: str, day: str, frame: pd.DataFrame) -> None:
@@ -72,6 +92,7 @@ def _feature_frame(rng: np.random.Generator, n: int, amount_mean: float) -> pd.D
     frame = pd.DataFrame({name: rng.normal(1.0, 0.3, n) for name in FEATURES})
     frame["amount_eur"] = rng.gamma(2.0, amount_mean / 2.0, n)
     frame["hour"] = rng.integers(0, 24, n)
+    frame["event_time"] = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s")
     return frame
 
 
@@ -84,6 +105,7 @@ def _materialize(instance, asset, lake_root) -> dg.ExecuteInProcessResult:
         "lake": LakeResource(root=str(lake_root)),
         "mlflow": _mlflow(lake_root.parent),
         "monitoring": MonitoringResource(psi_threshold=0.25, min_live_ap=0.5),
+        "lake_processing": LakeProcessingResource(label_maturity_days=7),
     }
     return dg.materialize([asset], resources=resources, instance=instance)
 
@@ -124,21 +146,25 @@ def test_decayed_live_ap_requests_retraining(instance, lake_root, informative, e
     is_fraud = rng.random(n) < 0.05
     score = np.where(is_fraud, rng.uniform(0.6, 1.0, n), rng.uniform(0.0, 0.5, n)) if informative else rng.random(n)
     ids = [f"tx-live-{i:06d}" for i in range(n)]
-    scored = pd.DataFrame({"transaction_id": ids, "score": score, "decision": np.where(score > 0.55, "review", "approve"), "model_version": "3"})
+    # Two versions scored the day; "10" is the newer one although "9" sorts after it as a string.
+    versions = np.where(np.arange(n) % 2 == 0, "9", "10")
+    scored = pd.DataFrame({"transaction_id": ids, "score": score, "decision": np.where(score > 0.55, "review", "approve"), "model_version": versions})
     _write(store, "scored", "transactions", day, scored)
-    labels = pd.DataFrame({"transaction_id": [i for i, f in zip(ids, is_fraud) if f], "is_fraud": True})
+    labels = pd.DataFrame({"transaction_id": [i for i, f in zip(ids, is_fraud) if f], "is_fraud": True,
+                           "known_at": pd.Timestamp.now(tz="UTC")})  # labels watermark: the day has matured
     _write(store, "raw", "labels", day, labels)
 
     result = _materialize(instance, live_model_performance, lake_root)
     [materialization] = result.asset_materializations_for_node("live_model_performance")
     live_ap = materialization.metadata["live_ap"].value
     assert (live_ap < 0.5) == expect_retrain
+    assert materialization.metadata["model_version"].value == "10"
 
     tick = _evaluate_asset_sensor(retrain_on_live_performance_decay, instance)
     if expect_retrain:
         [request] = tick.run_requests
         assert request.tags["fraud_platform/retrain_trigger"] == "live_performance_decay"
-        assert request.tags["fraud_platform/model_version"] == "3"
+        assert request.tags["fraud_platform/model_version"] == "10"
     else:
         assert not tick.run_requests
 
@@ -210,3 +236,21 @@ def test_score_distribution_drift_is_reported_and_triggers_retraining(instance, 
 
     [request] = _evaluate_asset_sensor(retrain_on_feature_drift, instance).run_requests
     assert request.tags[DRIFTING_TAG] == "score"
+
+
+def test_drift_on_unchanged_training_data_requests_no_retrain(instance, lake_root) -> None:
+    rng = np.random.default_rng(3)
+    store = LocalLakeStore(lake_root)
+    _write(store, "features", "transaction_features", "2026-01-01", _feature_frame(rng, 4000, 50.0))
+    _write(store, "scored", "transactions", "2026-02-01", _feature_frame(rng, 3000, 200.0).assign(transaction_id=[f"tx-{i:08d}" for i in range(3000)]))
+    _land(instance, "sandbox_transactions", "2026-01-01")
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="fraud_model"))  # trained after the last sandbox change
+    _materialize(instance, feature_drift_report, lake_root)
+
+    tick = _evaluate_asset_sensor(retrain_on_feature_drift, instance)
+    assert not tick.run_requests and "training data unchanged" in tick.skip_message
+
+    _land(instance, "sandbox_transactions", "2026-01-02")  # new matured data: now a retrain can learn something
+    _materialize(instance, feature_drift_report, lake_root)
+    [request] = _evaluate_asset_sensor(retrain_on_feature_drift, instance).run_requests
+    assert request.tags[DRIFTING_TAG] == "amount_eur"
