@@ -106,6 +106,10 @@ class LakeStore(ABC):
         found = {m.group(1) for k in self.list(partition_prefix(dataset, *args)) if (m := _DATE_DIR.search(k))}
         return sorted(found)
 
+    def parquet_rows(self, key: str) -> int:
+        """Row count of one Parquet file from its footer (no data read)."""
+        return pq.ParquetFile(io.BytesIO(self.read_bytes(key))).metadata.num_rows
+
     def write_json(self, key: str, payload: Any) -> None:
         self.write_bytes(key, json.dumps(payload, indent=1, sort_keys=True, default=str).encode())
 

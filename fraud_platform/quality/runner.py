@@ -70,7 +70,7 @@ def partition_row_count(store: LakeStore, suite: DatasetSuite, day: date) -> int
     keys = store.parquet_keys(suite.target, day)
     if not keys:
         return None
-    return sum(pq.ParquetFile(io.BytesIO(store.read_bytes(k))).metadata.num_rows for k in keys)
+    return sum(store.parquet_rows(k) for k in keys)
 
 
 def _short(value: Any) -> str:

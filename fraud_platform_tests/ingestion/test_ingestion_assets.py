@@ -58,6 +58,16 @@ def test_materialising_a_partition_reports_it_and_is_idempotent(kafka_settings, 
     checked = dg.materialize([raw_transactions, *check_defs], partition_key="2026-01-06", resources=resources, instance=instance)
     [evaluation] = checked.get_asset_check_evaluations()
     assert evaluation.passed and evaluation.metadata["consumed"].value == 51
+    assert evaluation.metadata["rows_in_lake"].value == 50
+
+    # A landed file disappears (operator error, lifecycle rule): the counts no longer reconcile.
+    [lost] = LakeResource(root=str(lake_root)).store().parquet_keys("raw", "transactions", "2026-01-06")
+    os.remove(os.path.join(lake_root, lost))
+    broken = dg.materialize([raw_transactions, *check_defs], partition_key="2026-01-06", resources=resources, instance=instance)
+    [evaluation] = broken.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert f"landed file {lost} is missing" in evaluation.description
+    assert "30 rows in the lake + 1 dead-lettered != offset span 51" in evaluation.description
 
 
 def test_assets_carry_group_owners_and_descriptions() -> None:

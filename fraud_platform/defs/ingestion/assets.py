@@ -140,34 +140,51 @@ quarantined_labels = landing_asset(
 )
 
 
+def reconcile_manifests(engine: LandingEngine) -> tuple[list[str], dict[str, object]]:
+    """Problems found comparing what the lake holds with the Kafka offsets each batch committed.
+
+    Per committed batch: its files exist, the rows in them (Parquet footers) plus its dead letters
+    equal the offset span it consumed, and its ranges continue where the previous batch stopped.
+    A deleted or truncated landed file therefore fails the check, naming batch and file."""
+    problems: list[str] = []
+    ends: dict[str, int] = {}
+    totals = {"batches": 0, "offset_span": 0, "rows_in_lake": 0, "dead_lettered": 0}
+    for m in sorted(engine.manifests(), key=lambda m: m.batch_id):
+        span = sum(end - start for start, end in m.ranges.values())
+        written = 0
+        for key in m.files:
+            if engine.store.exists(key):
+                written += engine.store.parquet_rows(key)
+            else:
+                problems.append(f"batch {m.batch_id}: landed file {key} is missing")
+        if written + m.dead_lettered != span:
+            problems.append(f"batch {m.batch_id}: {written} rows in the lake + {m.dead_lettered} dead-lettered != "
+                            f"offset span {span} ({m.ranges})")
+        for p, (start, end) in sorted(m.ranges.items()):
+            if p in ends and start != ends[p]:
+                problems.append(f"batch {m.batch_id}: partition {p} starts at {start}, previous batch ended at {ends[p]}")
+            ends[p] = end
+        totals = {"batches": totals["batches"] + 1, "offset_span": totals["offset_span"] + span,
+                  "rows_in_lake": totals["rows_in_lake"] + written, "dead_lettered": totals["dead_lettered"] + m.dead_lettered}
+    return problems, {**totals, "end_offsets": ends}
+
+
 def _reconciliation_check(asset: dg.AssetsDefinition, spec_for: Callable[[TopicNames], LandingSpec]) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=asset,
         name="offsets_reconcile",
-        description="Every consumed record is landed or dead-lettered exactly once: per committed batch "
-        "consumed = valid + dead-lettered, and batch offset ranges are contiguous with no overlap.",
+        description="Every consumed record is in the lake or dead-lettered exactly once: per committed batch, "
+        "rows actually in its files + dead letters = its Kafka offset span, files exist, and batch offset "
+        "ranges are contiguous with no overlap.",
     )
     def _check(lake: LakeResource, kafka: KafkaResource) -> dg.AssetCheckResult:
         engine = LandingEngine(lake.store(), kafka.settings(), spec_for(kafka.settings().topics))
-        problems: list[str] = []
-        ends: dict[str, int] = {}
-        manifests = sorted(engine.manifests(), key=lambda m: m.batch_id)
-        for m in manifests:
-            if m.consumed != m.valid + m.dead_lettered:
-                problems.append(f"batch {m.batch_id}: consumed {m.consumed} != {m.valid} valid + {m.dead_lettered} dead-lettered")
-            for p, (start, end) in sorted(m.ranges.items()):
-                if p in ends and start != ends[p]:
-                    problems.append(f"batch {m.batch_id}: partition {p} starts at {start}, previous batch ended at {ends[p]}")
-                ends[p] = end
-        totals = {
-            "batches": len(manifests),
-            "consumed": sum(m.consumed for m in manifests),
-            "valid": sum(m.valid for m in manifests),
-            "dead_lettered": sum(m.dead_lettered for m in manifests),
-        }
+        problems, totals = reconcile_manifests(engine)
         return dg.AssetCheckResult(
             passed=not problems,
-            metadata={**totals, "end_offsets": dg.MetadataValue.json(ends), "problems": dg.MetadataValue.json(problems[:20])},
+            description="; ".join(problems[:3]) or None,
+            metadata={**{k: v for k, v in totals.items() if k != "end_offsets"}, "consumed": totals["offset_span"],
+                      "end_offsets": dg.MetadataValue.json(totals["end_offsets"]), "problems": dg.MetadataValue.json(problems[:20])},
         )
 
     return _check
