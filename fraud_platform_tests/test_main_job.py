@@ -48,3 +48,30 @@ def test_run_local_materialises_every_asset(tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=registry, registry_uri=registry)
     champion = client.get_model_version_by_alias("fraud_detector", "champion")
     assert champion.version
+
+    _daemon_on_bootstrapped_home_launches_only_what_can_succeed(home, env)
+
+
+def _daemon_on_bootstrapped_home_launches_only_what_can_succeed(home: Path, env: dict[str, str], seconds: int = 150) -> None:
+    """The real ``dagster-daemon`` on the home run-local just built (automation running by default):
+    nothing changed since, so it must not fan out lake runs per partition, must not retrain, and
+    whatever it launches must succeed. (A 10-minute run is measured by hand; see docs/automation.md.)"""
+    import time
+
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(seconds)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        launched = [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") or r.tags.get("dagster/schedule_name")
+                    or r.tags.get("dagster/from_automation_condition")]
+        finished = [r for r in launched if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]
+        failed = [r.job_name for r in finished if r.status == dg.DagsterRunStatus.FAILURE]
+    assert failed == [], failed
+    assert not [r for r in launched if r.job_name == "retrain_model"], [r.tags for r in launched]
+    assert len([r for r in launched if r.job_name == "build_lake_daily"]) <= 2, [r.tags for r in launched]

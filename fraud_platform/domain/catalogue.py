@@ -160,11 +160,6 @@ def label_days(day: date, maturity_days: int) -> list[date]:
     return [day + timedelta(days=i) for i in range(maturity_days + 1)]
 
 
-def days_touched_by_labels(known_day: date, maturity_days: int) -> list[date]:
-    """Transaction partitions whose labels a label known on ``known_day`` can change."""
-    return [known_day - timedelta(days=back) for back in range(maturity_days, -1, -1)]
-
-
 # -- raw -> processed ---------------------------------------------------------------------------
 class DerivationError(ValueError):
     """A raw row the processed zone cannot represent; the message names field, value and record."""

@@ -1,0 +1,50 @@
+"""Every consumer names lake datasets through the catalogue: the dbt sources, the landing specs and
+the quality suites agree with it, and the maturity rule is the one the lake uses."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import yaml
+
+from fraud_platform.domain import catalogue
+from fraud_platform.infra.landing_specs import labels_spec, quarantine_spec, transactions_spec
+from fraud_platform.quality import DATASETS
+from fraud_platform.settings import TopicNames
+from fraud_platform.warehouse import DBT_PROJECT_DIR, LAKE_SOURCES
+
+
+def test_dbt_sources_read_the_catalogue_locations() -> None:
+    sources = yaml.safe_load((DBT_PROJECT_DIR / "models" / "staging" / "_sources.yml").read_text())
+    tables = {t["name"]: t["config"]["meta"] for s in sources["sources"] for t in s["tables"]}
+    assert set(tables) == set(LAKE_SOURCES)
+    for name, meta in tables.items():
+        entry = catalogue.DATASETS[name]
+        assert (meta["zone"], meta["dataset"]) == (entry.zone, entry.name)
+
+
+def test_landing_and_quality_use_catalogue_entries() -> None:
+    topics = TopicNames()
+    for spec, entry in [(transactions_spec(topics), catalogue.RAW_TRANSACTIONS), (labels_spec(topics), catalogue.RAW_LABELS),
+                        (quarantine_spec(topics, "labels"), catalogue.QUARANTINED_LABELS)]:
+        assert (spec.name, spec.zone, spec.dataset, spec.schema, spec.dedupe_columns) == (
+            entry.asset_key, entry.zone, entry.name, entry.schema, entry.dedupe_keys)
+    for name, suite in DATASETS.items():
+        assert suite.target is catalogue.DATASETS[name]
+
+
+def test_one_maturity_rule() -> None:
+    day = date(2026, 1, 5)
+    assert catalogue.matured_at(day, 7) == datetime(2026, 1, 13, tzinfo=timezone.utc)
+    assert catalogue.is_matured(day, 7, datetime(2026, 1, 13, tzinfo=timezone.utc))
+    assert not catalogue.is_matured(day, 7, datetime(2026, 1, 12, 23, 59, tzinfo=timezone.utc))
+    assert catalogue.last_matured_day(7, datetime(2026, 1, 13, 5, tzinfo=timezone.utc)) == day
+    assert catalogue.split_matured([date(2026, 1, 6), day], 7, datetime(2026, 1, 13, tzinfo=timezone.utc)) == ([day], [date(2026, 1, 6)])
+    assert catalogue.label_days(day, 7) == [date(2026, 1, d) for d in range(5, 13)]
+
+
+def test_scored_zone_schema_carries_the_model_features() -> None:
+    from fraud_platform.domain.features import FEATURE_COLUMNS
+
+    names = catalogue.SCORED_TRANSACTIONS.schema.names
+    assert set(FEATURE_COLUMNS) <= set(names) and {"score", "decision", "model_version"} <= set(names)
