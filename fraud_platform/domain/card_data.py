@@ -5,7 +5,7 @@ writes something derived from raw input (dead-letter payloads and headers, the q
 logs) passes it through :func:`mask_pans` / :func:`mask_pans_bytes` first, and the validator
 rejects any record holding a PAN (rule ``raw_pan``) so none reaches the raw or scored zones.
 
-What counts as a PAN: 13-19 digits, optionally separated by single spaces or dashes
+What counts as a PAN: 13-19 decimal digits (any script), optionally separated by single spaces or dashes
 (``4111 1111 1111 1111``, ``4111-1111-1111-1111``), Luhn-valid, and not glued to a letter or
 digit on either side (``tok_3f2a...`` hex tokens and ``tx-<hex>`` ids never match). Inside a longer
 run of separated digit groups every group-aligned stretch of 13-19 digits is checked, so
@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import re
 
-# A run of digits with single space/dash separators, not touching a letter or digit.
-_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9])*(?![0-9A-Za-z])")
+# A run of digits (any script's decimal digits) with single space/dash separators, not touching a
+# letter or digit; the bytes twin is the ASCII fast case.
+_RUN = re.compile(r"(?<![^\W_])\d(?:[ -]?\d)*(?![^\W_])")
 _RUN_BYTES = re.compile(rb"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9])*(?![0-9A-Za-z])")
-_GROUP = re.compile(r"[0-9]+")
+_GROUP = re.compile(r"\d+")
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
 # RE2 (pyarrow) pattern without look-around matching wherever a PAN might be (a superset), used by the columnar
 # validator to send possibly-affected records to the exact per-record check.
-PAN_CANDIDATE_RE2 = r"(^|[^0-9A-Za-z])[0-9]([ -]?[0-9]){12,18}($|[^0-9A-Za-z])"
+PAN_CANDIDATE_RE2 = r"(^|[^\p{L}\p{Nd}])\p{Nd}([ -]?\p{Nd}){12,18}($|[^\p{L}\p{Nd}])"
 
 
 def luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
+        d = int(ch)
         if i % 2 == 1:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
@@ -94,9 +95,14 @@ def mask_pans(text: str) -> str:
 
 
 def mask_pans_bytes(data: bytes) -> bytes:
-    """:func:`mask_pans` on raw bytes (any encoding; only ASCII digit runs are looked at)."""
+    """:func:`mask_pans` on raw bytes; returns ``data`` itself when there is nothing to mask.
+    Non-ASCII payloads are read as UTF-8 (undecodable bytes kept as they are)."""
     if not data:
         return data
+    if not data.isascii():
+        text = data.decode("utf-8", "surrogateescape")
+        masked = mask_pans(text)
+        return data if masked is text else masked.encode("utf-8", "surrogateescape")
     out = None
     for match in _RUN_BYTES.finditer(data):
         run = match.group().decode("ascii")

@@ -185,6 +185,9 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("original_value", pa.binary(), nullable=True),
         pa.field("original_key", pa.binary(), nullable=True),
         pa.field("dead_lettered_at", _TS, nullable=False),
+        # Set when the dead letter was cut to the broker's size limit: the original's size and hash.
+        pa.field("original_size", pa.int64(), nullable=True),
+        pa.field("original_sha256", pa.string(), nullable=True),
         *KAFKA_LINEAGE_FIELDS,
     ]
 )

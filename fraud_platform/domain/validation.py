@@ -56,7 +56,7 @@ class Rejection:
     message: str
 
 
-def _shown(value: object) -> str:
+def shown_value(value: object) -> str:
     """A value safe to write anywhere: PANs masked, control characters escaped, at most 200 chars."""
     text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else repr(value)
     text = CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", mask_pans(text))
@@ -80,7 +80,7 @@ def _pan_field(raw: bytes) -> tuple[str | None, str]:
 def _raw_pan(raw: bytes) -> Rejection:
     field, text = _pan_field(raw)
     where = f"field '{field}'" if field else "the record"
-    return Rejection("raw_pan", field, _shown(mask_pans(text)), f"{where} holds a raw card number (PAN); only tokens may enter the platform")
+    return Rejection("raw_pan", field, shown_value(mask_pans(text)), f"{where} holds a raw card number (PAN); only tokens may enter the platform")
 
 
 def _rejection_from_pydantic(error: ValidationError, raw: bytes) -> Rejection:
@@ -89,17 +89,17 @@ def _rejection_from_pydantic(error: ValidationError, raw: bytes) -> Rejection:
     # Only the top-level field name: union members add their own loc parts (e.g. "amount.float").
     field = str(first["loc"][0]) if first["loc"] else None
     if kind in ("json_invalid", "json_type") or (kind == "model_type" and not field):
-        return Rejection("malformed_json", None, _shown(raw), f"not a JSON object: {first['msg']}")
+        return Rejection("malformed_json", None, shown_value(raw), f"not a JSON object: {first['msg']}")
     if kind == "missing":
         return Rejection("missing_field", field, None, f"required field '{field}' is missing")
     if kind == "timestamp_out_of_range":  # raised by the schema's UTC conversion (year 1 / 9999 + offset)
-        value = _shown(first.get("input"))
+        value = shown_value(first.get("input"))
         return Rejection(kind, field, value, f"field '{field}' = {value}: {first['msg']}")
     if kind == "extra_forbidden":
-        return Rejection("unexpected_field", field, _shown(first.get("input")), f"field '{field}' is not in the schema")
+        return Rejection("unexpected_field", field, shown_value(first.get("input")), f"field '{field}' is not in the schema")
     # pydantic names type mismatches "<type>_type" / "<type>_parsing"; the rest are value constraints.
     rule = "wrong_type" if kind.endswith(("_type", "_parsing")) or kind == "int_from_float" else "invalid_value"
-    value = _shown(first.get("input"))
+    value = shown_value(first.get("input"))
     return Rejection(rule, field, value, f"field '{field}' = {value}: {first['msg']}")
 
 
@@ -116,7 +116,7 @@ class _Validator(Generic[E]):
             return self._parse(raw)
         except Exception as error:  # a validator gap must cost one record, never the stream
             log.exception("validator failed on a record; it is dead-lettered as 'unvalidatable'")
-            return Rejection("unvalidatable", None, _shown(raw if isinstance(raw, (bytes, bytearray)) else repr(raw)),
+            return Rejection("unvalidatable", None, shown_value(raw if isinstance(raw, (bytes, bytearray)) else repr(raw)),
                              f"the validator could not decide on this record ({type(error).__name__}); please report it")
 
     def _parse(self, raw: bytes | None) -> E | Rejection:
@@ -135,7 +135,7 @@ class _Validator(Generic[E]):
                 return _raw_pan(raw)
             if CONTROL_CHARACTERS.search(value):
                 return Rejection(
-                    "control_character", name, _shown(value),
+                    "control_character", name, shown_value(value),
                     f"{name} contains a control character (NUL, C0/C1 control or DEL), which sinks cannot store",
                 )
         return self.check(event)
@@ -174,7 +174,7 @@ def _integer_rejection(field: str, value: int | None) -> Rejection | None:
     """Integers must fit the sinks' 32-bit columns (Parquet int32, Postgres integer)."""
     if value is None or MIN_SINK_INT <= value <= MAX_SINK_INT:
         return None
-    return Rejection("integer_out_of_range", field, _shown(value), f"{field} {_shown(value)} does not fit a 32-bit integer")
+    return Rejection("integer_out_of_range", field, shown_value(value), f"{field} {shown_value(value)} does not fit a 32-bit integer")
 
 
 class TransactionValidator(_Validator[TransactionEvent]):
@@ -194,27 +194,27 @@ class TransactionValidator(_Validator[TransactionEvent]):
     def check(self, event: TransactionEvent) -> TransactionEvent | Rejection:
         # Mirrored, vectorised, by batch_validation._checked; test_batch_validation compares the two.
         if event.currency not in CURRENCIES:
-            return Rejection("unknown_currency", "currency", _shown(event.currency), f"currency {event.currency!r} is not one of {sorted(CURRENCIES)}")
+            return Rejection("unknown_currency", "currency", shown_value(event.currency), f"currency {event.currency!r} is not one of {sorted(CURRENCIES)}")
         try:
             amount = float(event.amount)
         except OverflowError:  # an integer of hundreds of digits
             amount = float("nan")
         if not math.isfinite(amount):
-            return Rejection("non_finite_amount", "amount", _shown(event.amount), f"amount {_shown(event.amount)} is not a finite number a float64 can hold")
+            return Rejection("non_finite_amount", "amount", shown_value(event.amount), f"amount {shown_value(event.amount)} is not a finite number a float64 can hold")
         if amount < 0 or (amount == 0 and not self.accept_zero_amount):
-            return Rejection("non_positive_amount", "amount", _shown(event.amount), f"amount {event.amount!r} must be > 0" + ("" if self.accept_zero_amount else " (zero-amount verifications are switched off)"))
+            return Rejection("non_positive_amount", "amount", shown_value(event.amount), f"amount {event.amount!r} must be > 0" + ("" if self.accept_zero_amount else " (zero-amount verifications are switched off)"))
         if amount * FX_TO_EUR[event.currency] > MAX_AMOUNT_EUR:
             return Rejection(
-                "absurd_amount", "amount", _shown(event.amount),
+                "absurd_amount", "amount", shown_value(event.amount),
                 f"amount {event.amount!r} {event.currency} exceeds the {MAX_AMOUNT_EUR:,.0f} EUR plausibility limit",
             )
         if event.channel not in CHANNELS:
-            return Rejection("unknown_channel", "channel", _shown(event.channel), f"channel {event.channel!r} is not one of {list(CHANNELS)}")
+            return Rejection("unknown_channel", "channel", shown_value(event.channel), f"channel {event.channel!r} is not one of {list(CHANNELS)}")
         if event.country not in COUNTRIES:
-            return Rejection("unknown_country", "country", _shown(event.country), f"country {event.country!r} is not a known country code")
+            return Rejection("unknown_country", "country", shown_value(event.country), f"country {event.country!r} is not a known country code")
         if event.merchant_category not in MERCHANT_CATEGORIES:
             return Rejection(
-                "unknown_merchant_category", "merchant_category", _shown(event.merchant_category),
+                "unknown_merchant_category", "merchant_category", shown_value(event.merchant_category),
                 f"merchant_category {event.merchant_category!r} is not a known MCC",
             )
         return _integer_rejection("schema_version", event.schema_version) or self._time_rejection("event_time", event.event_time) or event
@@ -227,7 +227,7 @@ class LabelValidator(_Validator[LabelEvent]):
 
     def check(self, event: LabelEvent) -> LabelEvent | Rejection:
         if event.label_type not in LABEL_TYPES:
-            return Rejection("unknown_label_type", "label_type", _shown(event.label_type), f"label_type {event.label_type!r} is not one of {list(LABEL_TYPES)}")
+            return Rejection("unknown_label_type", "label_type", shown_value(event.label_type), f"label_type {event.label_type!r} is not one of {list(LABEL_TYPES)}")
         return _integer_rejection("fraud_scenario", event.fraud_scenario) or self._time_rejection("known_at", event.known_at) or event
 
 
