@@ -164,6 +164,7 @@ def processed_frame(events: pa.Table) -> pd.DataFrame:
             "day_of_week": dow,
             "is_weekend": dow >= 5,
             "is_night": (hour >= 22) | (hour < 6),
+            "is_account_verification": amount == 0,
         }
     )
 

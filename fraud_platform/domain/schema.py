@@ -213,6 +213,7 @@ PROCESSED_TRANSACTIONS_SCHEMA = pa.schema(
         pa.field("day_of_week", pa.int32(), nullable=False),  # 0 = Monday
         pa.field("is_weekend", pa.bool_(), nullable=False),
         pa.field("is_night", pa.bool_(), nullable=False),  # 22:00-05:59 UTC
+        pa.field("is_account_verification", pa.bool_(), nullable=False),  # amount 0: a card check, no charge
         pa.field("is_fraud", pa.int32(), nullable=True),  # null = no label arrived yet
         pa.field("label_type", pa.string(), nullable=True),
         pa.field("label_known_at", _TS, nullable=True),

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Generic, Iterable, TypeVar
@@ -115,7 +116,8 @@ class _Validator(Generic[E]):
         try:
             return self._parse(raw)
         except Exception as error:  # a validator gap must cost one record, never the stream
-            log.exception("validator failed on a record; it is dead-lettered as 'unvalidatable'")
+            # The traceback, masked: an exception message may quote the input.
+            log.error("validator failed on a record; it is dead-lettered as 'unvalidatable':\n%s", mask_pans(traceback.format_exc()))
             return Rejection("unvalidatable", None, shown_value(raw if isinstance(raw, (bytes, bytearray)) else repr(raw)),
                              f"the validator could not decide on this record ({type(error).__name__}); please report it")
 

@@ -40,6 +40,7 @@ def simulated_sandbox_frame(simulator: TransactionSimulator, split_config: Split
     frame["day_of_week"] = ts.dt.dayofweek.astype("int32")
     frame["is_weekend"] = frame["day_of_week"] >= 5
     frame["is_night"] = (frame["hour"] >= 22) | (frame["hour"] < 6)
+    frame["is_account_verification"] = frame["amount"] == 0
     # Truth is final here; the lake only knows frauds whose label arrived before maturity.
     known = frame["label_known_at"].notna()
     frame["is_fraud"] = known.astype("int32")

@@ -82,6 +82,7 @@ def normalise_transactions(raw: DataFrame) -> DataFrame:
         F.weekday(event_time).alias("day_of_week"),
         (F.weekday(event_time) >= 5).alias("is_weekend"),
         ((hour >= 22) | (hour < 6)).alias("is_night"),
+        (F.col("amount").cast("double") == 0).alias("is_account_verification"),
     )
 
 
