@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,14 +52,19 @@ def _resolve_key(from_env: str | None, env: str, home: str) -> str:
         )
     path = Path(home).resolve() / "secrets" / "tokenisation.key"
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_text().strip()
-    else:
-        key = secrets.token_hex(32)
+    if not path.exists():
+        # Written whole to a temp file, then linked into place: concurrent first starts (e.g. Spark
+        # workers) agree on one key and nobody reads a half-written file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
         with os.fdopen(fd, "w") as handle:
-            handle.write(key)
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    key = path.read_text().strip()
     log.warning("%s is not set: using the local development key in %s (never use it outside %s=local)", KEY_ENV, path, ENV_ENV)
     return key
 
