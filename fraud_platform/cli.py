@@ -318,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    from fraud_platform.security import MissingSecretError, secure_process_start
+
+    try:
+        secure_process_start()  # private file modes; no tokenisation key outside local -> no start
+    except MissingSecretError as error:
+        _fail(str(error))
     args.func(args)
 
 

@@ -10,6 +10,9 @@ from fraud_platform.defs import features, ingestion, jobs, lake, ml, monitoring,
 from fraud_platform.defs.freshness import apply_freshness
 from fraud_platform.defs.jobs import apply_automation
 from fraud_platform.defs.resources import build_executor, build_resources
+from fraud_platform.security import secure_process_start
+
+secure_process_start()  # the code location's processes write the lake: private modes, key required
 
 
 def _apply_policies(spec: dg.AssetSpec) -> dg.AssetSpec:

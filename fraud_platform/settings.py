@@ -229,6 +229,28 @@ class OrchestrationSettings(BaseModel):
         )
 
 
+class IngestionSettings(BaseModel):
+    """How landing treats edge-case records (see docs/security.md and the README's bad-input section)."""
+
+    accept_zero_amount: bool = Field(True, description="Zero amounts are account verifications, not errors")
+    dedupe_window_days: int = Field(7, ge=1, description="Days a landed id is remembered across event dates")
+    dlq_max_message_bytes: int = Field(1_000_000, ge=16_384, description="Dead letters above this are truncated (broker limit)")
+
+    @classmethod
+    def from_env(cls) -> "IngestionSettings":
+        return cls(
+            accept_zero_amount=_env("FRAUD_ACCEPT_ZERO_AMOUNT", "true").lower() in ("1", "true", "yes"),
+            dedupe_window_days=int(_env("FRAUD_DEDUPE_WINDOW_DAYS", "7")),
+            dlq_max_message_bytes=int(_env("FRAUD_DLQ_MAX_MESSAGE_BYTES", "1000000")),
+        )
+
+
+def _tokenisation_key() -> str:
+    from fraud_platform.security import tokenisation_key
+
+    return tokenisation_key()
+
+
 class PlatformSettings(BaseModel):
     """All platform settings, read from env once per process."""
 
@@ -258,8 +280,8 @@ class PlatformSettings(BaseModel):
             mlflow_registry_uri=_env("MLFLOW_REGISTRY_URI"),
             model_name=_env("FRAUD_MODEL_NAME", "fraud_detector"),
             duckdb_path=Path(_env("FRAUD_DUCKDB_PATH", str(home / "warehouse" / "fraud.duckdb"))),
-            # Dev-only default so simulations run out of the box; production sets a real key via env.
-            tokenisation_key=SecretStr(_env("FRAUD_TOKENISATION_KEY", "dev-only-tokenisation-key")),
+            # From env; locally a generated per-home key, elsewhere a missing key stops the process.
+            tokenisation_key=SecretStr(_tokenisation_key()),
             reporting_currency=_env("FRAUD_REPORTING_CURRENCY", "EUR"),
         )
 

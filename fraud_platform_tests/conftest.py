@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Pseudonyms are keyed; one random key per session keeps every process (Spark workers,
+    # subprocess CLIs, the scorer) consistent whatever home a test uses.
+    os.environ.setdefault("FRAUD_TOKENISATION_KEY", uuid.uuid4().hex)
 
 
 @pytest.fixture(scope="session")

@@ -34,8 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("py4j", "mlflow", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    from fraud_platform.security import MissingSecretError, secure_process_start
     from spark_streaming.config import ConfigError, StreamConfig
     from spark_streaming.job import EXIT_CONFIG, EXIT_QUERY, StartupError, run
+
+    try:
+        secure_process_start()  # private file modes; no tokenisation key outside local -> no start
+    except MissingSecretError as error:
+        print(f"spark_streaming: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
 
     overrides = {k: v for k, v in vars(args).items() if k != "log_level"}
     try:

@@ -21,6 +21,7 @@ from fraud_platform.domain.features import FeatureSnapshot
 from fraud_platform.domain.catalogue import derive_processed_rows
 from fraud_platform.domain.json_lines import finite_floats, iso_utc, json_strings, json_strings_or_null
 from fraud_platform.domain.validation import DuplicateTracker, Rejection, TransactionValidator
+from fraud_platform.settings import IngestionSettings
 
 from spark_streaming.champion import ActiveModel
 
@@ -69,7 +70,7 @@ class BatchScorer:
     """Validate, deduplicate, featurise and score raw records; holds the duplicate memory."""
 
     def __init__(self, block_threshold: float, review_threshold: float | None = None, tracker: DuplicateTracker | None = None) -> None:
-        self.validator = TransactionValidator()
+        self.validator = TransactionValidator(accept_zero_amount=IngestionSettings.from_env().accept_zero_amount)
         self.tracker = tracker or DuplicateTracker()
         self.block_threshold = block_threshold
         self.review_threshold = review_threshold

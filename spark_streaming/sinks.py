@@ -18,7 +18,7 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 
-from fraud_platform.infra.dead_letters import dead_letter_headers
+from fraud_platform.infra.dead_letters import dead_letter_message
 from fraud_platform.infra.lake import LakeStore, partition_prefix
 
 from spark_streaming.scoring import DeadLetter, ScoredBatch, prediction_records
@@ -236,9 +236,10 @@ class KafkaOutputs:
                 self.producer.poll(0.1)
 
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """PAN-masked, cut to the broker's message size (with original size and SHA-256 headers)."""
         for letter in letters:
-            headers = dead_letter_headers(letter.rejection, self.source_topic, letter.partition, letter.offset)
-            self._produce(self.dlq_topic, key=letter.key, value=letter.value, headers=headers)
+            out = dead_letter_message(letter.rejection, letter.value, letter.key, self.source_topic, letter.partition, letter.offset)
+            self._produce(self.dlq_topic, key=out.key, value=out.value, headers=out.headers)
 
     def send_predictions(self, scored: pd.DataFrame) -> None:
         produce, topic, delivered = self.producer.produce, self.predictions_topic, self._delivered

@@ -26,8 +26,9 @@ EXPECTED_RULE: Mapping[str, str] = {
     "wrong_type": "wrong_type",
     "unexpected_field": "unexpected_field",
     "negative_amount": "non_positive_amount",
-    "zero_amount": "non_positive_amount",
     "absurd_amount": "absurd_amount",
+    "control_character": "control_character",
+    "integer_out_of_range": "integer_out_of_range",
     "unknown_currency": "unknown_currency",
     "unknown_channel": "unknown_channel",
     "unknown_country": "unknown_country",
@@ -98,8 +99,9 @@ _EVENT_MUTATIONS: dict[str, Callable[[dict, np.random.Generator], None]] = {
     "wrong_type": _wrong_type,
     "unexpected_field": lambda e, rng: e.update({("promo_code", "device_id", "ip_address")[rng.integers(3)]: "x"}),
     "negative_amount": lambda e, rng: e.update(amount=-abs(e["amount"])),
-    "zero_amount": lambda e, rng: e.update(amount=0.0),
     "absurd_amount": lambda e, rng: e.update(amount=1e9),  # above the EUR limit in every currency
+    "control_character": lambda e, rng: e.update(customer_id=e["customer_id"] + "\x00"),  # Postgres text refuses NUL
+    "integer_out_of_range": lambda e, rng: e.update(schema_version=2**31),  # wider than the int32 column
     "unknown_currency": lambda e, rng: e.update(currency="ZZZ"),
     "unknown_channel": lambda e, rng: e.update(channel="telepathy"),
     "unknown_country": lambda e, rng: e.update(country="ZZ"),

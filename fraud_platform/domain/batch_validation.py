@@ -27,11 +27,14 @@ from fraud_platform.domain.schema import (
     EARLIEST_EVENT_TIME,
     FX_TO_EUR,
     MAX_AMOUNT_EUR,
+    MAX_SINK_INT,
     MERCHANT_CATEGORIES,
+    MIN_SINK_INT,
     TRANSACTION_FIELDS,
     TransactionEvent,
 )
-from fraud_platform.domain.validation import Rejection, TransactionValidator
+from fraud_platform.domain.card_data import PAN_CANDIDATE_RE2
+from fraud_platform.domain.validation import CONTROL_CHARACTERS_RE2, Rejection, TransactionValidator
 
 _TS = pa.timestamp("us", tz="UTC")
 # The accepted events, one column per TransactionEvent field (amounts as float, as everywhere downstream).
@@ -44,7 +47,7 @@ ACCEPTED_SCHEMA = pa.schema(
 _PARSE_SCHEMA = pa.schema([f.with_type(pa.string()) if f.name == "event_time" else f for f in ACCEPTED_SCHEMA])
 _PARSE_OPTIONS = pj.ParseOptions(explicit_schema=_PARSE_SCHEMA, unexpected_field_behavior="error")
 _CANONICAL_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
-_RAW_PAN_SHAPE = r"^\d{13,19}$"
+_STRING_FIELDS = tuple(f.name for f in ACCEPTED_SCHEMA if f.type == pa.string())
 _CURRENCY_CODES = pa.array(sorted(CURRENCIES))
 _FX_BY_CODE = pa.array([FX_TO_EUR[c] for c in sorted(CURRENCIES)], pa.float64())
 _CHANNELS, _COUNTRIES, _MCCS = pa.array(list(CHANNELS)), pa.array(sorted(COUNTRIES)), pa.array(sorted(MERCHANT_CATEGORIES))
@@ -81,7 +84,7 @@ def validate_transactions(
     fast_tables, fast_positions, slow = [], [], list(np.flatnonzero(~candidates))
     limit = validator.future_limit()
     for start, stop, table in _parsed_blocks(values, index, 0, len(index), slow):
-        ok, table = _checked(table, limit)
+        ok, table = _checked(table, limit, validator.accept_zero_amount)
         passed = ok.to_numpy(zero_copy_only=False)
         fast_tables.append(table.filter(ok))
         fast_positions.append(index[start:stop][passed])
@@ -146,16 +149,17 @@ def _string_constraints() -> dict[str, tuple[int, int]]:
 _STRING_BOUNDS = _string_constraints()
 
 
-def _checked(table: pa.Table, future_limit) -> tuple[pa.Array, pa.Table]:
+def _checked(table: pa.Table, future_limit, accept_zero_amount: bool = True) -> tuple[pa.Array, pa.Table]:
     """(True where the record is complete and passes every rule of ``TransactionValidator``,
     the table in ``ACCEPTED_SCHEMA`` with the times of the other rows nulled)."""
-    token = table["card_token"]
-    compact_token = pc.replace_substring(pc.replace_substring(token, " ", ""), "-", "")
-    ok = pc.and_(
-        pc.match_substring_regex(table["event_time"], _CANONICAL_TIME),
-        # Python's \d (looks_like_pan) also matches non-ASCII digits; such tokens go the slow way.
-        pc.and_(pc.string_is_ascii(token), pc.invert(pc.match_substring_regex(compact_token, _RAW_PAN_SHAPE))),
-    )
+    ok = pc.match_substring_regex(table["event_time"], _CANONICAL_TIME)
+    for name in _STRING_FIELDS:
+        # Anything that might hold a card number or a control character is decided per record.
+        suspicious = pc.or_(
+            pc.match_substring_regex(table[name], PAN_CANDIDATE_RE2),
+            pc.match_substring_regex(table[name], CONTROL_CHARACTERS_RE2),
+        )
+        ok = pc.and_(ok, pc.invert(suspicious))
     for name in TRANSACTION_FIELDS:
         ok = pc.and_(ok, pc.is_valid(table[name]))  # missing (or null): defaults and errors are pydantic's call
     for name, (low, high) in _STRING_BOUNDS.items():
@@ -163,7 +167,9 @@ def _checked(table: pa.Table, future_limit) -> tuple[pa.Array, pa.Table]:
     fx = pc.take(_FX_BY_CODE, pc.index_in(table["currency"], _CURRENCY_CODES))
     amount = table["amount"]
     ok = pc.and_(ok, pc.is_in(table["currency"], _CURRENCY_CODES))
-    ok = pc.and_(ok, pc.greater(amount, 0.0))
+    ok = pc.and_(ok, (pc.greater_equal if accept_zero_amount else pc.greater)(amount, 0.0))
+    version = table["schema_version"]
+    ok = pc.and_(ok, pc.and_(pc.greater_equal(version, MIN_SINK_INT), pc.less_equal(version, MAX_SINK_INT)))
     ok = pc.and_(ok, pc.less_equal(pc.multiply(amount, fx), MAX_AMOUNT_EUR))
     ok = pc.and_(ok, pc.is_in(table["channel"], _CHANNELS))
     ok = pc.and_(ok, pc.is_in(table["country"], _COUNTRIES))

@@ -108,7 +108,7 @@ SCORING_COLUMNS = [
     pa.field("_kafka_partition", pa.int32(), nullable=False),
     pa.field("_kafka_offset", pa.int64(), nullable=False),
 ]
-DERIVED_COLUMNS = [f.name for f in PROCESSED_TRANSACTIONS_SCHEMA][: PROCESSED_TRANSACTIONS_SCHEMA.get_field_index("is_night") + 1]
+DERIVED_COLUMNS = [f.name for f in PROCESSED_TRANSACTIONS_SCHEMA][: PROCESSED_TRANSACTIONS_SCHEMA.get_field_index("is_account_verification") + 1]
 SCORED_TRANSACTIONS_SCHEMA = pa.schema(
     [
         *(PROCESSED_TRANSACTIONS_SCHEMA.field(name) for name in DERIVED_COLUMNS),
@@ -218,5 +218,6 @@ def derive_processed_rows(raw: pd.DataFrame, partition_dates: pd.Series | None =
             "day_of_week": dow,
             "is_weekend": dow >= 5,
             "is_night": (hour >= 22) | (hour < 6),
+            "is_account_verification": amount == 0,  # a card check, no charge (accepted, see validation)
         }
     )

@@ -8,6 +8,7 @@ from typing import Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
 
@@ -63,8 +64,19 @@ MAX_AMOUNT_EUR = 50_000.0
 # Events stamped further in the future than this are rejected (producer clock skew tolerance).
 MAX_FUTURE_SKEW_SECONDS = 3600
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+# Integer fields land in 32-bit columns (Parquet int32, Postgres integer); wider values are rejected.
+MIN_SINK_INT, MAX_SINK_INT = -(2**31), 2**31 - 1
 
 LABEL_TYPES = ("chargeback", "confirmed_fraud", "confirmed_legit")
+
+
+def _as_utc(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must carry a timezone (ISO 8601 with offset or Z)")
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 or 9999-12-31T23:59-01:00
+        raise PydanticCustomError("timestamp_out_of_range", "{name} is outside the representable date range in UTC", {"name": name}) from None
 
 
 class TransactionEvent(BaseModel):
@@ -92,9 +104,12 @@ class TransactionEvent(BaseModel):
     @field_validator("event_time")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("event_time must carry a timezone (ISO 8601 with offset or Z)")
-        return value.astimezone(timezone.utc)
+        return _as_utc(value, "event_time")
+
+    @property
+    def is_account_verification(self) -> bool:
+        """A zero-amount authorisation: the card is checked, nothing is charged (accepted by default)."""
+        return self.amount == 0
 
 
 class LabelEvent(BaseModel):
@@ -113,9 +128,7 @@ class LabelEvent(BaseModel):
     @field_validator("known_at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("known_at must carry a timezone (ISO 8601 with offset or Z)")
-        return value.astimezone(timezone.utc)
+        return _as_utc(value, "known_at")
 
 
 TRANSACTION_FIELDS = tuple(TransactionEvent.model_fields)
@@ -172,6 +185,9 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("original_value", pa.binary(), nullable=True),
         pa.field("original_key", pa.binary(), nullable=True),
         pa.field("dead_lettered_at", _TS, nullable=False),
+        # Set when the dead letter was cut to the broker's size limit: the original's size and hash.
+        pa.field("original_size", pa.int64(), nullable=True),
+        pa.field("original_sha256", pa.string(), nullable=True),
         *KAFKA_LINEAGE_FIELDS,
     ]
 )
@@ -197,6 +213,7 @@ PROCESSED_TRANSACTIONS_SCHEMA = pa.schema(
         pa.field("day_of_week", pa.int32(), nullable=False),  # 0 = Monday
         pa.field("is_weekend", pa.bool_(), nullable=False),
         pa.field("is_night", pa.bool_(), nullable=False),  # 22:00-05:59 UTC
+        pa.field("is_account_verification", pa.bool_(), nullable=False),  # amount 0: a card check, no charge
         pa.field("is_fraud", pa.int32(), nullable=True),  # null = no label arrived yet
         pa.field("label_type", pa.string(), nullable=True),
         pa.field("label_known_at", _TS, nullable=True),

@@ -91,6 +91,12 @@ _PROFILE_STREAM, _TX_STREAM, _LABEL_STREAM, _TERMINAL_COMPROMISE_STREAM, _CUSTOM
 _CH = {name: CHANNELS.index(name) for name in CHANNELS}
 
 
+def _platform_tokenisation_key() -> str:
+    from fraud_platform.security import tokenisation_key
+
+    return tokenisation_key()
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """What to simulate: the window ``[start, start + days)`` and the population/fraud knobs.
@@ -108,7 +114,7 @@ class SimulationConfig:
     fraud_rate: float | None = None
     label_delay_days: int = 7
     radius: float = 5.0
-    tokenisation_key: str = field(default="dev-only-tokenisation-key", repr=False)  # a secret in production
+    tokenisation_key: str = field(default_factory=_platform_tokenisation_key, repr=False)  # a secret
 
     def __post_init__(self) -> None:
         if self.days < 1 or self.n_customers < 1 or self.n_terminals < 1:

@@ -7,13 +7,18 @@ The validator is stateless; duplicate detection needs memory of earlier ids and 
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import re
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Generic, Iterable, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from fraud_platform.domain.card_data import contains_pan, looks_like_pan, mask_pans, mask_pans_bytes
 from fraud_platform.domain.schema import (
     CHANNELS,
     CURRENCIES,
@@ -23,12 +28,21 @@ from fraud_platform.domain.schema import (
     LABEL_TYPES,
     MAX_AMOUNT_EUR,
     MAX_FUTURE_SKEW_SECONDS,
+    MAX_SINK_INT,
     MERCHANT_CATEGORIES,
+    MIN_SINK_INT,
     LabelEvent,
     TransactionEvent,
 )
 
-_PAN_PATTERN = re.compile(r"^\d{13,19}$")
+__all__ = ["DuplicateTracker", "LabelValidator", "Rejection", "TransactionValidator", "looks_like_pan"]
+
+log = logging.getLogger(__name__)
+
+# C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls: no identifier or
+# code legitimately holds them, and several sinks either refuse or silently mangle them.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTERS_RE2 = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -43,25 +57,31 @@ class Rejection:
     message: str
 
 
-def _shown(value: object) -> str:
+def shown_value(value: object) -> str:
+    """A value safe to write anywhere: PANs masked, control characters escaped, at most 200 chars."""
     text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else repr(value)
+    text = CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", mask_pans(text))
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+def _pan_field(raw: bytes) -> tuple[str | None, str]:
+    """(top-level JSON field holding a PAN, its text); (None, whole record) when not a JSON object."""
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON (or absurdly nested): the PAN has no field name
+        document = None
+    if isinstance(document, dict):
+        for name, value in document.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            if contains_pan(name) or contains_pan(text):
+                return mask_pans(name), text
+    return None, raw.decode("utf-8", "replace")
 
 
-def looks_like_pan(value: str) -> bool:
-    """True for a 13-19 digit, Luhn-valid number: a raw card number that must never be stored."""
-    compact = value.replace(" ", "").replace("-", "")
-    return bool(_PAN_PATTERN.match(compact)) and _luhn_ok(compact)
+def _raw_pan(raw: bytes) -> Rejection:
+    field, text = _pan_field(raw)
+    where = f"field '{field}'" if field else "the record"
+    return Rejection("raw_pan", field, shown_value(mask_pans(text)), f"{where} holds a raw card number (PAN); only tokens may enter the platform")
 
 
 def _rejection_from_pydantic(error: ValidationError, raw: bytes) -> Rejection:
@@ -70,14 +90,17 @@ def _rejection_from_pydantic(error: ValidationError, raw: bytes) -> Rejection:
     # Only the top-level field name: union members add their own loc parts (e.g. "amount.float").
     field = str(first["loc"][0]) if first["loc"] else None
     if kind in ("json_invalid", "json_type") or (kind == "model_type" and not field):
-        return Rejection("malformed_json", None, _shown(raw), f"not a JSON object: {first['msg']}")
+        return Rejection("malformed_json", None, shown_value(raw), f"not a JSON object: {first['msg']}")
     if kind == "missing":
         return Rejection("missing_field", field, None, f"required field '{field}' is missing")
+    if kind == "timestamp_out_of_range":  # raised by the schema's UTC conversion (year 1 / 9999 + offset)
+        value = shown_value(first.get("input"))
+        return Rejection(kind, field, value, f"field '{field}' = {value}: {first['msg']}")
     if kind == "extra_forbidden":
-        return Rejection("unexpected_field", field, _shown(first.get("input")), f"field '{field}' is not in the schema")
+        return Rejection("unexpected_field", field, shown_value(first.get("input")), f"field '{field}' is not in the schema")
     # pydantic names type mismatches "<type>_type" / "<type>_parsing"; the rest are value constraints.
     rule = "wrong_type" if kind.endswith(("_type", "_parsing")) or kind == "int_from_float" else "invalid_value"
-    value = _shown(first.get("input"))
+    value = shown_value(first.get("input"))
     return Rejection(rule, field, value, f"field '{field}' = {value}: {first['msg']}")
 
 
@@ -89,12 +112,34 @@ class _Validator(Generic[E]):
         self._future_limit = datetime.min.replace(tzinfo=timezone.utc)
 
     def parse(self, raw: bytes | None) -> E | Rejection:
+        """The event, or why not. Total: for any input this returns, it never raises."""
+        try:
+            return self._parse(raw)
+        except Exception as error:  # a validator gap must cost one record, never the stream
+            # The traceback, masked: an exception message may quote the input.
+            log.error("validator failed on a record; it is dead-lettered as 'unvalidatable':\n%s", mask_pans(traceback.format_exc()))
+            return Rejection("unvalidatable", None, shown_value(raw if isinstance(raw, (bytes, bytearray)) else repr(raw)),
+                             f"the validator could not decide on this record ({type(error).__name__}); please report it")
+
+    def _parse(self, raw: bytes | None) -> E | Rejection:
         if raw is None:
             return Rejection("malformed_json", None, None, "empty message (null value)")
+        if not isinstance(raw, bytes):
+            raw = bytes(raw) if isinstance(raw, (bytearray, memoryview)) else str(raw).encode("utf-8", "surrogatepass")
+        if mask_pans_bytes(raw) is not raw:  # checked first, so no other rule ever echoes a card number
+            return _raw_pan(raw)
         try:
             event = self.model.model_validate_json(raw)
         except ValidationError as error:
             return _rejection_from_pydantic(error, raw)
+        for name, value in _string_fields(event):
+            if b"\\" in raw and contains_pan(value):  # a PAN spelled with JSON escapes (\u0034...)
+                return _raw_pan(raw)
+            if CONTROL_CHARACTERS.search(value):
+                return Rejection(
+                    "control_character", name, shown_value(value),
+                    f"{name} contains a control character (NUL, C0/C1 control or DEL), which sinks cannot store",
+                )
         return self.check(event)
 
     def check(self, event: E) -> E | Rejection:  # pragma: no cover - overridden
@@ -120,35 +165,61 @@ class _Validator(Generic[E]):
         return None
 
 
+def _string_fields(event: BaseModel):
+    for name in type(event).model_fields:
+        value = getattr(event, name)
+        if isinstance(value, str):
+            yield name, value
+
+
+def _integer_rejection(field: str, value: int | None) -> Rejection | None:
+    """Integers must fit the sinks' 32-bit columns (Parquet int32, Postgres integer)."""
+    if value is None or MIN_SINK_INT <= value <= MAX_SINK_INT:
+        return None
+    return Rejection("integer_out_of_range", field, shown_value(value), f"{field} {shown_value(value)} does not fit a 32-bit integer")
+
+
 class TransactionValidator(_Validator[TransactionEvent]):
-    """Schema + business rules for ``TransactionEvent`` payloads."""
+    """Schema + business rules for ``TransactionEvent`` payloads.
+
+    ``accept_zero_amount``: a zero amount is an account verification (card check without a
+    charge) and is accepted as such (``TransactionEvent.is_account_verification``); when off, it is
+    rejected as ``non_positive_amount`` like a negative amount always is.
+    """
 
     model = TransactionEvent
 
+    def __init__(self, now: Callable[[], datetime] | None = None, accept_zero_amount: bool = True) -> None:
+        super().__init__(now)
+        self.accept_zero_amount = accept_zero_amount
+
     def check(self, event: TransactionEvent) -> TransactionEvent | Rejection:
         # Mirrored, vectorised, by batch_validation._checked; test_batch_validation compares the two.
-        if looks_like_pan(event.card_token):
-            return Rejection("raw_pan", "card_token", "<redacted PAN>", "card_token holds a raw card number; only tokens may enter the lake")
         if event.currency not in CURRENCIES:
-            return Rejection("unknown_currency", "currency", _shown(event.currency), f"currency {event.currency!r} is not one of {sorted(CURRENCIES)}")
-        amount = float(event.amount)
-        if not amount > 0:
-            return Rejection("non_positive_amount", "amount", _shown(event.amount), f"amount {event.amount!r} must be > 0")
-        if amount * FX_TO_EUR[event.currency] > MAX_AMOUNT_EUR or amount != amount:
+            return Rejection("unknown_currency", "currency", shown_value(event.currency), f"currency {event.currency!r} is not one of {sorted(CURRENCIES)}")
+        try:
+            amount = float(event.amount)
+        except OverflowError:  # an integer of hundreds of digits
+            amount = float("nan")
+        if not math.isfinite(amount):
+            return Rejection("non_finite_amount", "amount", shown_value(event.amount), f"amount {shown_value(event.amount)} is not a finite number a float64 can hold")
+        if amount < 0 or (amount == 0 and not self.accept_zero_amount):
+            return Rejection("non_positive_amount", "amount", shown_value(event.amount), f"amount {event.amount!r} must be > 0" + ("" if self.accept_zero_amount else " (zero-amount verifications are switched off)"))
+        if amount * FX_TO_EUR[event.currency] > MAX_AMOUNT_EUR:
             return Rejection(
-                "absurd_amount", "amount", _shown(event.amount),
+                "absurd_amount", "amount", shown_value(event.amount),
                 f"amount {event.amount!r} {event.currency} exceeds the {MAX_AMOUNT_EUR:,.0f} EUR plausibility limit",
             )
         if event.channel not in CHANNELS:
-            return Rejection("unknown_channel", "channel", _shown(event.channel), f"channel {event.channel!r} is not one of {list(CHANNELS)}")
+            return Rejection("unknown_channel", "channel", shown_value(event.channel), f"channel {event.channel!r} is not one of {list(CHANNELS)}")
         if event.country not in COUNTRIES:
-            return Rejection("unknown_country", "country", _shown(event.country), f"country {event.country!r} is not a known country code")
+            return Rejection("unknown_country", "country", shown_value(event.country), f"country {event.country!r} is not a known country code")
         if event.merchant_category not in MERCHANT_CATEGORIES:
             return Rejection(
-                "unknown_merchant_category", "merchant_category", _shown(event.merchant_category),
+                "unknown_merchant_category", "merchant_category", shown_value(event.merchant_category),
                 f"merchant_category {event.merchant_category!r} is not a known MCC",
             )
-        return self._time_rejection("event_time", event.event_time) or event
+        return _integer_rejection("schema_version", event.schema_version) or self._time_rejection("event_time", event.event_time) or event
 
 
 class LabelValidator(_Validator[LabelEvent]):
@@ -158,8 +229,8 @@ class LabelValidator(_Validator[LabelEvent]):
 
     def check(self, event: LabelEvent) -> LabelEvent | Rejection:
         if event.label_type not in LABEL_TYPES:
-            return Rejection("unknown_label_type", "label_type", _shown(event.label_type), f"label_type {event.label_type!r} is not one of {list(LABEL_TYPES)}")
-        return self._time_rejection("known_at", event.known_at) or event
+            return Rejection("unknown_label_type", "label_type", shown_value(event.label_type), f"label_type {event.label_type!r} is not one of {list(LABEL_TYPES)}")
+        return _integer_rejection("fraud_scenario", event.fraud_scenario) or self._time_rejection("known_at", event.known_at) or event
 
 
 class DuplicateTracker:

@@ -12,6 +12,16 @@ resumes from the manifests, so the re-run rewrites exactly what was lost. Dead l
 uncommitted batch may be produced twice (Kafka has no exactly-once for that here); the quarantine
 zone dedupes them on their source coordinates. Every consumed record is counted once in its
 manifest as valid or dead-lettered, so counts reconcile: consumed = valid + dead_lettered.
+
+No record can stop landing: the validator never raises, and a row that still cannot be written
+(a validator gap) is dead-lettered with the writer's error (rule ``unwritable_record``) while
+the rest of its batch lands. Dead letters are PAN-masked and cut to the broker's message size;
+the untruncated original of a cut one is kept in ``quarantine/originals/`` unless it held a PAN.
+
+Duplicates: a key landed before is never landed again, whatever its event date. Each committed
+batch also writes its keys to ``_dedupe/<zone>/<dataset>/landed=YYYY-MM-DD/<batch_id>.parquet``;
+a run loads the last ``dedupe_window_days`` of that index (memory bounded by the window, older
+days are deleted), plus, as before, the keys already in each event day it touches.
 """
 
 from __future__ import annotations
@@ -26,22 +36,24 @@ import signal
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
 
-from fraud_platform.domain.validation import Rejection
-from fraud_platform.infra.dead_letters import dead_letter_headers
+from fraud_platform.domain.card_data import mask_pans
+from fraud_platform.domain.validation import Rejection, shown_value
+from fraud_platform.infra.dead_letters import HEADER_PREFIX, dead_letter_message
 from fraud_platform.infra.kafka import make_producer, read_range, topic_partitions
-from fraud_platform.infra.lake import LakeStore, partition_prefix
-from fraud_platform.settings import KafkaSettings, platform_home
+from fraud_platform.infra.lake import LakeStore, parquet_bytes, partition_prefix
+from fraud_platform.settings import IngestionSettings, KafkaSettings, platform_home
 
 log = logging.getLogger(__name__)
 
 FAILPOINT_ENV = "FRAUD_LANDING_FAILPOINT"  # "after_write": SIGKILL self between files and manifest
 _PART_FILE = re.compile(r"part-([0-9a-z-]+)\.parquet$")
+_INDEX_FILE = re.compile(r"landed=(\d{4}-\d{2}-\d{2})/([0-9a-z-]+)\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,15 @@ class LandingSpec:
     @property
     def manifest_prefix(self) -> str:
         return f"_manifests/{self.zone}/{self.dataset}"
+
+    @property
+    def dedupe_prefix(self) -> str:
+        return f"_dedupe/{self.zone}/{self.dataset}"
+
+
+def original_key(dataset: str, sha256: str) -> str:
+    """Where landing keeps the untruncated original of an oversized dead letter."""
+    return f"{partition_prefix('quarantine', 'originals')}/{dataset}/{sha256}.bin"
 
 
 @dataclass
@@ -163,12 +184,17 @@ class _PendingBatch:
 class LandingEngine:
     """Lands one topic into one lake dataset; see the module docstring for the guarantees."""
 
-    def __init__(self, store: LakeStore, kafka: KafkaSettings, spec: LandingSpec, batch_rows: int = 250_000) -> None:
+    def __init__(
+        self, store: LakeStore, kafka: KafkaSettings, spec: LandingSpec, batch_rows: int = 250_000,
+        ingestion: IngestionSettings | None = None,
+    ) -> None:
         self.store = store
         self.kafka = kafka
         self.spec = spec
         self.batch_rows = batch_rows
+        self.ingestion = ingestion or IngestionSettings.from_env()
         self._known_keys: dict[date, set[tuple]] = {}
+        self._recent_keys: set[tuple] | None = None  # the dedupe index's window, loaded on first use
 
     # -- committed state --------------------------------------------------------------------
     def manifests(self) -> list[BatchManifest]:
@@ -186,9 +212,9 @@ class LandingEngine:
         """Delete data files left by a batch that crashed before its manifest was written."""
         committed = {m.batch_id for m in self.manifests()}
         orphans = []
-        for key in self.store.list(partition_prefix(self.spec.zone, self.spec.dataset)):
-            match = _PART_FILE.search(key)
-            if match and match.group(1) not in committed:
+        for key in [*self.store.list(partition_prefix(self.spec.zone, self.spec.dataset)), *self.store.list(self.spec.dedupe_prefix)]:
+            match = _PART_FILE.search(key) or _INDEX_FILE.search(key)
+            if match and match.groups()[-1] not in committed:
                 self.store.delete(key)
                 orphans.append(key)
         if orphans:
@@ -224,13 +250,14 @@ class LandingEngine:
         decoded = self.spec.decode(msg)
         if isinstance(decoded, Decoded):
             key = tuple(decoded.row[c] for c in self.spec.dedupe_columns)
-            if key in self._keys_for(decoded.day):
+            if key in self._recent() or key in self._keys_for(decoded.day):
                 decoded = Rejection(
                     "duplicate_" + "_".join(self.spec.dedupe_columns), ",".join(self.spec.dedupe_columns),
                     ",".join(map(str, key)), f"{self.spec.dedupe_columns} = {key} was already landed",
                 )
             else:
                 self._known_keys[decoded.day].add(key)
+                self._recent_keys.add(key)
                 columns = batch.columns_by_day.get(decoded.day)
                 if columns is None:
                     columns = batch.columns_by_day[decoded.day] = {name: [] for name in (*decoded.row, "_kafka_partition", "_kafka_offset")}
@@ -239,22 +266,53 @@ class LandingEngine:
                 columns["_kafka_partition"].append(msg.partition())
                 columns["_kafka_offset"].append(msg.offset())
                 return
+        self._dead_letter(decoded, msg, batch, producer, delivery_errors)
+
+    def _dead_letter(self, rejection: Rejection, msg, batch: _PendingBatch, producer, delivery_errors: list[str]) -> None:
         batch.dead_lettered += 1
-        batch.rejections[decoded.rule] = batch.rejections.get(decoded.rule, 0) + 1
-        if producer is not None:
-            headers = dead_letter_headers(decoded, self.spec.topic, msg.partition(), msg.offset())
+        batch.rejections[rejection.rule] = batch.rejections.get(rejection.rule, 0) + 1
+        if producer is None:
+            return
+        letter = dead_letter_message(
+            rejection, msg.value(), msg.key(), self.spec.topic, msg.partition(), msg.offset(), self.ingestion.dlq_max_message_bytes,
+        )
+        headers = letter.headers
+        if letter.truncated and not letter.held_pan:
+            location = original_key(self.spec.dataset, letter.original_sha256)
+            if not self.store.exists(location):
+                self.store.write_bytes(location, msg.value())
+            headers = [*headers, (HEADER_PREFIX + "original.location", location.encode())]
 
-            def on_delivery(error, _msg, errors=delivery_errors):
-                if error is not None:
-                    errors.append(str(error))
+        def on_delivery(error, _msg, errors=delivery_errors):
+            if error is not None:
+                errors.append(str(error))
 
-            while True:
-                try:
-                    producer.produce(self.spec.dlq_topic, value=msg.value(), key=msg.key(), headers=headers, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            producer.poll(0)
+        while True:
+            try:
+                producer.produce(self.spec.dlq_topic, value=letter.value, key=letter.key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+
+    def _recent(self) -> set[tuple]:
+        """Keys landed within the dedupe window (any event date); older index days are deleted."""
+        if self._recent_keys is None:
+            oldest = (datetime.now(timezone.utc).date() - timedelta(days=self.ingestion.dedupe_window_days)).isoformat()
+            keep = []
+            for key in self.store.list(self.spec.dedupe_prefix):
+                match = _INDEX_FILE.search(key)
+                if match is None:
+                    continue
+                if match.group(1) < oldest:
+                    self.store.delete(key)
+                else:
+                    keep.append(key)
+            table = self.store.read_parquet(keep, columns=list(self.spec.dedupe_columns))
+            self._recent_keys = set()
+            if table is not None and table.num_rows:
+                self._recent_keys = set(zip(*(table.column(c).to_pylist() for c in self.spec.dedupe_columns)))
+        return self._recent_keys
 
     def _keys_for(self, day: date) -> set[tuple]:
         """Keys already landed for a day (read once per run from that day's files)."""
@@ -269,6 +327,14 @@ class LandingEngine:
         return self._known_keys[day]
 
     def _commit(self, batch: _PendingBatch, end: dict[int, int], producer, delivery_errors: list[str]) -> BatchManifest:
+        batch_id = self._batch_id(batch.start)
+        ingested_at = datetime.now(timezone.utc)
+        constants = {"_kafka_topic": self.spec.topic, "_ingested_at": ingested_at, "_batch_id": batch_id}
+        # Serialised before the dead letters are flushed: a row that cannot be written becomes one more.
+        payloads = {
+            day: self._parquet_or_dead_letter(day, columns, constants, batch, producer, delivery_errors)
+            for day, columns in sorted(batch.columns_by_day.items())
+        }
         if producer is not None:
             remaining = producer.flush(60)
             if remaining or delivery_errors:
@@ -276,20 +342,18 @@ class LandingEngine:
                     f"{self.spec.name}: dead letters not acknowledged by {self.spec.dlq_topic} "
                     f"({remaining} pending, errors: {delivery_errors[:3]}); batch not committed, it will be retried"
                 )
-        batch_id = self._batch_id(batch.start)
-        ingested_at = datetime.now(timezone.utc)
-        files, rows_by_date = [], {}
-        constants = {"_kafka_topic": self.spec.topic, "_ingested_at": ingested_at, "_batch_id": batch_id}
-        for day, columns in sorted(batch.columns_by_day.items()):
-            count = len(columns["_kafka_offset"])
-            arrays = [
-                pa.array(columns[f.name], type=f.type) if f.name in columns else pa.array([constants[f.name]] * count, type=f.type)
-                for f in self.spec.schema
-            ]
+        files, rows_by_date, landed_keys = [], {}, []
+        for day, (data, keys) in payloads.items():
+            if not keys:
+                continue
             key = f"{partition_prefix(self.spec.zone, self.spec.dataset, day)}/part-{batch_id}.parquet"
-            self.store.write_parquet(key, pa.Table.from_arrays(arrays, schema=self.spec.schema))
+            self.store.write_bytes(key, data)
             files.append(key)
-            rows_by_date[day.isoformat()] = count
+            rows_by_date[day.isoformat()] = len(keys)
+            landed_keys.extend(keys)
+        if landed_keys:
+            index = pa.table({c: [k[i] for k in landed_keys] for i, c in enumerate(self.spec.dedupe_columns)})
+            self.store.write_parquet(f"{self.spec.dedupe_prefix}/landed={ingested_at.date().isoformat()}/{batch_id}.parquet", index)
         if os.environ.get(FAILPOINT_ENV) == "after_write":
             os.kill(os.getpid(), signal.SIGKILL)
         manifest = BatchManifest(
@@ -310,6 +374,61 @@ class LandingEngine:
             self.spec.name, batch_id, manifest.consumed, manifest.valid, manifest.dead_lettered, manifest.ranges,
         )
         return manifest
+
+    def _parquet_or_dead_letter(self, day: date, columns: dict[str, list], constants: dict, batch: _PendingBatch, producer, delivery_errors):
+        """(Parquet bytes, dedupe keys) of a day's rows; rows the writer refuses are dead-lettered."""
+        while True:
+            count = len(columns["_kafka_offset"])
+            try:
+                arrays = [
+                    pa.array(columns[f.name], type=f.type) if f.name in columns else pa.array([constants[f.name]] * count, type=f.type)
+                    for f in self.spec.schema
+                ]
+                data = parquet_bytes(pa.Table.from_arrays(arrays, schema=self.spec.schema))
+                return data, list(zip(*(columns[c] for c in self.spec.dedupe_columns)))
+            except (pa.ArrowException, OverflowError, ValueError, TypeError) as error:
+                row, field, value, reason = self._unwritable_row(columns, constants, error)
+            rejection = Rejection(
+                "unwritable_record", field, shown_value(value),
+                f"the lake writer refused {field or 'the record'} = {shown_value(value)}: {mask_pans(str(reason))[:300]}",
+            )
+            log.error("%s: %s (partition %s offset %s)", self.spec.name, rejection.message, columns["_kafka_partition"][row], columns["_kafka_offset"][row])
+            msg = self._refetch(columns["_kafka_partition"][row], columns["_kafka_offset"][row])
+            key = tuple(columns[c][row] for c in self.spec.dedupe_columns)
+            self._recent().discard(key)
+            self._known_keys.get(day, set()).discard(key)
+            for values in columns.values():
+                del values[row]
+            self._dead_letter(rejection, msg, batch, producer, delivery_errors)
+
+    def _unwritable_row(self, columns: dict[str, list], constants: dict, error: Exception) -> tuple[int, str | None, object, object]:
+        """(row, field, value, error) of the first row the writer refuses, found value by value."""
+        for f in self.spec.schema:
+            if f.name not in columns:
+                continue
+            for row, value in enumerate(columns[f.name]):
+                try:
+                    pa.array([value], type=f.type)
+                    if value is None and not f.nullable:
+                        raise ValueError(f"null in non-nullable column {f.name}")
+                except (pa.ArrowException, OverflowError, ValueError, TypeError) as cell_error:
+                    return row, f.name, value, cell_error
+        for row in range(len(columns["_kafka_offset"])):  # no single cell fails: try whole rows
+            try:
+                one = {name: values[row : row + 1] for name, values in columns.items()}
+                arrays = [pa.array(one[f.name], type=f.type) if f.name in one else pa.array([constants[f.name]], type=f.type) for f in self.spec.schema]
+                parquet_bytes(pa.Table.from_arrays(arrays, schema=self.spec.schema))
+            except (pa.ArrowException, OverflowError, ValueError, TypeError) as row_error:
+                return row, None, {name: values[row] for name, values in columns.items()}, row_error
+        raise RuntimeError(f"{self.spec.name}: the batch cannot be written but no single row fails: {error}") from error
+
+    def _refetch(self, partition: int, offset: int):
+        """The original message at a source offset (only for the rare row the writer refuses)."""
+        for chunk, _ in read_range(self.kafka, self.spec.topic, {partition: offset}, max_messages=1):
+            for msg in chunk:
+                if msg.offset() == offset:
+                    return msg
+        raise RuntimeError(f"{self.spec.topic}[{partition}]@{offset} could not be read back to dead-letter it")
 
     def _batch_id(self, start: dict[int, int]) -> str:
         """Deterministic from the start offsets, so a re-run after a crash overwrites, never adds."""

@@ -7,6 +7,7 @@ import os
 import sys
 
 from fraud_platform.settings import SparkSettings
+from fraud_platform.security import HADOOP_UMASK_MODE
 
 DEFAULT_LOCAL_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "4",
@@ -18,6 +19,9 @@ DEFAULT_LOCAL_CONF: dict[str, str] = {
     "spark.driver.memory": "2g",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.python.worker.reuse": "true",
+    # Hadoop's local file system chmods what it writes from this mask, not the process umask:
+    # without it Spark's Parquet, checkpoints and .crc files are world-readable (0644/0755).
+    "spark.hadoop.fs.permissions.umask-mode": HADOOP_UMASK_MODE,
 }
 
 

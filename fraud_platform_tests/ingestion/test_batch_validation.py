@@ -98,12 +98,12 @@ EDGE_CASES = [
 ]
 
 
-def _assert_same_as_per_record(values: list[bytes | None]) -> int:
+def assert_same_as_per_record(values: list[bytes | None], now: datetime = NOW, **options) -> int:
     """Compare with ``parse`` record by record; return how many took the fast path."""
-    batch = validate_transactions(values, TransactionValidator(now=lambda: NOW), columnar_from=1)
+    batch = validate_transactions(values, TransactionValidator(now=lambda: now, **options), columnar_from=1)
     covered = sorted([*batch.positions.tolist(), *(i for i, _ in batch.rejections)])
     assert covered == list(range(len(values)))  # every record in exactly one place
-    reference = TransactionValidator(now=lambda: NOW)
+    reference = TransactionValidator(now=lambda: now, **options)
     accepted = dict(zip(batch.positions.tolist(), batch.accepted.to_pylist()))
     rejected = dict(batch.rejections)
     for i, value in enumerate(values):
@@ -120,10 +120,10 @@ def _assert_same_as_per_record(values: list[bytes | None]) -> int:
 
 def test_edge_cases_decided_exactly_as_the_per_record_validator() -> None:
     assert len(EDGE_CASES) > 50
-    _assert_same_as_per_record(EDGE_CASES)
+    assert_same_as_per_record(EDGE_CASES)
     # Each alone too: a bad neighbour must not change a record's outcome.
     for value in EDGE_CASES:
-        _assert_same_as_per_record([GOOD.replace(b"00000001", b"00000002"), value])
+        assert_same_as_per_record([GOOD.replace(b"00000001", b"00000002"), value])
 
 
 @pytest.fixture(scope="module")
@@ -134,14 +134,14 @@ def messages() -> list[tuple[bytes, bytes]]:
 
 def test_clean_stream_takes_the_fast_path_entirely(messages) -> None:
     values = [value for _, value in messages]
-    assert _assert_same_as_per_record(values) == len(values)
+    assert assert_same_as_per_record(values) == len(values)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_injected_bad_records_decided_exactly_as_the_per_record_validator(messages, seed: int) -> None:
     stream, report = inject_invalid(messages, rate=0.05, seed=seed)
     values = [value for _, value in stream]
-    fast = _assert_same_as_per_record(values)
+    fast = assert_same_as_per_record(values)
     # Bad records are isolated in small blocks: most good records still take the fast path.
     assert fast >= 0.5 * report.expected_valid
 

@@ -56,6 +56,7 @@ def _transactions(raw: list[dict]) -> pd.DataFrame:
         "day_of_week": t.dt.dayofweek,
         "is_weekend": t.dt.dayofweek >= 5,
         "is_night": (t.dt.hour >= 22) | (t.dt.hour < 6),
+        "is_account_verification": df["amount"] == 0,
     })
     return out
 

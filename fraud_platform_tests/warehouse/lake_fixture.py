@@ -78,6 +78,7 @@ def _row(day: date, i: int, *, hour: int, terminal: str, customer: str, fraud: b
         "day_of_week": event_time.weekday(),
         "is_weekend": event_time.weekday() >= 5,
         "is_night": hour >= 22 or hour < 6,
+        "is_account_verification": False,
         "is_fraud": is_fraud,
         "label_type": None if is_fraud is None else ("chargeback" if is_fraud else "confirmed_legit"),
         "label_known_at": None if is_fraud is None else event_time + timedelta(days=1),

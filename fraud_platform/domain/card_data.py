@@ -1,0 +1,113 @@
+"""Card numbers (PANs) in untrusted input: find them anywhere, mask them before anything is written.
+
+PCI DSS allows at most the first six and last four digits of a PAN at rest, so every place that
+writes something derived from raw input (dead-letter payloads and headers, the quarantine zone,
+logs) passes it through :func:`mask_pans` / :func:`mask_pans_bytes` first, and the validator
+rejects any record holding a PAN (rule ``raw_pan``) so none reaches the raw or scored zones.
+
+What counts as a PAN: 13-19 decimal digits (any script), optionally separated by single spaces or dashes
+(``4111 1111 1111 1111``, ``4111-1111-1111-1111``), Luhn-valid, and not glued to a letter or
+digit on either side (``tok_3f2a...`` hex tokens and ``tx-<hex>`` ids never match). Inside a longer
+run of separated digit groups every group-aligned stretch of 13-19 digits is checked, so
+``4111 1111 1111 1111 0000`` is caught too. Over-matching is the safe side: a 16-digit Luhn-valid
+number in any field is treated as a card number.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A run of digits (any script's decimal digits) with single space/dash separators, not touching a
+# letter or digit; the bytes twin is the ASCII fast case.
+_RUN = re.compile(r"(?<![^\W_])\d(?:[ -]?\d)*(?![^\W_])")
+_RUN_BYTES = re.compile(rb"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9])*(?![0-9A-Za-z])")
+_GROUP = re.compile(r"\d+")
+MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
+# RE2 (pyarrow) pattern without look-around matching wherever a PAN might be (a superset), used by the columnar
+# validator to send possibly-affected records to the exact per-record check.
+PAN_CANDIDATE_RE2 = r"(^|[^\p{L}\p{Nd}])\p{Nd}([ -]?\p{Nd}){12,18}($|[^\p{L}\p{Nd}])"
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _pan_spans(run: str, offset: int) -> list[tuple[int, int]]:
+    """(start, end) of every PAN inside one separated digit run, positions relative to the text."""
+    groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
+    if sum(e - s for s, e in groups) < MIN_PAN_DIGITS:
+        return []
+    spans = []
+    if len(groups) == 1:  # one unbroken number: the whole of it, or nothing
+        start, end = groups[0]
+        if end - start <= MAX_PAN_DIGITS and luhn_ok(run):
+            spans.append((offset, offset + len(run)))
+        return spans
+    for i in range(len(groups)):
+        digits = ""
+        for j in range(i, len(groups)):
+            digits += run[groups[j][0] : groups[j][1]]
+            if len(digits) > MAX_PAN_DIGITS:
+                break
+            if len(digits) >= MIN_PAN_DIGITS and luhn_ok(digits):
+                spans.append((offset + groups[i][0], offset + groups[j][1]))
+    return spans
+
+
+def pan_spans(text: str) -> list[tuple[int, int]]:
+    """Positions of every PAN in ``text`` (possibly overlapping)."""
+    spans: list[tuple[int, int]] = []
+    if not text:
+        return spans
+    for match in _RUN.finditer(text):
+        spans.extend(_pan_spans(match.group(), match.start()))
+    return spans
+
+
+def contains_pan(text: str) -> bool:
+    return bool(pan_spans(text))
+
+
+def looks_like_pan(value: str) -> bool:
+    """True when the whole value is one PAN (with or without separators)."""
+    return any(start == 0 and end == len(value) for start, end in pan_spans(value))
+
+
+def _masked(text: str, spans: list[tuple[int, int]]) -> str:
+    chars = list(text)
+    for start, end in spans:
+        digit_positions = [i for i in range(start, end) if chars[i].isdigit() or chars[i] == "*"]
+        for i in digit_positions[6:-4]:
+            chars[i] = "*"
+    return "".join(chars)
+
+
+def mask_pans(text: str) -> str:
+    """``text`` with every PAN reduced to its first 6 and last 4 digits (the rest ``*``)."""
+    spans = pan_spans(text)
+    return _masked(text, spans) if spans else text
+
+
+def mask_pans_bytes(data: bytes) -> bytes:
+    """:func:`mask_pans` on raw bytes; returns ``data`` itself when there is nothing to mask.
+    Non-ASCII payloads are read as UTF-8 (undecodable bytes kept as they are)."""
+    if not data:
+        return data
+    if not data.isascii():
+        text = data.decode("utf-8", "surrogateescape")
+        masked = mask_pans(text)
+        return data if masked is text else masked.encode("utf-8", "surrogateescape")
+    out = None
+    for match in _RUN_BYTES.finditer(data):
+        run = match.group().decode("ascii")
+        spans = _pan_spans(run, 0)
+        if spans:
+            out = bytearray(data) if out is None else out
+            out[match.start() : match.end()] = _masked(run, spans).encode("ascii")
+    return bytes(out) if out is not None else data

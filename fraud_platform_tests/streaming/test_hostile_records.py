@@ -1,0 +1,93 @@
+"""The hostile corpus through the scorer's pure-Python batch scoring and its real sinks: every
+record ends in exactly one place (scored row or dead letter with the corpus' rule), and no card
+number reaches the scored zone, the alert stores, the DLQ or the predictions topic."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fraud_platform.domain.card_data import contains_pan
+from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
+from fraud_platform.infra.dead_letters import parse_dead_letter_headers
+from fraud_platform.infra.kafka import make_producer, read_range
+from fraud_platform.infra.lake import LocalLakeStore
+from fraud_platform.ml.registry import ChampionInfo
+from fraud_platform.settings import KafkaSettings
+from fraud_platform_tests.hostile import hostile_records, pans_in_files, pans_in_topic
+from spark_streaming.champion import ActiveModel
+from spark_streaming.scoring import BatchScorer
+from spark_streaming.sinks import DuckDBAlertStore, KafkaOutputs, PostgresAlertStore, ScoredLake, alerts_of
+from spark_streaming.source import ARROW_SCHEMA
+
+
+def _records(payloads: list[bytes | None]) -> pa.Table:
+    n = len(payloads)
+    return pa.Table.from_pydict(
+        {"key": [f"k{i}".encode() for i in range(n)], "value": payloads, "topic": ["tx"] * n,
+         "partition": [0] * n, "offset": list(range(n)), "timestamp": [0] * n},
+        schema=ARROW_SCHEMA,
+    )
+
+
+def _blocking_model() -> ActiveModel:
+    """A real feature snapshot and a model that blocks everything, so every scored row is an alert."""
+    as_of = pd.Timestamp(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    history = pd.DataFrame({
+        "transaction_id": ["h1", "h2"], "customer_key": ["c1", "c2"], "terminal_id": ["t1", "t2"],
+        "amount_eur": [10.0, 20.0], "event_time": [as_of - timedelta(hours=2), as_of - timedelta(hours=1)],
+    })
+    snapshot = FeatureSnapshot.build(history, as_of=as_of)
+    info = ChampionInfo("m", "1", "models:/m/1", None, 0.5, FEATURE_COLUMNS, None, None, "v1")
+    return ActiveModel("m", info, lambda X: np.full(len(X), 0.99), snapshot, "v1", 0.0)
+
+
+def test_hostile_corpus_reconciles_in_batch_scoring_and_no_pan_reaches_a_sink(stream_env, pg_dsn, tmp_path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    corpus = hostile_records()
+    batch = BatchScorer(block_threshold=0.9).score(0, _records([r.payload for r in corpus]), _blocking_model())
+    batch.reconcile()
+
+    scored = batch.scored["_kafka_offset"].tolist()
+    dead = {letter.offset: letter.rejection for letter in batch.dead_letters}
+    assert sorted(scored + list(dead)) == list(range(len(corpus)))  # each record in exactly one place
+    for offset, record in enumerate(corpus):
+        if record.accepted:
+            assert offset in scored, record.reason
+        else:
+            assert (dead[offset].rule, dead[offset].field) == (record.expect, record.field), record.reason
+    assert (batch.scored["amount"] == 0).sum() >= 2  # account verifications are scored like any transaction
+
+    # The real sinks: scored zone, both alert stores, predictions and DLQ topics.
+    ScoredLake(LocalLakeStore(tmp_path / "lake")).write(batch)
+    for store in (DuckDBAlertStore(tmp_path / "alerts.duckdb"), PostgresAlertStore(pg_dsn, "hostile.fraud_alerts")):
+        store.ensure_schema()
+        assert store.upsert(alerts_of(batch)) == len(scored)
+        store.close()
+    settings = KafkaSettings.from_env()
+    topics = settings.topics
+    outputs = KafkaOutputs(make_producer(settings), topics.predictions, topics.transactions_dlq, topics.transactions)
+    outputs.send_predictions(batch.scored)
+    outputs.send_dead_letters(batch.dead_letters)
+    outputs.flush()
+
+    assert pans_in_files(tmp_path) == []
+    assert pans_in_topic(settings, topics.transactions_dlq) == []
+    assert pans_in_topic(settings, topics.predictions) == []
+    assert not contains_pan(caplog.text)
+    import psycopg
+
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT * FROM hostile.fraud_alerts").fetchall()
+    assert len(rows) == len(scored) and not any(contains_pan(str(v)) for row in rows for v in row)
+
+    # The 2 MiB dead letters went out cut to the broker limit, with the original's size and hash.
+    letters = [m for chunk, _ in read_range(settings, topics.transactions_dlq, {0: 0, 1: 0}) for m in chunk]
+    assert len(letters) == len(dead)
+    cut = [parse_dead_letter_headers(m.headers()) for m in letters if len(m.value() or b"") > 900_000 or
+           parse_dead_letter_headers(m.headers()).get("truncated")]
+    assert len(cut) == 2 and all(int(h["original.size"]) > 2 * 1024 * 1024 and len(h["original.sha256"]) == 64 for h in cut)
