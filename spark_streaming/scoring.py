@@ -136,7 +136,7 @@ class BatchScorer:
 def processed_frame(events: pa.Table) -> pd.DataFrame:
     """Validated events (``ACCEPTED_SCHEMA``) in the processed zone's shape: the catalogue's one
     raw -> processed derivation (``event_date`` is midnight UTC, the scored zone's partition day)."""
-    return derive_processed_rows(events.to_pandas(coerce_temporal_nanoseconds=True))
+    return derive_processed_rows(events)
 
 
 def online_features(snapshot: FeatureSnapshot, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:

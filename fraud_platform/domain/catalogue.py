@@ -18,6 +18,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraud_platform.domain.features import FEATURE_COLUMNS
 from fraud_platform.domain.hashing import entity_key
@@ -169,51 +170,58 @@ _entity_key = lru_cache(maxsize=500_000)(entity_key)  # ids repeat: hash each on
 _FX = pd.Series(FX_TO_EUR, dtype="float64")
 
 
-def _strings(frame: pd.DataFrame, column: str) -> pd.Series:
-    return frame[column].astype(object).str.strip()
+def _text(events: pa.Table, column: str, case: str | None = None) -> np.ndarray:
+    """Trimmed (and optionally re-cased) strings, computed in Arrow (C++), returned as numpy objects."""
+    values = pc.utf8_trim_whitespace(events.column(column))
+    if case == "upper":
+        values = pc.utf8_upper(values)
+    elif case == "lower":
+        values = pc.utf8_lower(values)
+    return values.to_numpy(zero_copy_only=False)
 
 
-def derive_processed_rows(raw: pd.DataFrame, partition_dates: pd.Series | None = None) -> pd.DataFrame:
+def derive_processed_rows(raw: pd.DataFrame | pa.Table, partition_dates: pd.Series | None = None) -> pd.DataFrame:
     """Validated raw transactions -> the processed zone's transaction columns (``DERIVED_COLUMNS``).
 
     Trimmed ids, upper-case currency/country, lower-case channel, pseudonymous customer/card keys,
     EUR amounts, UTC time parts. ``partition_dates`` (the raw folder's date per row, when reading
     the lake) must equal each row's event date: anything else is a landing bug and raises."""
-    tid = _strings(raw, "transaction_id")
-    event_time = pd.to_datetime(raw["event_time"], utc=True)
-    event_date = event_time.dt.floor("D")
+    events = raw if isinstance(raw, pa.Table) else pa.Table.from_pandas(raw, preserve_index=False)
+    tid = _text(events, "transaction_id")
+    event_time = pd.DatetimeIndex(pd.to_datetime(events.column("event_time").to_pandas(coerce_temporal_nanoseconds=True), utc=True))
+    event_date = event_time.floor("D")
     if partition_dates is not None:
-        filed = pd.to_datetime(partition_dates)
-        filed = filed.dt.tz_localize("UTC") if filed.dt.tz is None else filed
-        wrong = (filed != event_date).to_numpy()
+        filed = pd.DatetimeIndex(pd.to_datetime(partition_dates))
+        filed = filed.tz_localize("UTC") if filed.tz is None else filed
+        wrong = np.asarray(filed != event_date)
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
             raise DerivationError(
-                f"event_time={event_time.iloc[i].strftime('%Y-%m-%d %H:%M:%S')} of transaction_id={tid.iloc[i]} "
-                f"is outside its raw partition date={filed.iloc[i].date().isoformat()}"
+                f"event_time={event_time[i].strftime('%Y-%m-%d %H:%M:%S')} of transaction_id={tid[i]} "
+                f"is outside its raw partition date={filed[i].date().isoformat()}"
             )
-    currency = _strings(raw, "currency").str.upper()
-    rate = _FX.reindex(currency.to_numpy()).to_numpy()
+    currency = _text(events, "currency", "upper")
+    rate = _FX.reindex(currency).to_numpy()
     if np.isnan(rate).any():
         i = int(np.flatnonzero(np.isnan(rate))[0])
-        raise DerivationError(f"no FX rate for currency={currency.iloc[i]} (transaction_id={tid.iloc[i]})")
-    amount = raw["amount"].astype("float64").to_numpy()
-    hour = event_time.dt.hour.astype("int32").to_numpy()
-    dow = event_time.dt.dayofweek.astype("int32").to_numpy()
+        raise DerivationError(f"no FX rate for currency={currency[i]} (transaction_id={tid[i]})")
+    amount = events.column("amount").cast(pa.float64()).to_numpy()
+    hour = np.asarray(event_time.hour, dtype="int32")
+    dow = np.asarray(event_time.dayofweek, dtype="int32")
     return pd.DataFrame(
         {
-            "transaction_id": tid.to_numpy(),
-            "event_time": event_time.reset_index(drop=True),
-            "event_date": event_date.reset_index(drop=True),
-            "customer_key": [_entity_key(c) for c in raw["customer_id"].tolist()],
-            "card_key": [_entity_key(c) for c in raw["card_token"].tolist()],
-            "terminal_id": _strings(raw, "terminal_id").to_numpy(),
+            "transaction_id": tid,
+            "event_time": event_time,
+            "event_date": event_date,
+            "customer_key": [_entity_key(c) for c in events.column("customer_id").to_pylist()],
+            "card_key": [_entity_key(c) for c in events.column("card_token").to_pylist()],
+            "terminal_id": _text(events, "terminal_id"),
             "amount": amount,
-            "currency": currency.to_numpy(),
+            "currency": currency,
             "amount_eur": amount * rate,
-            "merchant_category": _strings(raw, "merchant_category").to_numpy(),
-            "channel": _strings(raw, "channel").str.lower().to_numpy(),
-            "country": _strings(raw, "country").str.upper().to_numpy(),
+            "merchant_category": _text(events, "merchant_category"),
+            "channel": _text(events, "channel", "lower"),
+            "country": _text(events, "country", "upper"),
             "hour": hour,
             "day_of_week": dow,
             "is_weekend": dow >= 5,

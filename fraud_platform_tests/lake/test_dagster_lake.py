@@ -14,7 +14,7 @@ import pytest
 
 from fraud_platform.defs.lake.assets import processed_transactions, sandbox_transactions
 from fraud_platform.defs.lake.checks import LAKE_CHECKS
-from fraud_platform.defs.resources import LakeResource, SparkResource, build_resources
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, SparkResource, build_resources
 from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.settings import PlatformSettings
 from fraud_platform_tests.lake.fixtures import D1, land_scenario, tx, write_raw
@@ -51,10 +51,11 @@ def _checks_by_asset(result) -> dict[str, bool]:
 
 @pytest.mark.slow
 def test_blocking_check_failure_stops_the_sandbox(spark, lake_root, monkeypatch):
-    monkeypatch.setenv("FRAUD_DQ_FRAUD_RATE_MAX", "0.6")  # the crafted day is half fraud on purpose
     store = LocalLakeStore(lake_root)
     land_scenario(store)
-    resources = {"lake": LakeResource(root=str(lake_root)), "spark": SparkResource(master="local[2]")}
+    resources = {"lake": LakeResource(root=str(lake_root)), "spark": SparkResource(master="local[2]"),
+                 # the crafted day is half fraud on purpose
+                 "lake_processing": LakeProcessingResource(fraud_rate_max=0.6)}
     assets = [processed_transactions, sandbox_transactions, *LAKE_CHECKS]
 
     good = dg.materialize(assets, partition_key=D1.isoformat(), resources=resources, raise_on_error=False,
