@@ -19,9 +19,13 @@ import re
 
 # A run of digits (any script's decimal digits) with single space/dash separators, not touching a
 # letter or digit; the bytes twin is the ASCII fast case.
-_RUN = re.compile(r"(?<![^\W_])\d(?:[ -]?\d)*(?![^\W_])")
-_RUN_BYTES = re.compile(rb"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9])*(?![0-9A-Za-z])")
+_RUN = re.compile(r"(?<![^\W_])\d(?:[ -]?\d){12,}(?![^\W_])")
+_RUN_BYTES = re.compile(rb"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9]){12,}(?![0-9A-Za-z])")
 _GROUP = re.compile(r"\d+")
+# Cheap pre-filters (a character-class run, no look-around): most payloads have no stretch of 13+
+# digits/separators at all and skip the exact scan.
+_CANDIDATE = re.compile(r"\d[\d -]{11,}\d")
+_CANDIDATE_BYTES = re.compile(rb"[0-9][0-9 -]{11,}[0-9]")
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
 # RE2 (pyarrow) pattern without look-around matching wherever a PAN might be (a superset), used by the columnar
 # validator to send possibly-affected records to the exact per-record check.
@@ -63,7 +67,7 @@ def _pan_spans(run: str, offset: int) -> list[tuple[int, int]]:
 def pan_spans(text: str) -> list[tuple[int, int]]:
     """Positions of every PAN in ``text`` (possibly overlapping)."""
     spans: list[tuple[int, int]] = []
-    if not text:
+    if not text or _CANDIDATE.search(text) is None:
         return spans
     for match in _RUN.finditer(text):
         spans.extend(_pan_spans(match.group(), match.start()))
@@ -89,9 +93,15 @@ def _masked(text: str, spans: list[tuple[int, int]]) -> str:
 
 
 def mask_pans(text: str) -> str:
-    """``text`` with every PAN reduced to its first 6 and last 4 digits (the rest ``*``)."""
+    """``text`` with every PAN reduced to its first 6 and last 4 digits (the rest ``*``).
+
+    Repeated until nothing is found: a mask can cut a longer digit run so that its remaining
+    head is, by chance, a Luhn-valid 13+ digit number in its own right."""
     spans = pan_spans(text)
-    return _masked(text, spans) if spans else text
+    while spans:
+        text = _masked(text, spans)
+        spans = pan_spans(text)
+    return text
 
 
 def mask_pans_bytes(data: bytes) -> bytes:
@@ -103,11 +113,13 @@ def mask_pans_bytes(data: bytes) -> bytes:
         text = data.decode("utf-8", "surrogateescape")
         masked = mask_pans(text)
         return data if masked is text else masked.encode("utf-8", "surrogateescape")
+    if _CANDIDATE_BYTES.search(data) is None:
+        return data
     out = None
     for match in _RUN_BYTES.finditer(data):
         run = match.group().decode("ascii")
-        spans = _pan_spans(run, 0)
-        if spans:
+        masked = mask_pans(run)
+        if masked is not run:
             out = bytearray(data) if out is None else out
-            out[match.start() : match.end()] = _masked(run, spans).encode("ascii")
+            out[match.start() : match.end()] = masked.encode("ascii")
     return bytes(out) if out is not None else data

@@ -57,11 +57,16 @@ class Rejection:
     message: str
 
 
-def shown_value(value: object) -> str:
-    """A value safe to write anywhere: PANs masked, control characters escaped, at most 200 chars."""
-    text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else repr(value)
+def safe_text(text: str, limit: int = 200) -> str:
+    """Text safe to write anywhere: PANs masked, control characters escaped, at most ``limit`` chars."""
     text = CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", mask_pans(text))
-    return text if len(text) <= 200 else text[:197] + "..."
+    # Masked again after cutting: the cut can leave the head of a long digit run that is a PAN.
+    return text if len(text) <= limit else mask_pans(text[: limit - 3]) + "..."
+
+
+def shown_value(value: object) -> str:
+    """How a rejected value is shown (repr, or the decoded bytes), made safe by :func:`safe_text`."""
+    return safe_text(value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else repr(value))
 
 
 def _pan_field(raw: bytes) -> tuple[str | None, str]:
@@ -74,21 +79,29 @@ def _pan_field(raw: bytes) -> tuple[str | None, str]:
         for name, value in document.items():
             text = value if isinstance(value, str) else json.dumps(value)
             if contains_pan(name) or contains_pan(text):
-                return mask_pans(name), text
+                return safe_text(name, 64), text
     return None, raw.decode("utf-8", "replace")
+
+
+def _escaped_pan(raw: bytes) -> bool:
+    try:
+        return contains_pan(json.dumps(json.loads(raw), ensure_ascii=False))
+    except (ValueError, RecursionError):
+        return False
 
 
 def _raw_pan(raw: bytes) -> Rejection:
     field, text = _pan_field(raw)
     where = f"field '{field}'" if field else "the record"
-    return Rejection("raw_pan", field, shown_value(mask_pans(text)), f"{where} holds a raw card number (PAN); only tokens may enter the platform")
+    return Rejection("raw_pan", field, safe_text(text), f"{where} holds a raw card number (PAN); only tokens may enter the platform")
 
 
 def _rejection_from_pydantic(error: ValidationError, raw: bytes) -> Rejection:
     first = error.errors(include_url=False)[0]
     kind = first["type"]
     # Only the top-level field name: union members add their own loc parts (e.g. "amount.float").
-    field = str(first["loc"][0]) if first["loc"] else None
+    # An unexpected field's name is input too, so it is made safe like a value.
+    field = safe_text(str(first["loc"][0]), 64) if first["loc"] else None
     if kind in ("json_invalid", "json_type") or (kind == "model_type" and not field):
         return Rejection("malformed_json", None, shown_value(raw), f"not a JSON object: {first['msg']}")
     if kind == "missing":
@@ -126,15 +139,14 @@ class _Validator(Generic[E]):
             return Rejection("malformed_json", None, None, "empty message (null value)")
         if not isinstance(raw, bytes):
             raw = bytes(raw) if isinstance(raw, (bytearray, memoryview)) else str(raw).encode("utf-8", "surrogatepass")
-        if mask_pans_bytes(raw) is not raw:  # checked first, so no other rule ever echoes a card number
+        # Checked first, so no other rule ever echoes a card number (also one spelled with \u escapes).
+        if mask_pans_bytes(raw) is not raw or (b"\\" in raw and _escaped_pan(raw)):
             return _raw_pan(raw)
         try:
             event = self.model.model_validate_json(raw)
         except ValidationError as error:
             return _rejection_from_pydantic(error, raw)
         for name, value in _string_fields(event):
-            if b"\\" in raw and contains_pan(value):  # a PAN spelled with JSON escapes (\u0034...)
-                return _raw_pan(raw)
             if CONTROL_CHARACTERS.search(value):
                 return Rejection(
                     "control_character", name, shown_value(value),

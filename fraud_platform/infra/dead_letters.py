@@ -71,7 +71,8 @@ def dead_letter_message(
     digest = None
     if truncated:
         digest = hashlib.sha256(value).hexdigest()
-        safe_value = safe_value[: max(0, max_bytes - _HEADER_ROOM)]
+        # Masked again after the cut: it can leave the head of a long digit run that is a PAN.
+        safe_value = mask_pans_bytes(safe_value[: max(0, max_bytes - _HEADER_ROOM)])
         headers += [
             (HEADER_PREFIX + "original.size", str(size).encode()),
             (HEADER_PREFIX + "original.sha256", digest.encode()),

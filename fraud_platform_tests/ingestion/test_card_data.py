@@ -41,6 +41,13 @@ def test_non_pans_are_left_alone(text: str) -> None:
     assert mask_pans_bytes(data) is data
 
 
+def test_masking_never_leaves_a_pan_behind() -> None:
+    # Masking the Luhn-valid tail cuts the run so that its head is, by chance, a Luhn-valid 13 digits.
+    text = "8302021 9400464661902"
+    assert contains_pan(text) and not contains_pan(mask_pans(text))
+    assert not contains_pan(mask_pans_bytes(text.encode()).decode())
+
+
 def test_a_pan_among_more_digit_groups_is_still_found() -> None:
     assert mask_pans("4539 1488 0343 6467 0000").startswith("4539 14** **** 6467")
     assert looks_like_pan("4539 1488 0343 6467") and not looks_like_pan("pan 4539 1488 0343 6467")

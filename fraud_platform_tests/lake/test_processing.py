@@ -118,3 +118,13 @@ def test_s3_lake_without_s3a_in_spark_fails_clearly(spark):
     store = S3LakeStore(client=None, bucket="fraud-lake", prefix="lake")
     with pytest.raises(RuntimeError, match=r"lake backend is S3 \(s3://fraud-lake/lake\) but this Spark has no s3a filesystem \(hadoop-aws jar missing\)"):
         run_processed(spark, store, [D1], maturity_days=7)
+
+
+def test_zero_amount_account_verifications_are_kept_and_marked(spark, tmp_path):
+    store = LocalLakeStore(tmp_path / "lake")
+    write_raw(store, "transactions", D1, [tx("tx800001", "2026-01-05T09:00:00", 0), tx("tx800002", "2026-01-05T09:30:00", 12)])
+    write_raw(store, "labels", D1, [label("tx800002", "2026-01-05T10:00:00")])
+    run_processed(spark, store, [D1], maturity_days=7, processed_at=PROCESSED_AT)
+    got = _read(store, "processed", D1, PROCESSED_TRANSACTIONS_SCHEMA).set_index("transaction_id")
+    assert got["is_account_verification"].to_dict() == {"tx800001": True, "tx800002": False}
+    assert got.loc["tx800001", "amount_eur"] == 0.0
