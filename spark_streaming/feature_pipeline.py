@@ -44,30 +44,36 @@ COUNTS_SCHEMA = pa.schema([("topic", pa.string()), ("records", pa.int64()), ("va
 COUNTS_DDL = "topic string, records long, valid long, applied long"
 
 
-def apply_records(store: OnlineFeatureStore, topic_kind: str, values: list[bytes | None]) -> tuple[int, int]:
-    """Validate raw Kafka values of one topic and apply the valid ones; returns (valid, applied)."""
-    if topic_kind == "transactions":
-        from fraud_platform.domain.batch_validation import validate_transactions
-        from fraud_platform.domain.validation import TransactionValidator
+def transaction_rows(values: list[bytes | None]) -> pd.DataFrame:
+    """The valid transactions among raw Kafka values, in the processed-row shape (the scorer's)."""
+    from fraud_platform.domain.batch_validation import validate_transactions
+    from fraud_platform.domain.validation import TransactionValidator
 
-        from spark_streaming.scoring import processed_frame
+    from spark_streaming.scoring import processed_frame
 
-        accepted = validate_transactions(values, TransactionValidator()).accepted
-        if accepted.num_rows == 0:
-            return 0, 0
-        return accepted.num_rows, store.apply_transactions(processed_frame(accepted)[EVENT_COLUMNS])["applied"]
+    return processed_frame(validate_transactions(values, TransactionValidator()).accepted)
+
+
+def label_rows(values: list[bytes | None]) -> pd.DataFrame:
+    """The valid label events among raw Kafka values: transaction_id, is_fraud, known_at."""
     from fraud_platform.domain.validation import LabelValidator, Rejection
 
     validator = LabelValidator()
     events = [event for event in map(validator.parse, values) if not isinstance(event, Rejection)]
-    if not events:
-        return 0, 0
-    labels = pd.DataFrame({
+    return pd.DataFrame({
         "transaction_id": [e.transaction_id for e in events],
         "is_fraud": [e.is_fraud for e in events],
         "known_at": pd.to_datetime([e.known_at for e in events], utc=True),
     })
-    return len(events), store.apply_labels(labels)["applied"]
+
+
+def apply_records(store: OnlineFeatureStore, topic_kind: str, values: list[bytes | None]) -> tuple[int, int]:
+    """Validate raw Kafka values of one topic and apply the valid ones; returns (valid, applied)."""
+    if topic_kind == "transactions":
+        rows = transaction_rows(values)
+        return len(rows), (store.apply_transactions(rows[EVENT_COLUMNS])["applied"] if len(rows) else 0)
+    labels = label_rows(values)
+    return len(labels), (store.apply_labels(labels)["applied"] if len(labels) else 0)
 
 
 def partition_applier(store: OnlineFeatureStore, topics: dict[str, str]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
