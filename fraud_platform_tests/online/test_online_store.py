@@ -116,8 +116,15 @@ def test_materialised_snapshot_then_stream_equals_batch(online_store: OnlineFeat
     labels = _labels_known_before(history, cutoff)
     online_store.apply_labels(labels)
     later = history[(history["event_time"] >= cutoff) & (history["event_time"] < cutoff + pd.Timedelta(hours=20))]
-    _assert_same(online_store.features(later[EVENT_COLUMNS]),
-                 _reference(history[history["event_time"] < cutoff + pd.Timedelta(hours=20)], labels, later.index))
+    reference = _reference(history[history["event_time"] < cutoff + pd.Timedelta(hours=20)], labels, later.index)
+    _assert_same(online_store.features(later[EVENT_COLUMNS]), reference)
+
+    # A newer snapshot (the weekly retrain) under the running stream replaces the state before its
+    # as-of without counting anything twice.
+    newer_as_of = as_of + pd.Timedelta(days=2)
+    newer = FeatureSnapshot.build(history[history["event_time"] < newer_as_of], labels=labels, as_of=newer_as_of)
+    online_store.materialise(newer)
+    _assert_same(online_store.features(later[EVENT_COLUMNS]), reference)
 
 
 def test_claims_detect_duplicates_and_expire(online_store: OnlineFeatureStore):
