@@ -127,15 +127,19 @@ def test_materialised_snapshot_then_stream_equals_batch(online_store: OnlineFeat
     _assert_same(online_store.features(later[EVENT_COLUMNS]), reference)
 
 
-def test_claims_detect_duplicates_and_expire(online_store: OnlineFeatureStore):
-    online_store.dedupe_ttl_seconds = 1
+def test_claims_detect_duplicates_and_old_ids_expire(online_store: OnlineFeatureStore):
+    online_store.dedupe_ttl_seconds = 4
     first = online_store.claim_ids(["tx-a", "tx-b", "tx-a"], token="batch-1")
     assert first.tolist() == [True, True, False]
     # The same batch replayed is not its own duplicate; another batch is.
     assert online_store.claim_ids(["tx-a", "tx-b"], token="batch-1").tolist() == [True, True]
-    assert online_store.claim_ids(["tx-b", "tx-c"], token="batch-2").tolist() == [False, True]
-    time.sleep(2.2)
-    assert online_store.claim_ids(["tx-a"], token="batch-3").tolist() == [True]
+    assert online_store.claim_ids(["tx-b"], token="batch-2").tolist() == [False]
+    time.sleep(2.0)
+    assert online_store.claim_ids(["tx-c"], token="batch-3").tolist() == [True]
+    time.sleep(2.2)  # tx-a/tx-b are older than the TTL, tx-c is not
+    assert online_store.claim_ids(["tx-a", "tx-b", "tx-c"], token="batch-4").tolist() == [True, True, False]
+    # Memory is bounded: only live claims hold keys.
+    assert online_store.client().ttl(online_store.key("d", "tx-c")) <= 4
 
 
 def test_store_is_picklable_and_reconnects(online_store: OnlineFeatureStore):
