@@ -76,7 +76,7 @@ def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUD_REDIS_SERVER_BINARY", str(tmp_path / "nope"))
-    with pytest.raises(OnlineStoreServerError, match="redis-server binary not found"):
+    with pytest.raises(OnlineStoreServerError, match="redis-server online store binary not found"):
         EmbeddedOnlineStore(tmp_path / "online_store").start()
 
 
