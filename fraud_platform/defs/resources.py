@@ -165,6 +165,32 @@ class MonitoringResource(dg.ConfigurableResource, MonitoringSettings):
     """Thresholds the drift and live-performance sensors act on (FRAUD_DRIFT_PSI_THRESHOLD, …)."""
 
 
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The online feature store (Redis): FRAUD_ONLINE_STORE_URL or the embedded server."""
+
+    url: Optional[str] = None
+    password: Optional[str] = None
+    key_prefix: str = "fraud:"
+    dedupe_ttl_seconds: int = 7 * 86_400
+    tx_index_ttl_seconds: int = 9 * 86_400
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> "OnlineStoreResource":
+        online = settings.online_store
+        return cls(
+            url=dg.EnvVar("FRAUD_ONLINE_STORE_URL") if online.url else None,
+            password=dg.EnvVar("FRAUD_ONLINE_STORE_PASSWORD") if online.password else None,
+            key_prefix=online.key_prefix, dedupe_ttl_seconds=online.dedupe_ttl_seconds,
+            tx_index_ttl_seconds=online.tx_index_ttl_seconds,
+        )
+
+    def store(self):
+        from fraud_platform.infra.online_store import OnlineFeatureStore
+        from fraud_platform.settings import OnlineStoreSettings
+
+        return OnlineFeatureStore.from_settings(OnlineStoreSettings(**self.model_dump()))
+
+
 def platform_environment() -> str:
     return OrchestrationSettings.from_env().environment
 
@@ -187,4 +213,5 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, objec
         "mlflow": MlflowResource.from_settings(settings),
         "monitoring": MonitoringResource(**settings.monitoring.model_dump()),
         "kafka": KafkaResource.from_settings(settings.kafka),
+        "online_store": OnlineStoreResource.from_settings(settings),
     }
