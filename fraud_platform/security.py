@@ -69,6 +69,13 @@ def _resolve_key(from_env: str | None, env: str, home: str) -> str:
     return key
 
 
+def executor_env_conf() -> dict[str, str]:
+    """Spark conf giving executors the driver's key: pseudonyms computed in UDFs on a cluster must
+    use the same key (a worker without it would otherwise refuse, or locally invent its own).
+    Spark redacts conf keys matching ``token`` in its UI and logs."""
+    return {f"spark.executorEnv.{KEY_ENV}": tokenisation_key(), f"spark.executorEnv.{ENV_ENV}": platform_env()}
+
+
 def secure_process_start() -> None:
     """Call once at process start: private file modes, and fail fast on a missing key."""
     os.umask(PRIVATE_UMASK)

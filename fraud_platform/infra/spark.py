@@ -7,7 +7,7 @@ import os
 import sys
 
 from fraud_platform.settings import SparkSettings
-from fraud_platform.security import HADOOP_UMASK_MODE
+from fraud_platform.security import HADOOP_UMASK_MODE, executor_env_conf
 
 DEFAULT_LOCAL_CONF: dict[str, str] = {
     "spark.sql.shuffle.partitions": "4",
@@ -33,6 +33,6 @@ def build_spark_session(app_name: str, master: str | None = None, conf: dict[str
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name).master(master or SparkSettings.from_env().master)
-    for key, value in {**DEFAULT_LOCAL_CONF, **(conf or {})}.items():
+    for key, value in {**DEFAULT_LOCAL_CONF, **executor_env_conf(), **(conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

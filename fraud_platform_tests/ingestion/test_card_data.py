@@ -83,3 +83,17 @@ def test_outside_local_a_missing_key_is_fatal(monkeypatch, tmp_path) -> None:
         tokenisation_key()
     monkeypatch.setenv("FRAUD_PLATFORM_ENV", "local")
     assert tokenisation_key() == tokenisation_key() == (tmp_path / "secrets" / "tokenisation.key").read_text()
+
+
+@pytest.mark.slow  # imports the whole Dagster code location in a subprocess
+def test_every_entry_point_refuses_to_start_without_a_key_outside_local(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FRAUD_PLATFORM_ENV="docker", FRAUD_TOKENISATION_KEY="", FRAUD_PLATFORM_HOME=str(tmp_path))
+    scorer = subprocess.run([sys.executable, "-m", "spark_streaming"], env=env, capture_output=True, text=True, timeout=120)
+    assert scorer.returncode == 2 and scorer.stderr.strip().count("\n") == 0 and "FRAUD_TOKENISATION_KEY" in scorer.stderr
+    dagster = subprocess.run([sys.executable, "-c", "import fraud_platform.definitions"], env=env, capture_output=True, text=True, timeout=300)
+    assert dagster.returncode != 0 and "MissingSecretError" in dagster.stderr and "FRAUD_TOKENISATION_KEY" in dagster.stderr
+    assert not any(tmp_path.iterdir())  # nothing was written before refusing

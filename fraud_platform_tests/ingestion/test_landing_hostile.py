@@ -25,7 +25,7 @@ from fraud_platform.infra.landing_specs import quarantine_spec, transactions_spe
 from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.settings import IngestionSettings
 from fraud_platform_tests.hostile import hostile_records, pans_in_files, pans_in_topic
-from fraud_platform_tests.ingestion.test_landing import VALID, _with
+from fraud_platform_tests.ingestion.test_landing import _with
 
 
 def _produce(settings, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
