@@ -65,6 +65,7 @@ def _config(tmp_path: Path, **overrides):
     return config.model_copy(update=overrides)
 
 
+@pytest.mark.slow
 def test_labels_reach_online_features(kafka_settings, online_store: OnlineFeatureStore, spark, simulation, frame, tmp_path):
     from spark_streaming.feature_pipeline import run
 

@@ -158,6 +158,7 @@ def test_unreachable_store_is_one_line_error():
         store.ping()
     message = str(error.value)
     assert "\n" not in message and "secret" not in message and "127.0.0.1" in message
+    assert "secret" not in repr(store) and "secret" not in repr(OnlineFeatureStore.from_url("redis://h:6379/0", password="secret"))
 
 
 def test_state_is_bounded_by_the_window_not_the_stream(online_store: OnlineFeatureStore, history: pd.DataFrame):
