@@ -1,8 +1,9 @@
 """``python -m spark_streaming``: command-line entry of the streaming scorer.
 
 Flags override FRAUD_STREAM_* env vars. Start-up problems (bad config, broker down, no champion,
-alert store unreachable, missing connector) print one line to stderr and exit with a distinct code:
-2 config, 3 broker, 4 model/registry, 5 alert store, 6 Spark/connector, 1 query failure.
+alert store or online feature store unreachable, missing connector) print one line to stderr and exit
+with a distinct code: 2 config, 3 broker, 4 model/registry, 5 alert store, 6 Spark/connector,
+7 online feature store, 1 query failure.
 """
 
 from __future__ import annotations

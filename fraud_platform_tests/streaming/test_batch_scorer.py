@@ -16,9 +16,11 @@ from fraud_platform.domain.hashing import entity_key
 from fraud_platform.infra.broker import free_port
 from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.ml.registry import ChampionInfo
+from fraud_platform.settings import LakeSettings
 from spark_streaming.champion import ActiveModel, load_snapshot
 from spark_streaming.metrics import StreamMetrics
-from spark_streaming.scoring import BatchScorer, prediction_records, roll_snapshot
+from spark_streaming.online import SnapshotFeatureStore
+from spark_streaming.scoring import prediction_records, score_batch
 from spark_streaming.source import ARROW_SCHEMA
 
 from .conftest import transaction
@@ -60,21 +62,23 @@ def test_online_features_from_the_lake_snapshot_match_the_batch_features(tmp_pat
         return np.where(X["amount_eur"] > 220, 0.95, 0.05)
 
     info = ChampionInfo("m", "7", "models:/m/7", None, 0.5, FEATURE_COLUMNS, None, "features/snapshots/v1", version)
-    model = ActiveModel("m", info, predict, snapshot, version, 0.0)
-    scorer = BatchScorer(block_threshold=0.9)
+    model = ActiveModel("m", info, predict, 0.0)
+    store = SnapshotFeatureStore(LakeSettings(root=str(tmp_path / "lake")), "features/snapshots/v1")
     for batch_id, txs in enumerate((first, second)):
-        batch = scorer.score(batch_id, records(txs), model)
+        batch = score_batch(batch_id, records(txs), model, store, f"q/{batch_id}/0", 0.5, 0.9)
         batch.reconcile()
-        scorer.remember(batch)
-        model.snapshot = roll_snapshot(model.snapshot, batch.scored)
 
     expected = compute_batch_features(as_feature_input(history + first + second))[FEATURE_COLUMNS].iloc[800:]
     online = pd.concat(seen, ignore_index=True)
     pd.testing.assert_frame_equal(online.reset_index(drop=True), expected.reset_index(drop=True))
-    assert batch.scored["feature_snapshot_version"].unique().tolist() == [version]
+    assert batch.scored["feature_snapshot_version"].unique().tolist() == [store.state_version()] != [version]  # state rolled forward
     assert set(batch.scored["decision"]) <= {"approve", "block"}
+    # the scored rows carry the features the model saw (drift monitoring reads them from the lake)
+    np.testing.assert_allclose(batch.scored["customer_tx_count_1d"].to_numpy(), expected["customer_tx_count_1d"].iloc[60:].to_numpy())
 
-    again = scorer.score(2, records(second[:3]), model)  # re-sent transactions
+    replay = score_batch(1, records(second[:3]), model, store, "q/1/0", 0.5, 0.9)  # same task token: claims hold
+    assert len(replay.scored) == 3
+    again = score_batch(2, records(second[:3]), model, store, "q/2/0", 0.5, 0.9)  # re-sent transactions
     assert len(again.scored) == 0
     assert [d.rejection.rule for d in again.dead_letters] == ["duplicate_transaction_id"] * 3
 
