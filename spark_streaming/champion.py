@@ -40,6 +40,15 @@ def read_champion(client, model_name: str, alias: str) -> ChampionInfo:
         info = replace(info, features=list(FEATURE_COLUMNS))
     if info.threshold is not None and not math.isfinite(info.threshold):
         info = replace(info, threshold=None)
+    if info.model_uri.startswith("models:/"):
+        # Executors load the model from its artifacts directly: a registry outage must not stop a
+        # new Python worker from loading the version the driver already checked.
+        uri = client.get_model_version_download_uri(model_name, info.version)
+        if uri.startswith("file:"):  # mlflow's Model.load checks os.path.exists(uri): it needs a plain path
+            from urllib.parse import unquote, urlparse
+
+            uri = unquote(urlparse(uri).path)
+        info = replace(info, model_uri=uri)
     return info
 
 
@@ -47,7 +56,8 @@ def load_predictor(model_uri: str) -> Predictor:
     """Fraud probability for a feature frame, whatever flavour the model was logged with."""
     import mlflow
 
-    flavors = mlflow.models.get_model_info(model_uri).flavors
+    # Model.load reads MLmodel only; get_model_info would also ask the tracking server (outage-prone).
+    flavors = mlflow.models.Model.load(model_uri).flavors
     if "sklearn" in flavors:
         model = mlflow.sklearn.load_model(model_uri)
         return lambda X: model.predict_proba(X)[:, 1]

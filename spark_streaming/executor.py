@@ -15,6 +15,7 @@ sees the ``champion`` alias move, the next plan names the new version and each w
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -108,6 +109,8 @@ def worker_model(plan: TaskPlan) -> ActiveModel:
         if key not in _MODEL:
             import mlflow
 
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, the task fails visibly
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             mlflow.set_tracking_uri(plan.mlflow_tracking_uri)
             mlflow.set_registry_uri(plan.mlflow_registry_uri)
             model = load_model(plan.model_name, plan.champion)
