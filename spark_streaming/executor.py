@@ -150,6 +150,11 @@ def worker_alert_store(plan: TaskPlan):
 
 
 # -- the task ---------------------------------------------------------------------------------------
+def worker_store(plan: TaskPlan) -> FeatureStore:
+    """The plan's store with this worker's open connection (one per worker, not one per task)."""
+    return _client("store", repr(plan.store), lambda: plan.store)
+
+
 def process_range(plan: TaskPlan, records: pa.Table) -> TaskResult:
     """Score one Kafka partition's records and write every sink; usable without Spark (bench)."""
     from spark_streaming.sinks import ScoredLake, StagedAlerts, alerts_of, upsert_isolating
@@ -158,7 +163,7 @@ def process_range(plan: TaskPlan, records: pa.Table) -> TaskResult:
     partition = int(records.column("partition")[0].as_py())
     offsets = records.column("offset").to_numpy(zero_copy_only=False)
     model = worker_model(plan)
-    batch = score_batch(plan.batch_id, records, model, plan.store, plan.token(partition), plan.review, plan.block)
+    batch = score_batch(plan.batch_id, records, model, worker_store(plan), plan.token(partition), plan.review, plan.block)
 
     alerts = alerts_of(batch)
     staged = None

@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -28,7 +29,7 @@ from spark_streaming.champion import ModelWatcher, NoChampionError, one_line  # 
 from spark_streaming.config import StreamConfig  # noqa: E402
 from spark_streaming.executor import TASK_RESULT_SCHEMA, TaskPlan, score_task  # noqa: E402
 from spark_streaming.metrics import StreamMetrics  # noqa: E402
-from spark_streaming.online import open_feature_store  # noqa: E402
+from spark_streaming.online import OnlineStoreUnavailable, open_feature_store  # noqa: E402
 from spark_streaming.scoring import DECISIONS, review_block  # noqa: E402
 from spark_streaming.sinks import DuckDBAlertStore, PostgresAlertStore, StagedAlerts  # noqa: E402
 from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options  # noqa: E402
@@ -86,14 +87,13 @@ class Components:
     lake: object  # LakeStore: staged alerts are read from it
     alerts: object | None  # the driver's DuckDB store; None when the tasks upsert into PostgreSQL
     kafka: object  # KafkaSettings with the bootstrap resolved for the executors
+    store: object  # the online FeatureStore (picklable; each executor worker connects itself)
 
     def close(self) -> None:
         self.watcher.stop()
         if self.alerts is not None:
             self.alerts.close()
 
-    def store_for(self, model):
-        return open_feature_store(self.config, model.info.snapshot_key or model.info.snapshot_uri)
 
 
 def build_components(config: StreamConfig, metrics: StreamMetrics | None = None) -> Components:
@@ -131,19 +131,19 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
     mlflow.set_tracking_uri(platform.mlflow_tracking_uri)
     mlflow.set_registry_uri(registry_uri)
     try:
-        model = watcher.load()
+        watcher.load()
     except NoChampionError as error:
         raise StartupError(f"no model to score with: {error} in registry {registry_uri} (train and promote one first)", EXIT_MODEL) from None
     except Exception as error:
         raise StartupError(f"cannot load the {config.model_alias} of {platform.model_name!r} from {registry_uri}: {one_line(error)}", EXIT_MODEL) from None
 
-    parts = Components(config=config, metrics=metrics, watcher=watcher, lake=lake_store_from_settings(platform.lake),
-                       alerts=None, kafka=kafka)
-    store = parts.store_for(model)
     try:
+        store = open_feature_store(config)
         store.ping()
-    except Exception as error:
-        raise StartupError(f"online feature store unavailable ({describe_store(store)}): {one_line(error)}", EXIT_STORE) from None
+    except OnlineStoreUnavailable as error:
+        raise StartupError(f"online feature store unavailable: {error}", EXIT_STORE) from None
+    parts = Components(config=config, metrics=metrics, watcher=watcher, lake=lake_store_from_settings(platform.lake),
+                       alerts=None, kafka=kafka, store=store)
 
     if config.alerts_postgres_dsn is not None:
         alerts = PostgresAlertStore(config.alerts_postgres_dsn.get_secret_value(), config.alerts_table)
@@ -182,7 +182,7 @@ class BatchHandler:
             self.query_id = checkpoint_query_id(cfg.checkpoint)
         return TaskPlan(
             batch_id=batch_id, query_id=self.query_id, model_name=model.model_name, champion=model.info,
-            review=review, block=block, kafka=p.kafka, lake=platform.lake, store=p.store_for(model),
+            review=review, block=block, kafka=p.kafka, lake=platform.lake, store=p.store,
             alerts_dsn=cfg.alerts_postgres_dsn.get_secret_value() if cfg.alerts_postgres_dsn else None,
             alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow_tracking_uri,
             mlflow_registry_uri=platform.mlflow_registry_uri or platform.mlflow_tracking_uri,
@@ -236,16 +236,15 @@ class BatchHandler:
         )
 
 
+_STORE_OUTAGE = re.compile(r"OnlineStoreUnavailable: ([^\n]+)")
+
+
 def checkpoint_query_id(checkpoint) -> str:
     """The streaming query's id, which Spark keeps in ``<checkpoint>/metadata`` across restarts."""
     try:
         return json.loads((Path(str(checkpoint).removeprefix("file:")) / "metadata").read_text().splitlines()[0])["id"]
     except (OSError, ValueError, KeyError, IndexError):
         return str(checkpoint)  # remote or not yet written: the checkpoint's location is just as stable
-
-
-def describe_store(store) -> str:
-    return getattr(store, "description", type(store).__name__)
 
 
 def source_frame(spark, config: StreamConfig):
@@ -356,6 +355,9 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
                 query.stop()
         error = query.exception()
         if error is not None:
+            outage = _STORE_OUTAGE.search(str(error))
+            if outage:  # its own exit code: the batch is not committed, a restart replays it
+                raise StartupError(f"online feature store unavailable mid-stream, batch not committed: {outage.group(1)}", EXIT_STORE)
             raise RuntimeError(f"streaming query failed: {one_line(error)}")
     finally:
         parts.close()
