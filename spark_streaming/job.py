@@ -32,7 +32,7 @@ from spark_streaming.metrics import StreamMetrics  # noqa: E402
 from spark_streaming.online import OnlineStoreUnavailable, open_feature_store  # noqa: E402
 from spark_streaming.scoring import DECISIONS, review_block  # noqa: E402
 from spark_streaming.sinks import DuckDBAlertStore, PostgresAlertStore, StagedAlerts  # noqa: E402
-from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options  # noqa: E402
+from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options, owned_partitions  # noqa: E402
 
 log = logging.getLogger("spark_streaming")
 
@@ -267,8 +267,19 @@ def source_frame(spark, config: StreamConfig):
         spark.dataSource.register(KafkaDataSource)
         reader = spark.readStream.format(SOURCE_NAME).options(**kafka_options(client))
         reader = reader.option("eofTimeoutSeconds", str(config.eof_timeout_seconds))
-    reader = reader.option("subscribe", kafka.topics.transactions).option("startingOffsets", config.starting_offsets)
+    reader = reader.option("startingOffsets", config.starting_offsets)
     reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
+    topic = kafka.topics.transactions
+    if config.replica_count == 1:
+        reader = reader.option("subscribe", topic)
+    elif config.source == "native":  # this replica's share as an explicit assignment
+        from fraud_platform.infra.kafka import topic_partitions
+
+        owned = owned_partitions(sorted(topic_partitions(kafka, topic)), config.replica_index, config.replica_count)
+        reader = reader.option("assign", json.dumps({topic: owned}))
+    else:
+        reader = reader.option("subscribe", topic).option("replicaIndex", str(config.replica_index))
+        reader = reader.option("replicaCount", str(config.replica_count))
     return reader.load().select("key", "value", "topic", "partition", "offset", "timestamp")
 
 
@@ -312,6 +323,7 @@ def lag_listener(metrics: StreamMetrics):
 
 
 def start_query(spark, config: StreamConfig, handler: BatchHandler):
+    """Start the scoring query (checkpointed, named ``fraud_scorer``)."""
     writer = source_frame(spark, config).writeStream.foreachBatch(handler).option("checkpointLocation", str(config.checkpoint))
     writer = writer.queryName("fraud_scorer")
     if config.available_now:
@@ -323,6 +335,8 @@ def start_query(spark, config: StreamConfig, handler: BatchHandler):
 
 def run(config: StreamConfig, spark=None, parts: Components | None = None, stop: threading.Event | None = None) -> BatchHandler:
     """Run until the query ends (available-now), ``max_batches`` are done, SIGTERM/SIGINT or ``stop``."""
+    from pyspark.errors import StreamingQueryException
+
     parts = parts or build_components(config)
     parts.metrics.serve(config.metrics_port)
     own_spark = spark is None
@@ -350,7 +364,10 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
             previous[sig] = signal.signal(sig, request_stop)
     try:
         while query.isActive:
-            query.awaitTermination(0.2)
+            try:
+                query.awaitTermination(0.2)
+            except StreamingQueryException:
+                break  # reported below from query.exception()
             if stopping or (stop is not None and stop.is_set()) or (config.max_batches and handler.batches >= config.max_batches):
                 query.stop()
         error = query.exception()
