@@ -2,8 +2,9 @@
 (``python -m spark_streaming features``: the streaming feature pipeline, see feature_pipeline.py).
 
 Flags override FRAUD_STREAM_* env vars. Start-up problems (bad config, broker down, no champion,
-alert store unreachable, missing connector) print one line to stderr and exit with a distinct code:
-2 config, 3 broker, 4 model/registry, 5 alert store, 6 Spark/connector, 1 query failure.
+alert store or online feature store unreachable, missing connector) print one line to stderr and exit
+with a distinct code: 2 config, 3 broker, 4 model/registry, 5 alert store, 6 Spark/connector,
+7 online feature store, 1 query failure.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="where a new checkpoint starts")
     parser.add_argument("--model-refresh-seconds", type=float, help="champion alias check interval")
     parser.add_argument("--spark-master", help="Spark master (FRAUD_SPARK_MASTER), default local[2]")
+    parser.add_argument("--replica-index", type=int, help="this scorer's index among --replica-count replicas (FRAUD_STREAM_REPLICA_INDEX)")
+    parser.add_argument("--replica-count", type=int, help="scorers splitting the topic's partitions (FRAUD_STREAM_REPLICA_COUNT)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 

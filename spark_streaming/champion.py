@@ -40,6 +40,15 @@ def read_champion(client, model_name: str, alias: str) -> ChampionInfo:
         info = replace(info, features=list(FEATURE_COLUMNS))
     if info.threshold is not None and not math.isfinite(info.threshold):
         info = replace(info, threshold=None)
+    if info.model_uri.startswith("models:/"):
+        # Executors load the model from its artifacts directly: a registry outage must not stop a
+        # new Python worker from loading the version the driver already checked.
+        uri = client.get_model_version_download_uri(model_name, info.version)
+        if uri.startswith("file:"):  # mlflow's Model.load checks os.path.exists(uri): it needs a plain path
+            from urllib.parse import unquote, urlparse
+
+            uri = unquote(urlparse(uri).path)
+        info = replace(info, model_uri=uri)
     return info
 
 
@@ -47,7 +56,8 @@ def load_predictor(model_uri: str) -> Predictor:
     """Fraud probability for a feature frame, whatever flavour the model was logged with."""
     import mlflow
 
-    flavors = mlflow.models.get_model_info(model_uri).flavors
+    # Model.load reads MLmodel only; get_model_info would also ask the tracking server (outage-prone).
+    flavors = mlflow.models.Model.load(model_uri).flavors
     if "sklearn" in flavors:
         model = mlflow.sklearn.load_model(model_uri)
         return lambda X: model.predict_proba(X)[:, 1]
@@ -62,7 +72,7 @@ def load_predictor(model_uri: str) -> Predictor:
     return lambda X: np.asarray(model.predict(X), dtype="float64").reshape(len(X), -1)[:, -1]
 
 
-def load_snapshot(lake: LakeStore, snapshot_uri: str | None) -> tuple[FeatureSnapshot, str]:
+def load_snapshot(lake: LakeStore | None, snapshot_uri: str | None) -> tuple[FeatureSnapshot, str]:
     """The champion's online feature snapshot (lake prefix or URI under the lake root) and its version."""
     if not snapshot_uri:
         empty = pd.DataFrame(
@@ -79,18 +89,31 @@ def load_snapshot(lake: LakeStore, snapshot_uri: str | None) -> tuple[FeatureSna
 
 @dataclass
 class ActiveModel:
-    """A loaded champion: predictor + its feature snapshot (rolled forward as batches are scored)."""
+    """A loaded champion: its registry info and predictor (features come from the online store)."""
 
     model_name: str
     info: ChampionInfo
     predict: Predictor
-    snapshot: FeatureSnapshot
-    snapshot_version: str
     loaded_at: float
 
     @property
     def version(self) -> str:
         return self.info.version
+
+    @property
+    def snapshot_version(self) -> str:
+        return self.info.snapshot_version or "none"
+
+
+def load_model(model_name: str, info: ChampionInfo) -> ActiveModel:
+    """Load ``info``'s model and prove it scores one row of the feature columns; raises otherwise."""
+    predict = load_predictor(info.model_uri)
+    empty, _ = load_snapshot(None, None)  # an empty history: the probe needs valid columns, not values
+    probe = empty.features(_probe_batch(empty))[list(info.features)]
+    scores = np.asarray(predict(probe), dtype="float64")
+    if scores.shape != (1,) or not np.isfinite(scores).all():
+        raise ValueError(f"model {info.model_uri} returned {scores!r} for one row, expected one probability")
+    return ActiveModel(model_name, info, predict, time.time())
 
 
 class ModelWatcher:
@@ -101,7 +124,6 @@ class ModelWatcher:
         client_factory: Callable[[], object],
         model_name: str,
         alias: str,
-        lake: LakeStore,
         refresh_seconds: float,
         on_loaded: Callable[[ActiveModel], None] = lambda model: None,
         on_failure: Callable[[str, Exception], None] = lambda stage, error: None,
@@ -109,7 +131,6 @@ class ModelWatcher:
         self._client_factory = client_factory
         self.model_name = model_name
         self.alias = alias
-        self.lake = lake
         self.refresh_seconds = refresh_seconds
         self._on_loaded = on_loaded
         self._on_failure = on_failure
@@ -121,14 +142,7 @@ class ModelWatcher:
     def load(self, info: ChampionInfo | None = None) -> ActiveModel:
         """Load the champion now (startup); raises on any problem."""
         info = info or read_champion(self._client_factory(), self.model_name, self.alias)
-        predict = load_predictor(info.model_uri)
-        snapshot, snapshot_version = load_snapshot(self.lake, info.snapshot_key or info.snapshot_uri)
-        # Prove the model accepts the feature columns before it replaces a working one.
-        probe = snapshot.features(_probe_batch(snapshot))[list(info.features)]
-        scores = np.asarray(predict(probe), dtype="float64")
-        if scores.shape != (1,) or not np.isfinite(scores).all():
-            raise ValueError(f"model {info.model_uri} returned {scores!r} for one row, expected one probability")
-        model = ActiveModel(self.model_name, info, predict, snapshot, snapshot_version, time.time())
+        model = load_model(self.model_name, info)
         with self._lock:
             self._current = model
         self._on_loaded(model)
@@ -139,12 +153,6 @@ class ModelWatcher:
             if self._current is None:
                 raise NoChampionError("no champion loaded")
             return self._current
-
-    def replace_snapshot(self, model: ActiveModel, snapshot: FeatureSnapshot) -> None:
-        """Roll the in-use model's online state forward (no-op if a new model was swapped in)."""
-        with self._lock:
-            if self._current is model:
-                model.snapshot = snapshot
 
     def refresh(self) -> bool:
         """One alias check; True if a new version was swapped in. Never raises."""

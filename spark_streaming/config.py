@@ -41,7 +41,8 @@ ENV_VARS: dict[str, str] = {
     "alerts_duckdb_path": "FRAUD_STREAM_ALERTS_DUCKDB_PATH",
     "spark_master": "FRAUD_SPARK_MASTER",
     "eof_timeout_seconds": "FRAUD_STREAM_EOF_TIMEOUT_SECONDS",
-    "dedup_lookback_days": "FRAUD_STREAM_DEDUP_LOOKBACK_DAYS",
+    "replica_index": "FRAUD_STREAM_REPLICA_INDEX",
+    "replica_count": "FRAUD_STREAM_REPLICA_COUNT",
 }
 
 
@@ -69,7 +70,9 @@ class StreamConfig(BaseModel):
     alerts_duckdb_path: Path
     spark_master: str = "local[2]"
     eof_timeout_seconds: float = Field(10.0, gt=0)
-    dedup_lookback_days: int = Field(3, ge=0)
+    # Replicas split the topic's partitions (p % replica_count == replica_index); each needs its own checkpoint.
+    replica_index: int = Field(0, ge=0)
+    replica_count: int = Field(1, ge=1)
     available_now: bool = False
     max_batches: int | None = Field(None, gt=0)
 
@@ -77,6 +80,8 @@ class StreamConfig(BaseModel):
     def _thresholds(self) -> "StreamConfig":
         if self.review_threshold is not None and self.review_threshold > self.block_threshold:
             raise ValueError(f"review_threshold={self.review_threshold} must be <= block_threshold={self.block_threshold}")
+        if self.replica_index >= self.replica_count:
+            raise ValueError(f"replica_index={self.replica_index} must be < replica_count={self.replica_count}")
         return self
 
     @property
@@ -99,7 +104,8 @@ class StreamConfig(BaseModel):
         if unknown:
             raise ConfigError(f"unknown streaming setting {unknown[0]!r} (known: {', '.join(sorted(ENV_VARS))})")
         platform = PlatformSettings.from_env()
-        values.setdefault("checkpoint", platform.home / "streaming" / "checkpoint")
+        replica = str(values.get("replica_index", 0))
+        values.setdefault("checkpoint", platform.home / "streaming" / ("checkpoint" if replica == "0" else f"checkpoint-replica-{replica}"))
         values.setdefault("alerts_duckdb_path", platform.home / "streaming" / "alerts.duckdb")
         try:
             return cls(platform=platform, **values)

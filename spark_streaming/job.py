@@ -11,35 +11,30 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
 
 if __package__ in (None, ""):  # spark-submit runs this file as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fraud_platform.domain.validation import DuplicateTracker  # noqa: E402
 from fraud_platform.infra.lake import lake_store_from_settings  # noqa: E402
 
 from spark_streaming.champion import ModelWatcher, NoChampionError, one_line  # noqa: E402
 from spark_streaming.config import StreamConfig  # noqa: E402
+from spark_streaming.executor import TASK_RESULT_SCHEMA, TaskPlan, score_task  # noqa: E402
 from spark_streaming.metrics import StreamMetrics  # noqa: E402
-from spark_streaming.scoring import BatchScorer, roll_snapshot  # noqa: E402
-from spark_streaming.sinks import (  # noqa: E402
-    DuckDBAlertStore,
-    KafkaOutputs,
-    PostgresAlertStore,
-    ScoredLake,
-    alerts_of,
-)
-from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options  # noqa: E402
+from spark_streaming.online import OnlineStoreUnavailable, open_feature_store  # noqa: E402
+from spark_streaming.scoring import DECISIONS, review_block  # noqa: E402
+from spark_streaming.sinks import DuckDBAlertStore, PostgresAlertStore, StagedAlerts  # noqa: E402
+from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options, owned_partitions  # noqa: E402
 
 log = logging.getLogger("spark_streaming")
-
-HISTORY_COLUMNS = ["transaction_id", "event_time", "customer_key", "terminal_id", "amount_eur"]
 
 
 class StartupError(RuntimeError):
@@ -50,7 +45,7 @@ class StartupError(RuntimeError):
         self.exit_code = exit_code
 
 
-EXIT_CONFIG, EXIT_BROKER, EXIT_MODEL, EXIT_ALERTS, EXIT_SPARK, EXIT_QUERY = 2, 3, 4, 5, 6, 1
+EXIT_CONFIG, EXIT_BROKER, EXIT_MODEL, EXIT_ALERTS, EXIT_SPARK, EXIT_QUERY, EXIT_STORE = 2, 3, 4, 5, 6, 1, 7
 
 SCORER_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",
@@ -59,15 +54,24 @@ SCORER_SPARK_CONF = {
     "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
     "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.RawLocalFs",
     "spark.ui.showConsoleProgress": "false",  # progress bars are noise in a service's log
+    # A failed scoring task fails the query (visible, exit 1) instead of being retried for minutes
+    # against an unreachable store; the restart replays the batch from the checkpoint.
+    "spark.task.maxFailures": "1",
 }
+
+
+def scorer_spark_conf() -> dict[str, str]:
+    """The scorer's Spark settings; executors of a standalone cluster import this project too."""
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    python_path = os.pathsep.join(p for p in (project, os.environ.get("PYTHONPATH", "")) if p)
+    return {**SCORER_SPARK_CONF, "spark.executorEnv.PYTHONPATH": python_path}
 
 
 def settle_heap() -> None:
     """Move everything built at start-up (Spark, MLflow, the model) out of the cyclic GC's sight.
 
-    Each micro-batch allocates ~10 objects per record; every collection would otherwise re-scan
-    the start-up heap, which cost ~20% of the per-batch time. Nothing is leaked: frozen objects
-    are just never collected, and they live for the whole process anyway.
+    The driver's per-batch work is now small, but each collection would still re-scan the start-up
+    heap; frozen objects are never collected and live for the whole process anyway.
     """
     gc.collect()
     gc.freeze()
@@ -75,47 +79,42 @@ def settle_heap() -> None:
 
 @dataclass
 class Components:
-    """Everything the batch handler needs, built and checked before Spark starts."""
+    """Everything the driver needs, built and checked before Spark starts."""
 
     config: StreamConfig
     metrics: StreamMetrics
     watcher: ModelWatcher
-    scorer: BatchScorer
-    outputs: KafkaOutputs
-    lake: ScoredLake
-    alerts: object
+    lake: object  # LakeStore: staged alerts are read from it
+    alerts: object | None  # the driver's DuckDB store; None when the tasks upsert into PostgreSQL
+    kafka: object  # KafkaSettings with the bootstrap resolved for the executors
+    store: object  # the online FeatureStore (picklable; each executor worker connects itself)
 
     def close(self) -> None:
         self.watcher.stop()
-        self.outputs.producer.flush(30)
-        self.outputs.producer.close()  # a live idle client keeps reconnecting (and logging) after the broker goes
-        self.alerts.close()
+        if self.alerts is not None:
+            self.alerts.close()
+
 
 
 def build_components(config: StreamConfig, metrics: StreamMetrics | None = None) -> Components:
-    """Connect to broker, registry and alert store, load the champion; StartupError on any failure."""
+    """Check broker, registry, online store and alert store, load the champion; StartupError on any failure."""
     metrics = metrics or StreamMetrics()
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, int(config.registry_timeout_seconds))))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     kafka = config.platform.kafka
     topics = kafka.topics
     try:
-        from fraud_platform.infra.kafka import ensure_topics, make_producer
+        from fraud_platform.infra.kafka import ensure_topics
 
         ensure_topics(kafka, [topics.transactions, topics.transactions_dlq, topics.predictions], timeout=10)
-        # Delivery reports only for failures: one Python callback per prediction costs more than scoring it.
-        producer = make_producer(kafka, **{"linger.ms": 5, "delivery.report.only.error": True})
+        kafka = kafka.model_copy(update={"bootstrap_servers": kafka.resolved_bootstrap()})
     except Exception as error:  # KafkaException, RuntimeError (no broker configured)
         raise StartupError(f"Kafka broker unreachable ({kafka.bootstrap_servers or 'embedded broker'}): {one_line(error)}", EXIT_BROKER) from None
 
-    import mlflow
     from mlflow import MlflowClient
 
     platform = config.platform
     registry_uri = platform.mlflow_registry_uri or platform.mlflow_tracking_uri
-    mlflow.set_tracking_uri(platform.mlflow_tracking_uri)
-    mlflow.set_registry_uri(registry_uri)
-    lake_store = lake_store_from_settings(platform.lake)
 
     def on_loaded(model) -> None:
         metrics.model_swaps.inc()
@@ -124,9 +123,13 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
 
     watcher = ModelWatcher(
         lambda: MlflowClient(tracking_uri=platform.mlflow_tracking_uri, registry_uri=registry_uri),
-        platform.model_name, config.model_alias, lake_store, config.model_refresh_seconds,
+        platform.model_name, config.model_alias, config.model_refresh_seconds,
         on_loaded=on_loaded, on_failure=lambda stage, error: metrics.refresh_failures.labels(stage).inc(),
     )
+    import mlflow
+
+    mlflow.set_tracking_uri(platform.mlflow_tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
     try:
         watcher.load()
     except NoChampionError as error:
@@ -134,103 +137,114 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
     except Exception as error:
         raise StartupError(f"cannot load the {config.model_alias} of {platform.model_name!r} from {registry_uri}: {one_line(error)}", EXIT_MODEL) from None
 
+    try:
+        store = open_feature_store(config)
+        store.ping()
+    except OnlineStoreUnavailable as error:
+        raise StartupError(f"online feature store unavailable: {error}", EXIT_STORE) from None
+    parts = Components(config=config, metrics=metrics, watcher=watcher, lake=lake_store_from_settings(platform.lake),
+                       alerts=None, kafka=kafka, store=store)
+
     if config.alerts_postgres_dsn is not None:
         alerts = PostgresAlertStore(config.alerts_postgres_dsn.get_secret_value(), config.alerts_table)
     else:
-        alerts = DuckDBAlertStore(config.alerts_duckdb_path, config.alerts_table)
+        alerts = parts.alerts = DuckDBAlertStore(config.alerts_duckdb_path, config.alerts_table)
     try:
         alerts.ensure_schema()
     except Exception as error:
         raise StartupError(f"alert store unavailable ({alerts.description}): {one_line(error)}", EXIT_ALERTS) from None
-
-    return Components(
-        config=config,
-        metrics=metrics,
-        watcher=watcher,
-        scorer=BatchScorer(config.block_threshold, config.review_threshold),
-        outputs=KafkaOutputs(producer, topics.predictions, topics.transactions_dlq, topics.transactions),
-        lake=ScoredLake(lake_store),
-        alerts=alerts,
-    )
+    finally:
+        if parts.alerts is None:
+            alerts.close()  # the tasks connect themselves; the driver needed it for the schema only
+    return parts
 
 
 class BatchHandler:
-    """The ``foreachBatch`` function. Idempotent per batch id: a replay overwrites, never duplicates."""
+    """The ``foreachBatch`` function: plans the batch, runs it on the executors, keeps the counts.
 
-    def __init__(self, parts: Components) -> None:
+    Idempotent per batch id: every sink a task writes is keyed by (batch, Kafka partition), so a
+    replayed batch overwrites instead of duplicating.
+    """
+
+    def __init__(self, parts: Components, query_id: str | None = None) -> None:
         self.parts = parts
+        self.query_id = query_id
         self.batches = 0
         self.last_batch_id: int | None = None
-        self._recovered = False
-        self._caught_up = None  # the model whose snapshot has been rolled up to the stream
+
+    def plan(self, batch_id: int) -> TaskPlan:
+        p = self.parts
+        cfg = p.config
+        model = p.watcher.current()
+        review, block = review_block(cfg.review_threshold, cfg.block_threshold, model.info.threshold)
+        platform = cfg.platform
+        if self.query_id is None:
+            self.query_id = checkpoint_query_id(cfg.checkpoint)
+        return TaskPlan(
+            batch_id=batch_id, query_id=self.query_id, model_name=model.model_name, champion=model.info,
+            review=review, block=block, kafka=p.kafka, lake=platform.lake, store=p.store,
+            alerts_dsn=cfg.alerts_postgres_dsn.get_secret_value() if cfg.alerts_postgres_dsn else None,
+            alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow_tracking_uri,
+            mlflow_registry_uri=platform.mlflow_registry_uri or platform.mlflow_tracking_uri,
+        )
 
     def __call__(self, frame, batch_id: int) -> None:
         started = time.monotonic()
-        records = frame.toArrow()  # runs the read job: executors fetch the batch's Kafka ranges
-        self.process(records, batch_id, read_seconds=time.monotonic() - started)
+        plan = self.plan(batch_id)
+        # The only thing collected: one row of counts per Kafka partition range.
+        rows = [row.asDict() for row in frame.mapInArrow(partial(score_task, plan), TASK_RESULT_SCHEMA).collect()]
+        self.complete(plan, rows, started)
 
-    def process(self, records, batch_id: int, read_seconds: float = 0.0) -> None:
-        p = self.parts
+    def process(self, records, batch_id: int) -> None:
+        """The same tasks in this process, without Spark (the benchmark's plain-Python reference)."""
         started = time.monotonic()
-        if not self._recovered:
-            self._recover(batch_id)
-        model = p.watcher.current()
-        if model is not self._caught_up:
-            self._catch_up(model, batch_id)
-        batch = p.scorer.score(batch_id, records, model)
-        batch.reconcile()
-        scored_at = time.monotonic()
-        p.outputs.send_dead_letters(batch.dead_letters)
-        p.outputs.send_predictions(batch.scored)
-        p.lake.write(batch)
-        alerts = p.alerts.upsert(alerts_of(batch))
-        p.outputs.flush()
-        sunk_at = time.monotonic()
-        delivered_ms = time.time() * 1000.0
-        p.metrics.latency.observe_many((delivered_ms - batch.kafka_timestamps_ms) / 1000.0)
-        p.scorer.remember(batch)
-        p.watcher.replace_snapshot(model, roll_snapshot(model.snapshot, batch.scored))
+        plan = self.plan(batch_id)
+        rows = [b.to_pylist()[0] for b in score_task(plan, iter(records.to_batches()))]
+        self.complete(plan, rows, started)
 
+    def complete(self, plan: TaskPlan, rows: list[dict], started: float) -> None:
+        p = self.parts
+        batch_id = plan.batch_id
+        alerts = sum(r["alerts"] for r in rows)
+        staged = [r["staged_alerts"] for r in rows if r["staged_alerts"]]
+        if p.alerts is not None:
+            lake_alerts = StagedAlerts(p.lake)
+            if staged:
+                p.alerts.upsert(lake_alerts.read(staged))
+            lake_alerts.clear(batch_id)
         m = p.metrics
-        m.rows.labels("scored").inc(len(batch.scored))
-        m.rows.labels("dead_lettered").inc(len(batch.dead_letters))
-        for letter in batch.dead_letters:
-            m.dead_letters.labels(letter.rejection.rule).inc()
-        for decision, count in batch.counts_by_decision.items():
-            m.decisions.labels(decision).inc(count)
-        m.late_events.inc(batch.late_events)
+        totals = {k: sum(r[k] for r in rows) for k in ("rows_in", "scored", "dead_lettered", *DECISIONS)}
+        if totals["rows_in"] != totals["scored"] + totals["dead_lettered"]:
+            raise RuntimeError(f"batch {batch_id}: {totals['rows_in']} records in but {totals['scored']} scored + {totals['dead_lettered']} dead-lettered")
+        m.rows.labels("scored").inc(totals["scored"])
+        m.rows.labels("dead_lettered").inc(totals["dead_lettered"])
+        for row in rows:
+            for rule, count in json.loads(row["dead_letter_rules"]).items():
+                m.dead_letters.labels(rule).inc(count)
+            m.latency.add_counts(row["latency_counts"], row["latency_sum"])
+        for decision in DECISIONS:
+            m.decisions.labels(decision).inc(totals[decision])
         m.batches.inc()
-        m.batch_seconds.observe(time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        m.batch_seconds.observe(elapsed)
         self.batches += 1
         self.last_batch_id = batch_id
         log.info(
-            "batch %d: %d in = %d scored + %d dead-lettered; %d alerts; model %s v%s; %.2fs "
-            "(read %.2fs, validate+score %.2fs, sinks %.2fs, state %.2fs)",
-            batch_id, batch.rows_in, len(batch.scored), len(batch.dead_letters), alerts,
-            model.model_name, model.version, read_seconds + time.monotonic() - started, read_seconds,
-            scored_at - started, sunk_at - scored_at, time.monotonic() - sunk_at,
+            "batch %d: %d in = %d scored + %d dead-lettered; %d alerts; model %s v%s; %.2fs (%d tasks, slowest %.2fs)",
+            batch_id, totals["rows_in"], totals["scored"], totals["dead_lettered"], alerts, plan.model_name,
+            plan.champion.version, elapsed, len(rows), max((r["seconds"] for r in rows), default=0.0),
         )
 
-    def _history(self, batch_id: int):
-        cfg = self.parts.config
-        return self.parts.lake.history(batch_id, cfg.dedup_lookback_days, datetime.now(timezone.utc).date(), HISTORY_COLUMNS)
 
-    def _recover(self, batch_id: int) -> None:
-        """After a (re)start, remember ids already scored by earlier batches of this checkpoint."""
-        history = self._history(batch_id)
-        self.parts.scorer.tracker = DuplicateTracker(history["transaction_id"])
-        self._recovered = True
-        if len(history):
-            log.info("recovered %d scored transaction ids from the lake (batches < %d)", len(history), batch_id)
+_STORE_OUTAGE = re.compile(r"OnlineStoreUnavailable: ([^\n]+)")
 
-    def _catch_up(self, model, batch_id: int) -> None:
-        """Roll a freshly loaded snapshot forward with what the stream scored since it was built."""
-        history = self._history(batch_id)
-        if len(history):
-            history = history[history["event_time"] >= model.snapshot.as_of]
-            if len(history):
-                self.parts.watcher.replace_snapshot(model, roll_snapshot(model.snapshot, history))
-        self._caught_up = model
+
+def checkpoint_query_id(checkpoint) -> str:
+    """The streaming query's id, which Spark keeps in ``<checkpoint>/metadata`` across restarts."""
+    try:
+        return json.loads((Path(str(checkpoint).removeprefix("file:")) / "metadata").read_text().splitlines()[0])["id"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return str(checkpoint)  # remote or not yet written: the checkpoint's location is just as stable
 
 
 def source_frame(spark, config: StreamConfig):
@@ -253,8 +267,19 @@ def source_frame(spark, config: StreamConfig):
         spark.dataSource.register(KafkaDataSource)
         reader = spark.readStream.format(SOURCE_NAME).options(**kafka_options(client))
         reader = reader.option("eofTimeoutSeconds", str(config.eof_timeout_seconds))
-    reader = reader.option("subscribe", kafka.topics.transactions).option("startingOffsets", config.starting_offsets)
+    reader = reader.option("startingOffsets", config.starting_offsets)
     reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
+    topic = kafka.topics.transactions
+    if config.replica_count == 1:
+        reader = reader.option("subscribe", topic)
+    elif config.source == "native":  # this replica's share as an explicit assignment
+        from fraud_platform.infra.kafka import topic_partitions
+
+        owned = owned_partitions(sorted(topic_partitions(kafka, topic)), config.replica_index, config.replica_count)
+        reader = reader.option("assign", json.dumps({topic: owned}))
+    else:
+        reader = reader.option("subscribe", topic).option("replicaIndex", str(config.replica_index))
+        reader = reader.option("replicaCount", str(config.replica_count))
     return reader.load().select("key", "value", "topic", "partition", "offset", "timestamp")
 
 
@@ -298,6 +323,7 @@ def lag_listener(metrics: StreamMetrics):
 
 
 def start_query(spark, config: StreamConfig, handler: BatchHandler):
+    """Start the scoring query (checkpointed, named ``fraud_scorer``)."""
     writer = source_frame(spark, config).writeStream.foreachBatch(handler).option("checkpointLocation", str(config.checkpoint))
     writer = writer.queryName("fraud_scorer")
     if config.available_now:
@@ -309,13 +335,15 @@ def start_query(spark, config: StreamConfig, handler: BatchHandler):
 
 def run(config: StreamConfig, spark=None, parts: Components | None = None, stop: threading.Event | None = None) -> BatchHandler:
     """Run until the query ends (available-now), ``max_batches`` are done, SIGTERM/SIGINT or ``stop``."""
+    from pyspark.errors import StreamingQueryException
+
     parts = parts or build_components(config)
     parts.metrics.serve(config.metrics_port)
     own_spark = spark is None
     if own_spark:
         from fraud_platform.infra.spark import build_spark_session
 
-        spark = build_spark_session("fraud-stream-scorer", master=config.spark_master, conf=SCORER_SPARK_CONF)
+        spark = build_spark_session("fraud-stream-scorer", master=config.spark_master, conf=scorer_spark_conf())
         spark.sparkContext.setLogLevel("WARN")
     handler = BatchHandler(parts)
     if own_spark:  # this process is the scorer (python -m / spark-submit), not a host embedding it
@@ -336,11 +364,17 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
             previous[sig] = signal.signal(sig, request_stop)
     try:
         while query.isActive:
-            query.awaitTermination(0.2)
+            try:
+                query.awaitTermination(0.2)
+            except StreamingQueryException:
+                break  # reported below from query.exception()
             if stopping or (stop is not None and stop.is_set()) or (config.max_batches and handler.batches >= config.max_batches):
                 query.stop()
         error = query.exception()
         if error is not None:
+            outage = _STORE_OUTAGE.search(str(error))
+            if outage:  # its own exit code: the batch is not committed, a restart replays it
+                raise StartupError(f"online feature store unavailable mid-stream, batch not committed: {outage.group(1)}", EXIT_STORE)
             raise RuntimeError(f"streaming query failed: {one_line(error)}")
     finally:
         parts.close()

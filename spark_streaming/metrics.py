@@ -34,6 +34,12 @@ class BulkHistogram:
             self._counts += counts
             self._sum += float(np.sum(values))
 
+    def add_counts(self, counts: np.ndarray, total: float) -> None:
+        """Merge bucket counts computed elsewhere (executor tasks) with the same bounds."""
+        with self._lock:
+            self._counts += np.asarray(counts, dtype="int64")
+            self._sum += float(total)
+
     def collect(self):
         with self._lock:
             cumulative = np.cumsum(self._counts)
@@ -76,7 +82,6 @@ class StreamMetrics:
         self.refresh_failures = Counter(
             "fraud_stream_model_refresh_failures", "Failed champion checks/loads (last good model kept), by stage", ["stage"], registry=r
         )
-        self.late_events = Counter("fraud_stream_late_events", "Events older than the feature snapshot (scored as of the snapshot)", registry=r)
         self.consumer_lag = Gauge("fraud_stream_consumer_lag_records", "Records between the last processed offset and the topic end", registry=r)
         self.input_rows_per_second = Gauge("fraud_stream_input_rows_per_second", "Spark's reported input rate of the last micro-batch", registry=r)
 

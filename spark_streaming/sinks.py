@@ -1,8 +1,9 @@
 """Where a scored micro-batch goes, each sink idempotent per batch so a replayed batch (restart
 from the checkpoint) leaves no duplicates:
 
-* lake ``scored/transactions/date=D/batch-<batchId>.parquet``: deterministic name, atomic overwrite;
-* alerts (review/block): upsert ``ON CONFLICT (transaction_id)`` in PostgreSQL, or DuckDB embedded;
+* lake ``scored/transactions/date=D/batch-<batchId>-p<partition>.parquet``: deterministic name, atomic overwrite;
+* alerts (review/block): upsert ``ON CONFLICT (transaction_id)`` in PostgreSQL from the executor
+  tasks, or staged per (batch, partition) in the lake and upserted by the driver into DuckDB;
 * Kafka ``fraud_predictions`` (key = transaction_id) and ``transactions.dlq``: at-least-once, a
   replay re-sends, consumers dedupe by key / by the ``dlq.source.*`` headers.
 """
@@ -10,8 +11,7 @@ from the checkpoint) leaves no duplicates:
 from __future__ import annotations
 
 import logging
-import re
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +26,6 @@ from spark_streaming.scoring import DeadLetter, ScoredBatch, prediction_records
 log = logging.getLogger(__name__)
 
 SCORED_DATASET = "transactions"
-_BATCH_FILE = re.compile(r"batch-(\d+)\.parquet$")
 
 ALERT_COLUMNS: dict[str, str] = {
     "transaction_id": "TEXT PRIMARY KEY",
@@ -53,6 +52,8 @@ ALERT_COLUMNS: dict[str, str] = {
 def alerts_of(batch: ScoredBatch) -> pd.DataFrame:
     """review/block rows in the alert table's column order."""
     scored = batch.scored
+    if scored.empty:
+        return pd.DataFrame(columns=list(ALERT_COLUMNS))
     alerts = scored[scored["decision"] != "approve"].rename(
         columns={"_kafka_partition": "kafka_partition", "_kafka_offset": "kafka_offset"}
     )
@@ -173,44 +174,86 @@ class DuckDBAlertStore:
 
 
 class ScoredLake:
-    """Scored transactions in the lake, one file per (event date, batch id)."""
+    """Scored transactions in the lake, one file per (event date, batch id, Kafka partition).
+
+    The name depends only on what the checkpoint fixes for a batch, so a replayed task overwrites
+    its own file and never adds a second copy.
+    """
 
     def __init__(self, store: LakeStore) -> None:
         self.store = store
 
     @staticmethod
-    def key(day: date | str, batch_id: int) -> str:
-        return f"{partition_prefix('scored', SCORED_DATASET, day)}/batch-{batch_id:012d}.parquet"
+    def key(day: date | str, batch_id: int, partition: int) -> str:
+        return f"{partition_prefix('scored', SCORED_DATASET, day)}/batch-{batch_id:012d}-p{partition:04d}.parquet"
 
-    def write(self, batch: ScoredBatch) -> list[str]:
+    def write(self, batch: ScoredBatch, partition: int) -> list[str]:
         scored = batch.scored
         if scored.empty:
             return []
         written = []
         for day, rows in scored.groupby("event_date", sort=True):
             table = pa.Table.from_pandas(rows.drop(columns=["event_date"]).assign(batch_id=batch.batch_id), preserve_index=False)
-            key = self.key(day.date(), batch.batch_id)
+            key = self.key(day.date(), batch.batch_id, partition)
             self.store.write_parquet(key, table)
             written.append(key)
         return written
 
-    def history(self, before_batch: int, lookback_days: int, today: date, columns: list[str]) -> pd.DataFrame:
-        """Rows of batches ``< before_batch`` from the last ``lookback_days`` event dates.
 
-        Rebuilds the duplicate memory and the online feature state after a restart; batches at or
-        after ``before_batch`` are excluded because the checkpoint will (re)play them.
-        """
-        first = (today - timedelta(days=lookback_days)).isoformat()
-        keys = []
-        for day in self.store.partition_dates("scored", SCORED_DATASET):
-            if day < first:
-                continue
-            for key in self.store.parquet_keys("scored", SCORED_DATASET, day):
-                match = _BATCH_FILE.search(key)
-                if match and int(match.group(1)) < before_batch:
-                    keys.append(key)
-        table = self.store.read_parquet(keys, columns=columns)
-        return table.to_pandas() if table is not None else pd.DataFrame(columns=columns)
+class StagedAlerts:
+    """Alerts for the embedded DuckDB store, staged by executors as one lake file per (batch, partition).
+
+    DuckDB allows one writer process, so tasks never open it: they stage their alerts in the lake
+    (deterministic name, a replay overwrites) and the driver upserts the batch's few staged rows.
+    """
+
+    PREFIX = "streaming/staged_alerts"
+
+    def __init__(self, store: LakeStore) -> None:
+        self.store = store
+
+    def key(self, batch_id: int, partition: int) -> str:
+        return f"{self.PREFIX}/batch-{batch_id:012d}/p{partition:04d}.parquet"
+
+    def stage(self, alerts: pd.DataFrame, batch_id: int, partition: int) -> str | None:
+        if alerts.empty:
+            return None
+        key = self.key(batch_id, partition)
+        self.store.write_parquet(key, pa.Table.from_pandas(alerts, preserve_index=False))
+        return key
+
+    def read(self, keys: list[str]) -> pd.DataFrame:
+        table = self.store.read_parquet(keys)
+        return table.to_pandas() if table is not None else pd.DataFrame(columns=list(ALERT_COLUMNS))
+
+    def clear(self, batch_id: int) -> None:
+        self.store.delete_prefix(f"{self.PREFIX}/batch-{batch_id:012d}")
+
+
+def upsert_isolating(store, alerts: pd.DataFrame, connection_errors: tuple[type[BaseException], ...]) -> dict[str, str]:
+    """Upsert ``alerts``; if the batch is refused, retry row by row and return the refused rows.
+
+    Returns ``transaction_id -> error`` for rows the store refused on their own (e.g. a NUL byte
+    PostgreSQL cannot hold), so the caller dead-letters them and the rest proceeds. A lost
+    connection (``connection_errors``) is not a record's fault: it propagates and fails the task.
+    """
+    try:
+        store.upsert(alerts)
+        return {}
+    except connection_errors:
+        raise
+    except Exception:  # noqa: BLE001 - which record is at fault is found below
+        pass
+    refused: dict[str, str] = {}
+    for i in range(len(alerts)):
+        row = alerts.iloc[i:i + 1]
+        try:
+            store.upsert(row)
+        except connection_errors:
+            raise
+        except Exception as error:  # noqa: BLE001 - the record's own problem: dead-letter it
+            refused[str(row["transaction_id"].iloc[0])] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    return refused
 
 
 class KafkaOutputs:

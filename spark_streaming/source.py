@@ -85,6 +85,16 @@ def split_limit(start: Offsets, end: Offsets, max_rows: int) -> Offsets:
     return {p: start.get(p, end[p]) + shares[p] for p in end}
 
 
+def replica_of(options: Mapping[str, str]) -> tuple[int, int]:
+    """(index, count) from the ``replicaIndex``/``replicaCount`` options (Spark lower-cases names)."""
+    return int(options.get("replicaindex", 0)), int(options.get("replicacount", 1))
+
+
+def owned_partitions(partitions: list[int], index: int, count: int) -> list[int]:
+    """Replica ``index`` of ``count`` reads partitions ``p % count == index``: replicas never overlap."""
+    return [p for p in partitions if p % count == index]
+
+
 class EndOffsetProbe:
     """Finds the true end offset of every partition from a Fetch response (see module docstring).
 
@@ -98,15 +108,17 @@ class EndOffsetProbe:
         self.options = dict(options)
         self.topic = topic
         self.timeout = timeout
+        self.replica = replica_of(self.options)
         self._consumer = None
         self.known: Offsets = {}
 
     def partitions(self) -> list[int]:
+        """This replica's partitions of the topic (all of them for a single scorer)."""
         consumer = self._get()
         metadata = consumer.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise KafkaSourceError(f"topic {self.topic!r} does not exist (bootstrap {self.options.get('kafka.bootstrap.servers')})")
-        return sorted(metadata.partitions)
+        return owned_partitions(sorted(metadata.partitions), *self.replica)
 
     def earliest(self) -> Offsets:
         consumer = self._get()

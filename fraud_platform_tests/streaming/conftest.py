@@ -31,8 +31,8 @@ def broker(platform_home):
 
 
 @pytest.fixture()
-def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker) -> dict[str, str]:
-    """Unique topics, lake, checkpoint and DuckDB file for one test (exported as env vars)."""
+def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker, online_store_url) -> dict[str, str]:
+    """Unique topics, lake, checkpoint, DuckDB file and online-store key prefix for one test (env vars)."""
     suffix = uuid.uuid4().hex[:8]
     env = {
         "FRAUD_TOPIC_TRANSACTIONS": f"tx-{suffix}",
@@ -46,6 +46,8 @@ def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker) -> dict[
         "FRAUD_STREAM_BLOCK_THRESHOLD": "0.9",
         "FRAUD_STREAM_REVIEW_THRESHOLD": "0.5",
         "FRAUD_MODEL_NAME": MODEL_NAME,
+        "FRAUD_ONLINE_STORE_URL": online_store_url,
+        "FRAUD_ONLINE_STORE_PREFIX": f"stream-{suffix}:",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

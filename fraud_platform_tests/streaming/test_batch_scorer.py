@@ -14,11 +14,10 @@ import pyarrow as pa
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot, compute_batch_features
 from fraud_platform.domain.hashing import entity_key
 from fraud_platform.infra.broker import free_port
-from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.ml.registry import ChampionInfo
-from spark_streaming.champion import ActiveModel, load_snapshot
+from spark_streaming.champion import ActiveModel
 from spark_streaming.metrics import StreamMetrics
-from spark_streaming.scoring import BatchScorer, prediction_records, roll_snapshot
+from spark_streaming.scoring import prediction_records, score_batch
 from spark_streaming.source import ARROW_SCHEMA
 
 from .conftest import transaction
@@ -43,38 +42,39 @@ def as_feature_input(txs: list[dict]) -> pd.DataFrame:
     })
 
 
-def test_online_features_from_the_lake_snapshot_match_the_batch_features(tmp_path):
+def test_scoring_reads_the_online_store_and_gives_the_batch_features(online_store):
+    """Snapshot materialised into Redis + the feature pipeline's applied batch = the batch features."""
     start = datetime.now(timezone.utc) - timedelta(days=10)
     history = [transaction(i, when=start + timedelta(minutes=13 * i)) for i in range(800)]
     as_of = start + timedelta(minutes=13 * 800)
     first = [transaction(1000 + i, when=as_of + timedelta(minutes=i)) for i in range(60)]
     second = [transaction(2000 + i, when=as_of + timedelta(minutes=60 + i)) for i in range(60)]
-
-    lake = LocalLakeStore(tmp_path / "lake")
-    FeatureSnapshot.build(as_feature_input(history), as_of=pd.Timestamp(as_of)).write(lake, "features/snapshots/v1")
-    snapshot, version = load_snapshot(lake, "features/snapshots/v1")
+    online_store.materialise(FeatureSnapshot.build(as_feature_input(history), as_of=pd.Timestamp(as_of)))
     seen: list[pd.DataFrame] = []
 
     def predict(X: pd.DataFrame) -> np.ndarray:
         seen.append(X.copy())
         return np.where(X["amount_eur"] > 220, 0.95, 0.05)
 
-    info = ChampionInfo("m", "7", "models:/m/7", None, 0.5, FEATURE_COLUMNS, None, "features/snapshots/v1", version)
-    model = ActiveModel("m", info, predict, snapshot, version, 0.0)
-    scorer = BatchScorer(block_threshold=0.9)
-    for batch_id, txs in enumerate((first, second)):
-        batch = scorer.score(batch_id, records(txs), model)
-        batch.reconcile()
-        scorer.remember(batch)
-        model.snapshot = roll_snapshot(model.snapshot, batch.scored)
+    info = ChampionInfo("m", "7", "models:/m/7", None, 0.5, FEATURE_COLUMNS, None, None, None)
+    model = ActiveModel("m", info, predict, 0.0)
+    batch = score_batch(0, records(first), model, online_store, "q/0/0", 0.5, 0.9)
+    batch.reconcile()
+    online_store.apply_transactions(batch.scored)  # what the streaming feature pipeline does
+    batch = score_batch(1, records(second), model, online_store, "q/1/0", 0.5, 0.9)
+    batch.reconcile()
 
     expected = compute_batch_features(as_feature_input(history + first + second))[FEATURE_COLUMNS].iloc[800:]
     online = pd.concat(seen, ignore_index=True)
-    pd.testing.assert_frame_equal(online.reset_index(drop=True), expected.reset_index(drop=True))
-    assert batch.scored["feature_snapshot_version"].unique().tolist() == [version]
+    pd.testing.assert_frame_equal(online.reset_index(drop=True), expected.reset_index(drop=True), atol=1e-9)
+    assert batch.scored["feature_snapshot_version"].unique().tolist() == [online_store.state_version()]
     assert set(batch.scored["decision"]) <= {"approve", "block"}
+    # the scored rows carry the features the model saw (drift monitoring reads them from the lake)
+    np.testing.assert_allclose(batch.scored["customer_tx_count_1d"].to_numpy(), expected["customer_tx_count_1d"].iloc[60:].to_numpy())
 
-    again = scorer.score(2, records(second[:3]), model)  # re-sent transactions
+    replay = score_batch(1, records(second[:3]), model, online_store, "q/1/0", 0.5, 0.9)  # same task token: claims hold
+    assert len(replay.scored) == 3
+    again = score_batch(2, records(second[:3]), model, online_store, "q/2/0", 0.5, 0.9)  # re-sent transactions
     assert len(again.scored) == 0
     assert [d.rejection.rule for d in again.dead_letters] == ["duplicate_transaction_id"] * 3
 

@@ -1,0 +1,199 @@
+"""The scorer's work inside Spark tasks: one task per Kafka partition range of a micro-batch.
+
+``mapInArrow(partial(score_task, plan), TASK_RESULT_SCHEMA)`` runs :func:`score_task` on the
+executors: validate, claim ids in the online store (dedupe), read features, score, then every
+sink (alerts, lake ``scored/``, ``fraud_predictions``, ``transactions.dlq``). A task returns one
+small row of counts per Kafka partition; the driver never sees a record.
+
+Everything a task needs arrives in a picklable :class:`TaskPlan` (a few hundred bytes per
+micro-batch). What is expensive to build — the model, the Kafka producer, the lake client, the
+PostgreSQL connection — is cached at module level, i.e. once per executor Python worker
+(``spark.python.worker.reuse``), and the model cache is keyed by version: when the driver's watcher
+sees the ``champion`` alias move, the next plan names the new version and each worker loads it once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fraud_platform.ml.registry import ChampionInfo
+from fraud_platform.settings import KafkaSettings, LakeSettings
+
+from spark_streaming.champion import ActiveModel, load_model
+from spark_streaming.metrics import LATENCY_BUCKETS
+from spark_streaming.online import FeatureStore
+from spark_streaming.scoring import DECISIONS, ScoredBatch, score_batch
+
+RESULT_ARROW_SCHEMA = pa.schema(
+    [("batch_id", pa.int64()), ("kafka_partition", pa.int32()), ("start_offset", pa.int64()), ("end_offset", pa.int64()),
+     ("rows_in", pa.int64()), ("scored", pa.int64()), ("dead_lettered", pa.int64()), ("approve", pa.int64()),
+     ("review", pa.int64()), ("block", pa.int64()), ("dead_letter_rules", pa.string()),
+     ("latency_counts", pa.list_(pa.int64())), ("latency_sum", pa.float64()), ("staged_alerts", pa.string()),
+     ("alerts", pa.int64()), ("seconds", pa.float64())]
+)
+_SPARK_TYPES = {pa.int64(): "long", pa.int32(): "int", pa.string(): "string", pa.float64(): "double", pa.list_(pa.int64()): "array<long>"}
+TASK_RESULT_SCHEMA = ", ".join(f"{f.name} {_SPARK_TYPES[f.type]}" for f in RESULT_ARROW_SCHEMA)
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """What one micro-batch's tasks need; built on the driver, shipped with the task closure."""
+
+    batch_id: int
+    query_id: str  # stable across restarts of one checkpoint: part of the dedupe claim token
+    model_name: str
+    champion: ChampionInfo
+    review: float
+    block: float
+    kafka: KafkaSettings  # bootstrap already resolved (executors may not see the embedded broker's files)
+    lake: LakeSettings
+    store: FeatureStore
+    alerts_dsn: str | None  # PostgreSQL upserted from the tasks; None = stage for the driver's DuckDB
+    alerts_table: str
+    mlflow_tracking_uri: str
+    mlflow_registry_uri: str
+
+    def token(self, partition: int) -> str:
+        return f"{self.query_id}/{self.batch_id}/{partition}"
+
+
+@dataclass
+class TaskResult:
+    """Counts of one Kafka partition's range (the only thing that travels back to the driver)."""
+
+    batch: ScoredBatch
+    partition: int
+    start_offset: int
+    end_offset: int
+    latency_counts: np.ndarray
+    latency_sum: float
+    staged_alerts: str | None
+    alerts: int
+    seconds: float
+
+    def row(self) -> dict:
+        batch = self.batch
+        counts = batch.counts_by_decision
+        rules: dict[str, int] = {}
+        for letter in batch.dead_letters:
+            rules[letter.rejection.rule] = rules.get(letter.rejection.rule, 0) + 1
+        return {
+            "batch_id": batch.batch_id, "kafka_partition": self.partition, "start_offset": self.start_offset,
+            "end_offset": self.end_offset, "rows_in": batch.rows_in, "scored": len(batch.scored),
+            "dead_lettered": len(batch.dead_letters), **{d: counts[d] for d in DECISIONS},
+            "dead_letter_rules": json.dumps(rules), "latency_counts": self.latency_counts.tolist(),
+            "latency_sum": self.latency_sum, "staged_alerts": self.staged_alerts, "alerts": self.alerts,
+            "seconds": self.seconds,
+        }
+
+
+# -- per-worker caches ---------------------------------------------------------------------------
+_LOCK = threading.Lock()
+_MODEL: dict[tuple, ActiveModel] = {}
+_CLIENTS: dict[tuple, object] = {}
+
+
+def worker_model(plan: TaskPlan) -> ActiveModel:
+    """The plan's model version, loaded once per worker; an older version is dropped (bounded memory)."""
+    key = (plan.model_name, plan.champion.version, plan.champion.model_uri)
+    with _LOCK:
+        if key not in _MODEL:
+            import mlflow
+
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, the task fails visibly
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+            mlflow.set_tracking_uri(plan.mlflow_tracking_uri)
+            mlflow.set_registry_uri(plan.mlflow_registry_uri)
+            model = load_model(plan.model_name, plan.champion)
+            _MODEL.clear()
+            _MODEL[key] = model
+        return _MODEL[key]
+
+
+def _client(kind: str, key: object, build):
+    with _LOCK:
+        if (kind, key) not in _CLIENTS:
+            _CLIENTS[(kind, key)] = build()
+        return _CLIENTS[(kind, key)]
+
+
+def worker_outputs(plan: TaskPlan):
+    from fraud_platform.infra.kafka import make_producer
+    from spark_streaming.sinks import KafkaOutputs
+
+    topics = plan.kafka.topics
+    # Delivery reports only for failures: one Python callback per prediction costs more than scoring it.
+    producer = _client("producer", plan.kafka.model_dump_json(),
+                       lambda: make_producer(plan.kafka, **{"linger.ms": 5, "delivery.report.only.error": True}))
+    return KafkaOutputs(producer, topics.predictions, topics.transactions_dlq, topics.transactions)
+
+
+def worker_lake(plan: TaskPlan):
+    from fraud_platform.infra.lake import lake_store_from_settings
+
+    return _client("lake", plan.lake.model_dump_json(), lambda: lake_store_from_settings(plan.lake))
+
+
+def worker_alert_store(plan: TaskPlan):
+    from spark_streaming.sinks import PostgresAlertStore
+
+    return _client("postgres", (plan.alerts_dsn, plan.alerts_table), lambda: PostgresAlertStore(plan.alerts_dsn, plan.alerts_table))
+
+
+# -- the task ---------------------------------------------------------------------------------------
+def worker_store(plan: TaskPlan) -> FeatureStore:
+    """The plan's store with this worker's open connection (one per worker, not one per task)."""
+    return _client("store", repr(plan.store), lambda: plan.store)
+
+
+def process_range(plan: TaskPlan, records: pa.Table) -> TaskResult:
+    """Score one Kafka partition's records and write every sink; usable without Spark (bench)."""
+    from spark_streaming.sinks import ScoredLake, StagedAlerts, alerts_of, upsert_isolating
+
+    started = time.monotonic()
+    partition = int(records.column("partition")[0].as_py())
+    offsets = records.column("offset").to_numpy(zero_copy_only=False)
+    model = worker_model(plan)
+    batch = score_batch(plan.batch_id, records, model, worker_store(plan), plan.token(partition), plan.review, plan.block)
+
+    alerts = alerts_of(batch)
+    staged = None
+    if plan.alerts_dsn is not None:
+        import psycopg
+
+        refused = upsert_isolating(worker_alert_store(plan), alerts, (psycopg.OperationalError, psycopg.InterfaceError))
+        batch.dead_letter_failed(refused, "alerts", records)
+        alerts = alerts[~alerts["transaction_id"].isin(list(refused))]
+    else:
+        staged = StagedAlerts(worker_lake(plan)).stage(alerts, plan.batch_id, partition)
+    batch.reconcile()
+    ScoredLake(worker_lake(plan)).write(batch, partition)
+    outputs = worker_outputs(plan)
+    outputs.send_dead_letters(batch.dead_letters)
+    outputs.send_predictions(batch.scored)
+    outputs.flush()
+    latency = time.time() - batch.kafka_timestamps_ms / 1000.0
+    bounds = np.asarray(LATENCY_BUCKETS, dtype="float64")
+    counts = np.bincount(np.searchsorted(bounds, latency, side="left"), minlength=len(bounds) + 1)
+    return TaskResult(batch, partition, int(offsets.min()), int(offsets.max()) + 1, counts, float(latency.sum()),
+                      staged, len(alerts), time.monotonic() - started)
+
+
+def score_task(plan: TaskPlan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: the task's records (one Kafka range each) in, one count row per range out."""
+    chunks = [b for b in batches if b.num_rows]
+    if not chunks:
+        return
+    table = pa.Table.from_batches(chunks)
+    for partition in np.unique(table.column("partition").to_numpy(zero_copy_only=False)):
+        records = table.filter(pc.equal(table.column("partition"), int(partition)))
+        yield pa.RecordBatch.from_pylist([process_range(plan, records).row()], schema=RESULT_ARROW_SCHEMA)
