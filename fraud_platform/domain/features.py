@@ -599,3 +599,72 @@ def _as_of_us(as_of: pd.Timestamp | str | None, events: pd.DataFrame, floor: int
 
 def _from_us(value: int) -> pd.Timestamp:
     return _EPOCH + pd.Timedelta(microseconds=int(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Online store path: history read back from a key-value store, exact events and buckets mixed
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntityHistory:
+    """The history of some customers and terminals as an online store returns it.
+
+    Same four tables as :class:`FeatureSnapshot`, but rows may mix exact events (their own time) and
+    daily buckets (time = midnight): the core only ever asks "before t" with day-aligned window
+    edges, so a closed day's bucket and its events give the same answer, and an open day's exact
+    events keep lookups strictly point-in-time whatever order the events were applied in.
+    ``terminal_frauds`` holds one row per known fraud (``time`` = label known at).
+    """
+
+    customer_activity: pd.DataFrame  # customer_key, time, n, cents
+    customer_terminals: pd.DataFrame  # customer_key, terminal_id, time (last seen)
+    terminal_activity: pd.DataFrame  # terminal_id, time, n
+    terminal_frauds: pd.DataFrame  # terminal_id, tx_day, time (label known), n
+
+    @classmethod
+    def from_rows(cls, customer_activity: list[tuple], customer_terminals: list[tuple], terminal_activity: list[tuple],
+                  terminal_frauds: list[tuple]) -> "EntityHistory":
+        """Build from plain tuples (the store's decoded fields) in the column order above."""
+
+        def frame(rows: list[tuple], columns: list[str], ints: list[str]) -> pd.DataFrame:
+            data = pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame({c: [] for c in columns})
+            return data.astype({c: "int64" for c in ints} | {c: object for c in columns if c not in ints})
+
+        return cls(
+            frame(customer_activity, ["customer_key", "time", "n", "cents"], ["time", "n", "cents"]),
+            frame(customer_terminals, ["customer_key", "terminal_id", "time"], ["time"]),
+            frame(terminal_activity, ["terminal_id", "time", "n"], ["time", "n"]),
+            frame(terminal_frauds, ["terminal_id", "tx_day", "time", "n"], ["tx_day", "time", "n"]),
+        )
+
+    @classmethod
+    def of_snapshot(cls, snapshot: FeatureSnapshot) -> "EntityHistory":
+        return cls(*(getattr(snapshot, t) for t in FeatureSnapshot.TABLES))
+
+
+def features_on_history(history: EntityHistory, transactions: pd.DataFrame, in_history: np.ndarray | None = None,
+                        config: FeatureConfig = DEFAULT_CONFIG) -> pd.DataFrame:
+    """Features of ``transactions`` over ``history`` plus the earlier ones among ``transactions``.
+
+    ``in_history`` marks transactions the history already contains (applied to the store before
+    this call), which must not be counted twice. Equals :func:`compute_batch_features` on the raw
+    events behind ``history`` plus ``transactions`` (the online store's parity contract).
+    """
+    events = _events(transactions)
+    new = events if in_history is None else events[~np.asarray(in_history, dtype=bool)]
+    state = _State(*(getattr(history, t) for t in FeatureSnapshot.TABLES))
+    frame = _compute(state.concat(_State.from_events(new, _fraud_labels(None, None))), events, config)
+    frame.index = transactions.index
+    return frame
+
+
+def event_rows(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Transactions normalised as the core sees them: ids as str, ``time``/``day`` in int64 us/days,
+    ``cents`` = amount in integer cents (what an online store keeps)."""
+    return _events(transactions)
+
+
+def timestamps_us(values: pd.Series) -> np.ndarray:
+    """UTC timestamps -> int64 microseconds since the epoch (the core's time unit)."""
+    return _to_us(values)

@@ -1,0 +1,568 @@
+"""The online feature store: per-entity feature state in Redis, shared by the streaming feature
+pipeline (writes), the streaming scorer and the decision API (reads). See docs/online_store.md.
+
+Layout (``P`` = key prefix; times in int64 microseconds, days since the epoch, UTC):
+
+* ``Pc:<customer_key>`` hash: ``e:<tx_id>`` = ``time,cents,terminal`` (exact events of open days),
+  ``b:<day>`` = ``n,cents`` (closed-day buckets), ``p:<terminal>`` = last-seen time of the pair in
+  closed days, ``k`` = the cutoff day it was last compacted at.
+* ``Pt:<terminal_id>`` hash: ``b:<day>`` = transactions that day; ``f:<tx_id>`` = ``tx_day,known_us``
+  (a known fraud); ``s:<tx_day>:<known_us>`` = count (frauds materialised from a snapshot); ``k``.
+* ``Px:<tx_id>`` = ``day,time,terminal``: the transaction index, TTL = label maturity horizon. It is
+  also the apply guard: a transaction is applied only by the call that creates its index entry, so
+  re-applying a batch (a replayed micro-batch) changes nothing.
+* ``Pl:<tx_id>`` = a fraud label whose transaction is not applied yet (applied when it is).
+* ``Pd:<tx_id>`` = claim token of :meth:`claim_ids` (``SET NX EX``, duplicate detection).
+* ``Pmeta`` hash: snapshot ``as_of_us``/``snapshot_version``, ``max_day``, applied counters.
+
+Only a customer's current day needs exact times (terminal windows and earlier customer days are
+whole days), so events stay exact while their day is "open" (``open_days`` up to the newest day
+seen) and are folded into daily buckets after; everything older than the longest window is
+dropped at compaction and every entity key has a TTL, so memory is bounded by entities x window.
+All writes run as Lua scripts (atomic, one round trip per batch); reads are one pipelined round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fraud_platform.domain.features import (
+    DEFAULT_CONFIG,
+    US_PER_DAY,
+    EntityHistory,
+    FeatureConfig,
+    FeatureSnapshot,
+    event_rows,
+    features_on_history,
+    timestamps_us,
+)
+
+# Events per Lua call: keeps each script (which blocks the server while it runs) short for readers.
+_CHUNK = 2000
+
+_LUA_HELPERS = """
+local DAY = 86400000000
+local function split2(v)
+  local c = string.find(v, ',', 1, true)
+  return string.sub(v, 1, c - 1), string.sub(v, c + 1)
+end
+local function split3(v)
+  local c1 = string.find(v, ',', 1, true)
+  local c2 = string.find(v, ',', c1 + 1, true)
+  return string.sub(v, 1, c1 - 1), string.sub(v, c1 + 1, c2 - 1), string.sub(v, c2 + 1)
+end
+local function meta_number(p, name)
+  return tonumber(redis.call('HGET', p .. 'meta', name) or '-1')
+end
+"""
+
+# ARGV: prefix, tx_ttl, entity_ttl, open_days, history_days, then (tx, customer, terminal, time, cents, day)*
+_APPLY_TRANSACTIONS = _LUA_HELPERS + """
+local p, tx_ttl, ent_ttl = ARGV[1], ARGV[2], ARGV[3]
+local open_days, history_days = tonumber(ARGV[4]), tonumber(ARGV[5])
+local as_of = meta_number(p, 'as_of_us')
+local max_day = meta_number(p, 'max_day')
+local customers, terminals = {}, {}
+local applied, labelled = 0, 0
+for i = 6, #ARGV, 6 do
+  local tx, cust, term, time, cents, day = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  if redis.call('SET', p .. 'x:' .. tx, day .. ',' .. time .. ',' .. term, 'NX', 'EX', tx_ttl) then
+    local tkey = p .. 't:' .. term
+    if tonumber(time) >= as_of then  -- earlier ones are in the materialised snapshot already
+      local ckey = p .. 'c:' .. cust
+      redis.call('HSET', ckey, 'e:' .. tx, time .. ',' .. cents .. ',' .. term)
+      redis.call('HINCRBY', tkey, 'b:' .. day, 1)
+      customers[ckey] = true
+      terminals[tkey] = true
+      applied = applied + 1
+      if tonumber(day) > max_day then max_day = tonumber(day) end
+    end
+    local lkey = p .. 'l:' .. tx
+    local known = redis.call('GET', lkey)
+    if known then
+      if tonumber(known) >= as_of then
+        redis.call('HSET', tkey, 'f:' .. tx, day .. ',' .. known)
+        terminals[tkey] = true
+        labelled = labelled + 1
+      end
+      redis.call('DEL', lkey)
+    end
+  end
+end
+if applied > 0 then
+  redis.call('HINCRBY', p .. 'meta', 'tx_applied', applied)
+  redis.call('HSET', p .. 'meta', 'max_day', string.format('%d', max_day))
+end
+if labelled > 0 then redis.call('HINCRBY', p .. 'meta', 'labels_applied', labelled) end
+-- Compaction of the touched entities (skipped while the cutoff day has not moved).
+local cutoff = max_day - open_days + 1
+local keep = cutoff - history_days
+local keep_us = keep * DAY
+local cut = string.format('%d', cutoff)
+for ckey in pairs(customers) do
+  redis.call('EXPIRE', ckey, ent_ttl)
+  if redis.call('HGET', ckey, 'k') ~= cut then
+    local h = redis.call('HGETALL', ckey)
+    local fold = {}
+    for j = 1, #h, 2 do
+      local f, v = h[j], h[j + 1]
+      local kind = string.sub(f, 1, 2)
+      if kind == 'e:' then
+        local time, cents, term = split3(v)
+        local day = math.floor(tonumber(time) / DAY)
+        if day < cutoff then
+          redis.call('HDEL', ckey, f)
+          if day >= keep then
+            local b = fold[day] or {0, 0}
+            b[1] = b[1] + 1
+            b[2] = b[2] + tonumber(cents)
+            fold[day] = b
+            local old = redis.call('HGET', ckey, 'p:' .. term)
+            if (not old) or tonumber(old) < tonumber(time) then redis.call('HSET', ckey, 'p:' .. term, time) end
+          end
+        end
+      elseif kind == 'b:' then
+        if tonumber(string.sub(f, 3)) < keep then redis.call('HDEL', ckey, f) end
+      elseif kind == 'p:' then
+        if tonumber(v) < keep_us then redis.call('HDEL', ckey, f) end
+      end
+    end
+    for day, b in pairs(fold) do
+      local bf = 'b:' .. string.format('%d', day)
+      local old = redis.call('HGET', ckey, bf)
+      local n, cents = b[1], b[2]
+      if old then
+        local on, oc = split2(old)
+        n, cents = n + tonumber(on), cents + tonumber(oc)
+      end
+      redis.call('HSET', ckey, bf, string.format('%d,%d', n, cents))
+    end
+    redis.call('HSET', ckey, 'k', cut)
+  end
+end
+for tkey in pairs(terminals) do
+  redis.call('EXPIRE', tkey, ent_ttl)
+  if redis.call('HGET', tkey, 'k') ~= cut then
+    local h = redis.call('HGETALL', tkey)
+    for j = 1, #h, 2 do
+      local f, v = h[j], h[j + 1]
+      local kind = string.sub(f, 1, 2)
+      local day = nil
+      if kind == 'b:' then day = tonumber(string.sub(f, 3))
+      elseif kind == 'f:' then day = tonumber((split2(v)))
+      elseif kind == 's:' then day = tonumber((split2(string.sub(f, 3) .. ',')))
+      end
+      if day and day < keep then redis.call('HDEL', tkey, f) end
+    end
+    redis.call('HSET', tkey, 'k', cut)
+  end
+end
+return {applied, labelled}
+"""
+
+# ARGV: prefix, pending_ttl, then (tx, known_us)*; only fraud labels are passed.
+_APPLY_LABELS = _LUA_HELPERS + """
+local p, pending_ttl = ARGV[1], ARGV[2]
+local as_of = meta_number(p, 'as_of_us')
+local applied, pending = 0, 0
+for i = 3, #ARGV, 2 do
+  local tx, known = ARGV[i], ARGV[i + 1]
+  local x = redis.call('GET', p .. 'x:' .. tx)
+  if x then
+    local day, time, term = split3(x)
+    if tonumber(known) >= as_of then  -- earlier labels are in the materialised snapshot already
+      local tkey, f = p .. 't:' .. term, 'f:' .. tx
+      local old = redis.call('HGET', tkey, f)
+      local _, old_known = nil, nil
+      if old then _, old_known = split2(old) end
+      if (not old) or tonumber(known) < tonumber(old_known) then
+        redis.call('HSET', tkey, f, day .. ',' .. known)
+        if not old then applied = applied + 1 end
+      end
+    end
+  else
+    local lkey = p .. 'l:' .. tx
+    local old = redis.call('GET', lkey)
+    if (not old) or tonumber(known) < tonumber(old) then
+      redis.call('SET', lkey, known, 'EX', pending_ttl)
+      pending = pending + 1
+    end
+  end
+end
+if applied > 0 then redis.call('HINCRBY', p .. 'meta', 'labels_applied', applied) end
+return {applied, pending}
+"""
+
+# ARGV: prefix, ttl, token, then ids (unique within the call).
+_CLAIM = """
+local p, ttl, token = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 4, #ARGV do
+  local key = p .. 'd:' .. ARGV[i]
+  if redis.call('SET', key, token, 'NX', 'EX', ttl) then
+    out[#out + 1] = 1
+  elseif redis.call('GET', key) == token then
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+
+class OnlineStoreUnavailable(RuntimeError):
+    """The store cannot be reached or answered with an error; the message is one line."""
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password (it may appear in error messages and logs)."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("redis", url)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+@dataclass
+class OnlineFeatureStore:
+    """Feature state for the streaming pipeline, the scorer and the API (see the module docstring).
+
+    Picklable and connects lazily: Spark ships it to executors, each Python worker opens its own
+    connection on first use.
+    """
+
+    url: str
+    prefix: str = "fraud:"
+    config: FeatureConfig = DEFAULT_CONFIG
+    password: str | None = None
+    dedupe_ttl_seconds: int = 7 * 86_400
+    tx_index_ttl_seconds: int = 9 * 86_400
+    # Days (up to the newest day seen) whose events stay exact; older days become buckets. Two days
+    # keep events arriving up to a day late exact.
+    open_days: int = 2
+    socket_timeout_seconds: float = 5.0
+    _client: object = field(default=None, repr=False, compare=False)
+    _scripts: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # Construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "fraud:", config: FeatureConfig = DEFAULT_CONFIG, **options) -> "OnlineFeatureStore":
+        return cls(url=url, prefix=prefix, config=config, **options)
+
+    @classmethod
+    def from_settings(cls, settings, config: FeatureConfig = DEFAULT_CONFIG) -> "OnlineFeatureStore":
+        """From :class:`OnlineStoreSettings` (or :class:`PlatformSettings`); resolves the embedded
+        server's URL now, so executors get a concrete address."""
+        settings = getattr(settings, "online_store", settings)
+        try:
+            url = settings.resolved_url()
+        except RuntimeError as error:
+            raise OnlineStoreUnavailable(str(error)) from None
+        return cls(
+            url=url, prefix=settings.key_prefix, config=config,
+            password=settings.password.get_secret_value() if settings.password else None,
+            dedupe_ttl_seconds=settings.dedupe_ttl_seconds, tx_index_ttl_seconds=settings.tx_index_ttl_seconds,
+            socket_timeout_seconds=settings.socket_timeout_seconds,
+        )
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_client"], state["_scripts"] = None, {}
+        return state
+
+    @property
+    def description(self) -> str:
+        return f"{_redacted(self.url)} (prefix {self.prefix!r})"
+
+    @property
+    def entity_ttl_seconds(self) -> int:
+        """Idle entities vanish after the longest window plus the open days."""
+        return (self.config.history_days() + self.open_days + 1) * 86_400
+
+    def client(self):
+        if self._client is None:
+            import redis
+
+            options = {"socket_timeout": self.socket_timeout_seconds, "socket_connect_timeout": self.socket_timeout_seconds}
+            if self.password:
+                options["password"] = self.password
+            self._client = redis.Redis.from_url(self.url, **options)
+        return self._client
+
+    def _script(self, name: str, source: str):
+        if name not in self._scripts:
+            self._scripts[name] = self.client().register_script(source)
+        return self._scripts[name]
+
+    def _call(self, what: str, action):
+        """Run ``action`` and turn any Redis failure into one :class:`OnlineStoreUnavailable` line."""
+        import redis
+
+        try:
+            return action()
+        except redis.exceptions.RedisError as error:
+            raise OnlineStoreUnavailable(f"online store {self.description}: {what} failed: {_one_line(error)}") from None
+
+    def key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}{kind}:{name}"
+
+    # Health ----------------------------------------------------------------------------------
+    def ping(self) -> None:
+        self._call("ping", lambda: self.client().ping())
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+            self._scripts = {}
+
+    # Writes ----------------------------------------------------------------------------------
+    def apply_transactions(self, events: pd.DataFrame) -> dict[str, int]:
+        """Add transactions to the state; idempotent (a transaction is applied once, ever within
+        the index TTL). Returns counts: ``applied`` and ``labels`` (pending labels resolved)."""
+        if events.empty:
+            return {"applied": 0, "labels": 0}
+        rows = event_rows(events)
+        args = np.column_stack([
+            rows["transaction_id"].to_numpy(object), rows["customer_key"].to_numpy(object),
+            rows["terminal_id"].to_numpy(object), rows["time"].astype(str).to_numpy(object),
+            rows["cents"].astype(str).to_numpy(object), rows["day"].astype(str).to_numpy(object),
+        ])
+        head = [self.prefix, self.tx_index_ttl_seconds, self.entity_ttl_seconds, self.open_days, self.config.history_days()]
+        script = self._script("apply_transactions", _APPLY_TRANSACTIONS)
+
+        def run():
+            pipe = self.client().pipeline(transaction=False)
+            for start in range(0, len(args), _CHUNK):
+                script(args=head + args[start:start + _CHUNK].ravel().tolist(), client=pipe)
+            return pipe.execute()
+
+        results = self._call("apply_transactions", run)
+        return {"applied": sum(int(r[0]) for r in results), "labels": sum(int(r[1]) for r in results)}
+
+    def apply_labels(self, labels: pd.DataFrame) -> dict[str, int]:
+        """Add fraud labels (``transaction_id``, ``known_at`` or ``label_known_at``, optional
+        ``is_fraud``); idempotent. A label whose transaction is not applied yet waits for it."""
+        frame = labels
+        if "is_fraud" in frame:
+            frame = frame[frame["is_fraud"].fillna(0).astype(bool)]
+        known_column = "label_known_at" if "label_known_at" in frame else "known_at"
+        frame = frame[frame[known_column].notna()]
+        if frame.empty:
+            return {"applied": 0, "pending": 0}
+        known = timestamps_us(frame[known_column]).astype(str)
+        args = np.column_stack([frame["transaction_id"].astype(str).to_numpy(object), known.astype(object)])
+        head = [self.prefix, self.tx_index_ttl_seconds]
+        script = self._script("apply_labels", _APPLY_LABELS)
+
+        def run():
+            pipe = self.client().pipeline(transaction=False)
+            for start in range(0, len(args), _CHUNK):
+                script(args=head + args[start:start + _CHUNK].ravel().tolist(), client=pipe)
+            return pipe.execute()
+
+        results = self._call("apply_labels", run)
+        return {"applied": sum(int(r[0]) for r in results), "pending": sum(int(r[1]) for r in results)}
+
+    def claim_ids(self, transaction_ids, token: str) -> np.ndarray:
+        """True where this is the id's first sighting within the dedupe TTL, or the id was claimed
+        with the same ``token`` (a replayed batch is not its own duplicate); repeats within the call
+        are False after their first occurrence."""
+        ids = pd.Series(np.asarray(transaction_ids, dtype=object)).astype(str)
+        first = ~ids.duplicated().to_numpy()
+        result = np.zeros(len(ids), dtype=bool)
+        unique_ids = ids[first].tolist()
+        if not unique_ids:
+            return result
+        script = self._script("claim", _CLAIM)
+        head = [self.prefix, self.dedupe_ttl_seconds, token]
+
+        def run():
+            pipe = self.client().pipeline(transaction=False)
+            for start in range(0, len(unique_ids), _CHUNK):
+                script(args=head + unique_ids[start:start + _CHUNK], client=pipe)
+            return [flag for part in pipe.execute() for flag in part]
+
+        claimed = self._call("claim_ids", run)
+        result[np.flatnonzero(first)] = np.asarray(claimed, dtype=bool)
+        return result
+
+    # Reads -----------------------------------------------------------------------------------
+    def history(self, customers, terminals) -> EntityHistory:
+        """The stored state of these entities (one pipelined round trip)."""
+        history, _ = self._read(list(pd.unique(np.asarray(customers, dtype=object))),
+                                list(pd.unique(np.asarray(terminals, dtype=object))), [])
+        return history
+
+    def features(self, events: pd.DataFrame) -> pd.DataFrame:
+        """``transaction_id`` + feature columns for ``events`` (processed-row shape), index aligned:
+        the values :func:`compute_batch_features` gives over the store's history plus the earlier
+        events of this call, with the labels the store knows before each event."""
+        if events.empty:
+            return features_on_history(EntityHistory.from_rows([], [], [], []), events, config=self.config)
+        customers = list(pd.unique(events["customer_key"].astype(str)))
+        terminals = list(pd.unique(events["terminal_id"].astype(str)))
+        history, applied = self._read(customers, terminals, events["transaction_id"].astype(str).tolist())
+        return features_on_history(history, events, in_history=applied, config=self.config)
+
+    def _read(self, customers: list[str], terminals: list[str], transaction_ids: list[str]) -> tuple[EntityHistory, np.ndarray]:
+        def run():
+            pipe = self.client().pipeline(transaction=False)
+            for customer in customers:
+                pipe.hgetall(self.key("c", customer))
+            for terminal in terminals:
+                pipe.hgetall(self.key("t", terminal))
+            if transaction_ids:
+                pipe.mget([self.key("x", tx) for tx in transaction_ids])
+            return pipe.execute()
+
+        replies = self._call("read", run)
+        applied = np.asarray([v is not None for v in replies[-1]], dtype=bool) if transaction_ids else np.zeros(0, bool)
+        return decode_history(customers, replies[:len(customers)], terminals,
+                              replies[len(customers):len(customers) + len(terminals)]), applied
+
+    def state_version(self) -> str:
+        """Changes whenever the state does: snapshot version + counts of applied transactions/labels."""
+        meta = self._call("state_version", lambda: self.client().hgetall(self.prefix + "meta"))
+        meta = {k.decode(): v.decode() for k, v in meta.items()}
+        return f"{meta.get('snapshot_version', 'empty')}+tx{meta.get('tx_applied', 0)}+lb{meta.get('labels_applied', 0)}"
+
+    def used_memory(self) -> int:
+        return int(self._call("info", lambda: self.client().info("memory"))["used_memory"])
+
+    def entity_count(self) -> dict[str, int]:
+        """Customers and terminals held (SCAN; for metadata and benchmarks, not hot paths)."""
+
+        def run():
+            client = self.client()
+            return {kind: sum(1 for _ in client.scan_iter(match=f"{self.prefix}{code}:*", count=10_000))
+                    for kind, code in (("customers", "c"), ("terminals", "t"))}
+
+        return self._call("scan", run)
+
+    # Materialisation -------------------------------------------------------------------------
+    def materialise(self, snapshot: FeatureSnapshot, transactions: pd.DataFrame | None = None) -> dict:
+        """Write a batch :class:`FeatureSnapshot` (Feast's "materialize"): its buckets become the
+        state before ``snapshot.as_of``; the stream applies events from ``as_of`` on (earlier ones
+        only enter the transaction index). ``transactions`` (optional, processed-row shape) indexes
+        the snapshot's recent transactions so their labels still arriving find their terminal.
+        Returns counts and bytes for asset metadata.
+        """
+        if snapshot.config != self.config:
+            raise ValueError("the snapshot's feature config differs from the store's")
+        before = self.used_memory()
+        customers: dict[str, dict[str, str]] = {}
+        for key, day, n, cents in _bucket_rows(snapshot.customer_activity, "customer_key", ["n", "cents"]):
+            customers.setdefault(key, {})[f"b:{day}"] = f"{n},{cents}"
+        pairs = snapshot.customer_terminals
+        for key, terminal, time in zip(pairs["customer_key"], pairs["terminal_id"], pairs["time"]):
+            customers.setdefault(key, {})[f"p:{terminal}"] = str(int(time))
+        terminals: dict[str, dict[str, str]] = {}
+        for key, day, n in _bucket_rows(snapshot.terminal_activity, "terminal_id", ["n"]):
+            terminals.setdefault(key, {})[f"b:{day}"] = str(n)
+        frauds = snapshot.terminal_frauds
+        for key, day, known, n in zip(frauds["terminal_id"], frauds["tx_day"], frauds["time"], frauds["n"]):
+            terminals.setdefault(key, {})[f"s:{int(day)}:{int(known)}"] = str(int(n))
+        indexed = 0
+        ttl = self.entity_ttl_seconds
+
+        def run():
+            nonlocal indexed
+            pipe = self.client().pipeline(transaction=False)
+            for kind, entities in (("c", customers), ("t", terminals)):
+                for i, (name, mapping) in enumerate(entities.items()):
+                    pipe.hset(self.key(kind, name), mapping=mapping)
+                    pipe.expire(self.key(kind, name), ttl)
+                    if i % 5000 == 4999:
+                        pipe.execute()
+            if transactions is not None and len(transactions):
+                rows = event_rows(transactions)
+                recent = rows[rows["time"] >= snapshot.as_of_us - self.tx_index_ttl_seconds * 1_000_000]
+                for i, (tx, day, time, terminal) in enumerate(zip(recent["transaction_id"], recent["day"], recent["time"], recent["terminal_id"])):
+                    pipe.set(self.key("x", tx), f"{day},{time},{terminal}", ex=self.tx_index_ttl_seconds)
+                    if i % 20000 == 19999:
+                        pipe.execute()
+                indexed = len(recent)
+            meta = self.prefix + "meta"
+            pipe.hset(meta, mapping={"as_of_us": str(snapshot.as_of_us), "snapshot_version": snapshot.version,
+                                     "max_day": str(max(snapshot.as_of_us // US_PER_DAY, self._max_day()))})
+            pipe.execute()
+
+        self._call("materialise", run)
+        return {
+            "as_of": snapshot.as_of.isoformat(),
+            "snapshot_version": snapshot.version,
+            "customers_written": len(customers),
+            "terminals_written": len(terminals),
+            "fields_written": int(sum(len(m) for m in customers.values()) + sum(len(m) for m in terminals.values())),
+            "transactions_indexed": indexed,
+            "used_memory_bytes": self.used_memory(),
+            "bytes_added": self.used_memory() - before,
+        }
+
+    def _max_day(self) -> int:
+        value = self.client().hget(self.prefix + "meta", "max_day")
+        return int(value) if value is not None else -1
+
+    def clear(self) -> int:
+        """Delete every key under the prefix (tests, benchmarks, a full rebuild)."""
+
+        def run():
+            client = self.client()
+            deleted = 0
+            batch = []
+            for key in client.scan_iter(match=f"{self.prefix}*", count=10_000):
+                batch.append(key)
+                if len(batch) >= 10_000:
+                    deleted += client.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += client.delete(*batch)
+            return deleted
+
+        return self._call("clear", run)
+
+
+def _bucket_rows(table: pd.DataFrame, key: str, values: list[str]):
+    days = (table["time"].to_numpy(dtype="int64") // US_PER_DAY)
+    return zip(table[key].to_numpy(object), days, *(table[v].to_numpy(dtype="int64") for v in values))
+
+
+def decode_history(customers: list[str], customer_hashes: list[dict], terminals: list[str],
+                   terminal_hashes: list[dict]) -> EntityHistory:
+    """Stored hash fields (see the module docstring) -> the feature core's activity rows."""
+    activity, pairs, term_activity, frauds = [], [], [], []
+    for customer, fields in zip(customers, customer_hashes):
+        for name, value in fields.items():
+            kind, rest = name[:2], name[2:]
+            if kind == b"e:":
+                time, cents, terminal = value.split(b",", 2)
+                activity.append((customer, int(time), 1, int(cents)))
+                pairs.append((customer, terminal.decode(), int(time)))
+            elif kind == b"b:":
+                n, cents = value.split(b",", 1)
+                activity.append((customer, int(rest) * US_PER_DAY, int(n), int(cents)))
+            elif kind == b"p:":
+                pairs.append((customer, rest.decode(), int(value)))
+    for terminal, fields in zip(terminals, terminal_hashes):
+        for name, value in fields.items():
+            kind, rest = name[:2], name[2:]
+            if kind == b"b:":
+                term_activity.append((terminal, int(rest) * US_PER_DAY, int(value)))
+            elif kind == b"f:":
+                day, known = value.split(b",", 1)
+                frauds.append((terminal, int(day), int(known), 1))
+            elif kind == b"s:":
+                day, known = rest.split(b":", 1)
+                frauds.append((terminal, int(day), int(known), int(value)))
+    return EntityHistory.from_rows(activity, pairs, term_activity, frauds)
+
+
+__all__ = ["OnlineFeatureStore", "OnlineStoreUnavailable", "decode_history"]

@@ -1,0 +1,149 @@
+"""The online feature store against a real Redis (the embedded redis-server): lookups equal the batch
+features over the same history and label knowledge, whatever order the events were applied in;
+applying is idempotent; duplicate claims expire; an unreachable store is one clear error."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot, compute_batch_features
+from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulator
+from fraud_platform.infra.online_store import OnlineFeatureStore, OnlineStoreUnavailable
+from fraud_platform.ml.datasets import simulated_sandbox_frame
+
+EVENT_COLUMNS = ["transaction_id", "event_time", "customer_key", "terminal_id", "amount_eur"]
+
+
+@pytest.fixture(scope="module")
+def history() -> pd.DataFrame:
+    """40 small simulated days (more than the longest window) with final fraud labels."""
+    simulator = TransactionSimulator(SimulationConfig(
+        start=date(2026, 1, 1), days=40, n_customers=150, n_terminals=300, seed=7, fraud_rate=0.05, label_delay_days=4,
+    ))
+    return simulated_sandbox_frame(simulator)
+
+
+def _labels_known_before(frame: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    known = frame[frame["label_known_at"].notna() & (frame["label_known_at"] < cutoff)]
+    return known[["transaction_id", "label_known_at"]].assign(is_fraud=1)
+
+
+def _reference(frame: pd.DataFrame, labels: pd.DataFrame, rows: pd.Index) -> pd.DataFrame:
+    """compute_batch_features over everything in ``frame`` with exactly ``labels``, for ``rows``."""
+    return compute_batch_features(frame[EVENT_COLUMNS], labels=labels).loc[rows]
+
+
+def _assert_same(online: pd.DataFrame, offline: pd.DataFrame) -> None:
+    assert list(online["transaction_id"]) == list(offline["transaction_id"])
+    np.testing.assert_allclose(online[FEATURE_COLUMNS].to_numpy(), offline[FEATURE_COLUMNS].to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_features_equal_batch_features_whatever_the_apply_order(online_store: OnlineFeatureStore, history: pd.DataFrame):
+    cutoff = history["event_time"].min().normalize() + pd.Timedelta(days=36, hours=13)
+    past = history[history["event_time"] < cutoff]
+    # Applied in shuffled chunks (partitions interleave; labels before some of their transactions).
+    shuffled = past.sample(frac=1.0, random_state=3)
+    labels = _labels_known_before(history, cutoff)
+    online_store.apply_labels(labels.iloc[: len(labels) // 2])
+    for chunk in np.array_split(shuffled.index.to_numpy(), 7):
+        online_store.apply_transactions(shuffled.loc[chunk, EVENT_COLUMNS])
+    online_store.apply_labels(labels.iloc[len(labels) // 2:])
+
+    # Later transactions (two hours, and a few applied already, as the pipeline may have done).
+    later = history[(history["event_time"] >= cutoff) & (history["event_time"] < cutoff + pd.Timedelta(hours=30))]
+    assert len(later) > 50
+    online_store.apply_transactions(later.iloc[:10][EVENT_COLUMNS])
+    online = online_store.features(later[EVENT_COLUMNS])
+    offline = _reference(pd.concat([past, later]), labels, later.index)
+    assert online.index.equals(later.index)
+    _assert_same(online, offline)
+    # The terminal fraud features are not trivially zero: labels did reach them.
+    assert online["terminal_fraud_count_recent_28d"].sum() > 0
+
+
+def test_features_of_earlier_days_use_only_history_before_each_event(online_store: OnlineFeatureStore, history: pd.DataFrame):
+    """Everything applied, then an open day's events asked again: only history before each counts."""
+    start = history["event_time"].min().normalize()
+    window = history[history["event_time"] < start + pd.Timedelta(days=34)]
+    labels = _labels_known_before(history, start + pd.Timedelta(days=34))
+    online_store.apply_transactions(window[EVENT_COLUMNS])
+    online_store.apply_labels(labels)
+    last_day = window[window["event_time"] >= start + pd.Timedelta(days=33)]
+    online = online_store.features(last_day[EVENT_COLUMNS])
+    # The batch reference with the labels known before each event is exactly what the core computes.
+    offline = _reference(window, labels, last_day.index)
+    _assert_same(online, offline)
+
+
+def test_reapplying_leaves_the_store_identical(online_store: OnlineFeatureStore, history: pd.DataFrame):
+    part = history.iloc[:800]
+    labels = _labels_known_before(history, part["event_time"].max() + pd.Timedelta(days=10))
+    online_store.apply_transactions(part[EVENT_COLUMNS])
+    online_store.apply_labels(labels)
+    before = _dump(online_store)
+    version = online_store.state_version()
+    assert online_store.apply_transactions(part[EVENT_COLUMNS])["applied"] == 0
+    online_store.apply_labels(labels)
+    assert _dump(online_store) == before
+    assert online_store.state_version() == version
+
+
+def _dump(store: OnlineFeatureStore) -> dict:
+    client = store.client()
+    out = {}
+    for key in client.scan_iter(match=f"{store.prefix}*"):
+        kind = client.type(key)
+        out[key] = client.hgetall(key) if kind == b"hash" else client.get(key)
+    return out
+
+
+def test_materialised_snapshot_then_stream_equals_batch(online_store: OnlineFeatureStore, history: pd.DataFrame):
+    start = history["event_time"].min().normalize()
+    as_of = start + pd.Timedelta(days=30)
+    before = history[history["event_time"] < as_of]
+    snapshot = FeatureSnapshot.build(before, as_of=as_of)
+    metadata = online_store.materialise(snapshot, transactions=before)
+    assert metadata["customers_written"] > 0 and metadata["terminals_written"] > 0 and metadata["bytes_added"] > 0
+    cutoff = as_of + pd.Timedelta(days=4, hours=8)
+    stream = history[(history["event_time"] >= as_of) & (history["event_time"] < cutoff)]
+    online_store.apply_transactions(stream[EVENT_COLUMNS])
+    labels = _labels_known_before(history, cutoff)
+    online_store.apply_labels(labels)
+    later = history[(history["event_time"] >= cutoff) & (history["event_time"] < cutoff + pd.Timedelta(hours=20))]
+    _assert_same(online_store.features(later[EVENT_COLUMNS]),
+                 _reference(history[history["event_time"] < cutoff + pd.Timedelta(hours=20)], labels, later.index))
+
+
+def test_claims_detect_duplicates_and_expire(online_store: OnlineFeatureStore):
+    online_store.dedupe_ttl_seconds = 1
+    first = online_store.claim_ids(["tx-a", "tx-b", "tx-a"], token="batch-1")
+    assert first.tolist() == [True, True, False]
+    # The same batch replayed is not its own duplicate; another batch is.
+    assert online_store.claim_ids(["tx-a", "tx-b"], token="batch-1").tolist() == [True, True]
+    assert online_store.claim_ids(["tx-b", "tx-c"], token="batch-2").tolist() == [False, True]
+    time.sleep(2.2)
+    assert online_store.claim_ids(["tx-a"], token="batch-3").tolist() == [True]
+
+
+def test_store_is_picklable_and_reconnects(online_store: OnlineFeatureStore):
+    online_store.ping()
+    clone = pickle.loads(pickle.dumps(online_store))
+    assert clone._client is None
+    clone.ping()
+    clone.close()
+
+
+def test_unreachable_store_is_one_line_error():
+    from fraud_platform.infra.broker import free_port
+
+    store = OnlineFeatureStore.from_url(f"redis://:secret@127.0.0.1:{free_port()}/0", socket_timeout_seconds=0.5)
+    with pytest.raises(OnlineStoreUnavailable) as error:
+        store.ping()
+    message = str(error.value)
+    assert "\n" not in message and "secret" not in message and "127.0.0.1" in message
