@@ -94,7 +94,7 @@ class ApiError(Exception):
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json", headers=headers)
 
 
 def decision_document(d: dict) -> dict:
@@ -199,7 +199,7 @@ def create_app(*, keys: KeyRing, limiter: RateLimiter, engine: DecisionEngine, d
             parsed = parse(await body_of(request), validator)
             if isinstance(parsed, Rejection):
                 raise rejected(parsed)
-            (decision,) = (await decided([parsed], started, key))[0]
+            (decision,) = await decided([parsed], started, key)
             metrics.decided([decision])
             outcome.ok()
             return _json(decision_document(decision))
@@ -225,7 +225,7 @@ def create_app(*, keys: KeyRing, limiter: RateLimiter, engine: DecisionEngine, d
             throttle(key, cost=len(items))
             parsed = [parse(orjson.dumps(item), validator) for item in items]
             accepted = [p for p in parsed if not isinstance(p, Rejection)]
-            decisions = iter((await decided(accepted, started, key))[0]) if accepted else iter(())
+            decisions = iter(await decided(accepted, started, key) if accepted else ())
             results = []
             for index, p in enumerate(parsed):
                 if isinstance(p, Rejection):
