@@ -89,8 +89,10 @@ def booster_of(estimator: Any):
     return None
 
 
-def contributions(model: Any, X: pd.DataFrame) -> Contributions:
-    """Exact per-feature contributions of ``model`` for the rows of ``X`` (columns = model features)."""
+def contributions(model: Any, X: pd.DataFrame, nthread: int = -1) -> Contributions:
+    """Exact per-feature contributions of ``model`` for the rows of ``X`` (columns = model features).
+
+    ``nthread=1`` suits a few rows (a request): OpenMP threads only contend there."""
     features = [str(c) for c in X.columns]
     estimator, values = classifier_and_input(model, X)
     booster = booster_of(estimator)
@@ -98,7 +100,7 @@ def contributions(model: Any, X: pd.DataFrame) -> Contributions:
         import xgboost
 
         names = booster.feature_names if booster.feature_names and len(booster.feature_names) == values.shape[1] else None
-        raw = booster.predict(xgboost.DMatrix(values, feature_names=names), pred_contribs=True)
+        raw = booster.predict(xgboost.DMatrix(values, feature_names=names, nthread=nthread), pred_contribs=True)
         raw = np.asarray(raw, dtype="float64").reshape(len(values), -1)
         return Contributions(features if values.shape[1] == len(features) else list(names or []), raw[:, :-1], raw[:, -1])
     coef = getattr(estimator, "coef_", None)
