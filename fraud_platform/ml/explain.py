@@ -89,11 +89,12 @@ def booster_of(estimator: Any):
     return None
 
 
-def contributions(model: Any, X: pd.DataFrame, nthread: int = -1) -> Contributions:
-    """Exact per-feature contributions of ``model`` for the rows of ``X`` (columns = model features).
-
-    ``nthread=1`` suits a few rows (a request): OpenMP threads only contend there."""
-    features = [str(c) for c in X.columns]
+def contributions(model: Any, X: pd.DataFrame | np.ndarray, features: list[str] | None = None,
+                  nthread: int = -1) -> Contributions:
+    """Exact per-feature contributions of ``model`` for the rows of ``X`` (columns = model features;
+    pass ``features`` with a numpy ``X``). ``nthread=1`` suits a few rows (a request): OpenMP
+    threads only contend there."""
+    features = [str(c) for c in (X.columns if features is None else features)]
     estimator, values = classifier_and_input(model, X)
     booster = booster_of(estimator)
     if booster is not None:
