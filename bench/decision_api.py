@@ -100,7 +100,7 @@ def fill_store(store, customers: int, terminals: int, per_customer: int):
     rng = np.random.default_rng(1)
     n = customers * per_customer
     start = pd.Timestamp(datetime.now(timezone.utc) - timedelta(days=10))
-    cust = rng.integers(customers, size=n)
+    cust = rng.permutation(np.arange(n) % customers)  # every customer has history
     frame = pd.DataFrame({
         "transaction_id": [f"hist-{i:09d}" for i in range(n)],
         "event_time": start + pd.to_timedelta(np.sort(rng.uniform(0, 10 * 86400 - 120, n)), unit="s"),
