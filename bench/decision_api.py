@@ -170,6 +170,14 @@ def floor_ms(model, X) -> dict[str, float]:
     }
 
 
+def _decisions(url: str) -> float:
+    """Decisions made so far (the server's own counter, summed over outcomes)."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("fraud_api_decisions_total{"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per rate")
@@ -232,11 +240,20 @@ def main() -> None:
         else:
             raise SystemExit(f"API did not become ready; log: {home / 'api.log'}")
 
+        def server_cpu_seconds() -> float:
+            """CPU time of the server and its worker processes: the contention-free cost per request."""
+            import psutil
+
+            processes = [psutil.Process(server.pid)] + psutil.Process(server.pid).children(recursive=True)
+            return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+
         rows = []
         for rate in args.rates.split(","):
             out = home / f"load-{rate}.json"
+            cpu_before, requests_before = server_cpu_seconds(), _decisions(url)
             subprocess.run([sys.executable, __file__, "--terminals", str(args.terminals), "--load", url, rate,
                             str(args.duration), str(args.customers), str(out)], check=True)
+            cpu_ms = (server_cpu_seconds() - cpu_before) * 1000 / max(_decisions(url) - requests_before, 1)
             result = json.loads(out.read_text())
             client, served = np.asarray(result["client_ms"]), np.asarray(result["server_ms"])
             errors = sum(result["errors"].values())
@@ -244,12 +261,12 @@ def main() -> None:
             pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
             rows.append([rate, total, f"{total / result['seconds']:,.0f}", f"{errors / max(total, 1):.2%}",
                          f"{pct(client, 50):.2f}", f"{pct(client, 95):.2f}", f"{pct(client, 99):.2f}",
-                         f"{pct(served, 50):.2f}", f"{pct(served, 95):.2f}", f"{pct(served, 99):.2f}"])
+                         f"{pct(served, 50):.2f}", f"{pct(served, 95):.2f}", f"{pct(served, 99):.2f}", f"{cpu_ms:.2f}"])
         print_table(
             f"Decision API, {args.workers} worker(s), single-transaction requests ({args.duration:.0f} s per rate; "
             "features from the online store, model, top-3 reasons, decision log)",
             ["target rate", "requests", "achieved req/s", "errors", "client p50 ms", "client p95 ms", "client p99 ms",
-             "server p50 ms", "server p95 ms", "server p99 ms"], rows)
+             "server p50 ms", "server p95 ms", "server p99 ms", "server CPU ms/decision"], rows)
         print_table("Floor: the bare model on one row, in-process", ["call", "p50 ms", "p99 ms"],
                     [[name, f"{p50:.3f}", f"{p99:.3f}"] for name, (p50, p99) in floors.items()])
         metrics = httpx.get(f"{url}/metrics").text
