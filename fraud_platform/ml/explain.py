@@ -16,7 +16,8 @@ store all use this one module::
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -39,7 +40,8 @@ class Reason:
         return "raises" if self.contribution > 0 else "lowers"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "direction": self.direction}
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution,
+                "direction": self.direction, "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -224,8 +226,17 @@ _PHRASES: list[tuple[re.Pattern, Callable[[re.Match, float], str]]] = [
 
 def reason_text(feature: str, value: float) -> str:
     """A sentence for one feature value, ending with the feature's column name for traceability."""
+    found = _phrase_of(feature)
+    if found is None:
+        return f"{feature} = {_num(value)} [{feature}]"
+    phrase, match = found
+    return f"{phrase(match, value)} [{feature}]"
+
+
+@lru_cache(maxsize=1024)
+def _phrase_of(feature: str) -> tuple[Callable[[re.Match, float], str], re.Match] | None:
     for pattern, phrase in _PHRASES:
         match = pattern.fullmatch(feature)
         if match:
-            return f"{phrase(match, value)} [{feature}]"
-    return f"{feature} = {_num(value)} [{feature}]"
+            return phrase, match
+    return None
