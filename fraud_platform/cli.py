@@ -7,6 +7,8 @@
     fraud-platform land ...                   land topics into the lake now (what the ingestion assets run)
     fraud-platform import PATH ...            bring your own CSV/Parquet history through the same validation
     fraud-platform run-local ...              the main job: broker → simulate → materialise every asset
+    fraud-platform serve [--host --port --workers]   the decision API (docs/api.md)
+    fraud-platform api-key NAME               make an API key for the decision API
 """
 
 from __future__ import annotations
@@ -286,6 +288,21 @@ def cmd_run_local(args: argparse.Namespace) -> None:
     )
 
 
+# -- decision API ----------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> None:
+    from fraud_platform.api.server import serve
+
+    serve(host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_api_key(args: argparse.Namespace) -> None:
+    from fraud_platform.api.auth import new_key
+
+    key, entry = new_key(args.name, tuple(args.scope or ("decide", "read")))
+    print(f"API key for {args.name} (shown once; clients send it as 'Authorization: Bearer <key>'):\n  {key}")
+    print(f"Add this entry (only the hash is stored) to FRAUD_API_KEYS or FRAUD_API_KEYS_FILE:\n  {entry}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraud-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
@@ -342,6 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=42)
     run.add_argument("--inject-invalid", type=float, default=0.005)
     run.set_defaults(func=cmd_run_local)
+
+    serve_p = sub.add_parser("serve", help="run the decision API (FastAPI on uvicorn); see docs/api.md")
+    serve_p.add_argument("--host", help="bind address (default FRAUD_API_HOST or 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="port (default FRAUD_API_PORT or 8080; 0 = any free port)")
+    serve_p.add_argument("--workers", type=int, help="worker processes (default FRAUD_API_WORKERS or 1)")
+    serve_p.set_defaults(func=cmd_serve)
+
+    key_p = sub.add_parser("api-key", help="make a decision API key: prints the key once and the hashed entry to configure")
+    key_p.add_argument("name", help="who uses the key (shown in metrics and the decision log)")
+    key_p.add_argument("--scope", action="append", choices=["decide", "read"], help="repeatable; default both")
+    key_p.set_defaults(func=cmd_api_key)
     return parser
 
 

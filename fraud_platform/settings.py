@@ -331,3 +331,56 @@ class PlatformSettings(BaseModel):
     @cached_property
     def mlflow_artifact_root(self) -> str:
         return _env("MLFLOW_ARTIFACT_ROOT", (self.home / "mlflow" / "artifacts").as_uri())
+
+
+class ApiSettings(BaseModel):
+    """The decision API (``fraud-platform serve``): bind address, limits, keys and decision log.
+
+    API keys are stored hashed: ``FRAUD_API_KEYS`` (or the file ``FRAUD_API_KEYS_FILE``, one entry
+    per line) lists ``name:sha256-hex-of-key[:scope,scope]``; ``fraud-platform api-key`` makes one.
+    The decision thresholds are the streaming scorer's (``FRAUD_STREAM_REVIEW_THRESHOLD`` /
+    ``FRAUD_STREAM_BLOCK_THRESHOLD``), so the API and the stream decide alike.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    rate_limit_per_second: float = Field(2000.0, gt=0, description="Per key and per worker process")
+    rate_limit_burst: int = Field(200, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_batch: int = Field(1000, ge=1, le=10_000)
+    reasons: int = Field(3, ge=0, le=20, description="Top-k reasons per decision")
+    model_alias: str = "champion"
+    model_refresh_seconds: float = Field(30.0, gt=0)
+    review_threshold: float | None = Field(None, ge=0, le=1, description="Overrides the champion's threshold tag")
+    block_threshold: float = Field(0.9, ge=0, le=1)
+    decisions_postgres_dsn: SecretStr | None = None
+    decisions_table: str = Field("api_decisions", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    decisions_sqlite_path: Path
+
+    @classmethod
+    def from_env(cls) -> "ApiSettings":
+        keys, keys_file = _env("FRAUD_API_KEYS"), _env("FRAUD_API_KEYS_FILE")
+        dsn = _env("FRAUD_DECISIONS_POSTGRES_DSN") or _env("FRAUD_ALERTS_POSTGRES_DSN")
+        review = _env("FRAUD_STREAM_REVIEW_THRESHOLD")
+        return cls(
+            host=_env("FRAUD_API_HOST", "127.0.0.1"),
+            port=int(_env("FRAUD_API_PORT", "8080")),
+            workers=int(_env("FRAUD_API_WORKERS", "1")),
+            api_keys=SecretStr(keys) if keys else None,
+            api_keys_file=Path(keys_file) if keys_file else None,
+            rate_limit_per_second=float(_env("FRAUD_API_RATE_LIMIT_PER_SECOND", "2000")),
+            rate_limit_burst=int(_env("FRAUD_API_RATE_LIMIT_BURST", "200")),
+            max_body_bytes=int(_env("FRAUD_API_MAX_BODY_BYTES", "1048576")),
+            max_batch=int(_env("FRAUD_API_MAX_BATCH", "1000")),
+            reasons=int(_env("FRAUD_API_REASONS", "3")),
+            model_alias=_env("FRAUD_API_MODEL_ALIAS", _env("FRAUD_STREAM_MODEL_ALIAS", "champion")),
+            model_refresh_seconds=float(_env("FRAUD_API_MODEL_REFRESH_SECONDS", "30")),
+            review_threshold=float(review) if review else None,
+            block_threshold=float(_env("FRAUD_STREAM_BLOCK_THRESHOLD", "0.9")),
+            decisions_postgres_dsn=SecretStr(dsn) if dsn else None,
+            decisions_table=_env("FRAUD_DECISIONS_TABLE", "api_decisions"),
+            decisions_sqlite_path=Path(_env("FRAUD_DECISIONS_SQLITE_PATH", str(platform_home() / "api" / "decisions.sqlite"))),
+        )

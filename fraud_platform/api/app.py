@@ -1,0 +1,289 @@
+"""The FastAPI application: routes, authentication, rate limit, size limit, metrics.
+
+Build it with :func:`create_app` (``fraud-platform serve`` runs it on uvicorn). Request bodies are
+read raw and validated by the ingestion validator, not by FastAPI, so a bad request gets the
+platform's rule/field/value (422) instead of FastAPI's own error shape; the OpenAPI document still
+describes the event schema (``openapi_extra``) and is kept in ``docs/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import orjson
+from fastapi import FastAPI, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from fraud_platform.api.auth import AuthError, KeyRing, RateLimiter
+from fraud_platform.api.engine import Batcher, DecisionEngine, StoreUnavailable, masked, parse
+from fraud_platform.api.metrics import ApiMetrics
+from fraud_platform.domain.schema import TransactionEvent
+from fraud_platform.domain.validation import Rejection, TransactionValidator, looks_like_pan, mask_pans
+from spark_streaming.champion import NoChampionError
+
+log = logging.getLogger("fraud_platform.api")
+
+# -- response documents (OpenAPI) ---------------------------------------------------------------
+
+
+class ReasonOut(BaseModel):
+    feature: str
+    value: float
+    contribution: float = Field(description="Log-odds contribution to the score (> 0 raises it)")
+    direction: Literal["raises", "lowers"]
+    text: str
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+
+
+class DecisionOut(BaseModel):
+    transaction_id: str
+    score: float = Field(description="Fraud probability from the champion")
+    decision: Literal["approve", "review", "block"]
+    threshold: float = Field(description="Review threshold (score >= threshold -> review)")
+    block_threshold: float
+    model: ModelOut
+    feature_state_version: str
+    reasons: list[ReasonOut]
+    latency_ms: float = Field(description="Server-side time from request to decision")
+    decided_at: str
+
+
+class ErrorDetail(BaseModel):
+    rule: str
+    field: str | None = None
+    value: str | None = None
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    status: Literal[200, 422]
+    decision: DecisionOut | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchItemOut]
+    latency_ms: float
+
+
+class StoredDecisionOut(DecisionOut):
+    source: Literal["api", "stream"]
+    event_time: str
+    amount_eur: float
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, rule: str, message: str, field: str | None = None, value: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.detail, self.headers = status, ErrorDetail(rule=rule, field=field, value=value, message=message), headers
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json", headers=headers)
+
+
+def decision_document(d: dict) -> dict:
+    return {
+        "transaction_id": d["transaction_id"], "score": d["score"], "decision": d["decision"],
+        "threshold": d["threshold"], "block_threshold": d["block_threshold"],
+        "model": {"name": d["model_name"], "version": d["model_version"]},
+        "feature_state_version": d["feature_state_version"], "reasons": d["reasons"],
+        "latency_ms": round(d["latency_ms"], 3), "decided_at": d["decided_at"],
+    }
+
+
+_ERRORS = {401: {"model": ErrorOut, "description": "missing or unknown API key"},
+           403: {"model": ErrorOut, "description": "the key lacks the scope"},
+           413: {"model": ErrorOut, "description": "request body too large"},
+           429: {"model": ErrorOut, "description": "rate limit exceeded (see Retry-After)"},
+           503: {"model": ErrorOut, "description": "no model loaded or online store unreachable"}}
+_EVENT_SCHEMA = TransactionEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+_BATCH_SCHEMA = {"type": "object", "required": ["transactions"], "additionalProperties": False,
+                 "properties": {"transactions": {"type": "array", "items": _EVENT_SCHEMA, "minItems": 1}}}
+
+
+def create_app(*, keys: KeyRing, limiter: RateLimiter, engine: DecisionEngine, decision_log, store_ping,
+               max_body_bytes: int, max_batch: int, metrics: ApiMetrics | None = None,
+               on_shutdown=lambda: None) -> FastAPI:
+    """The app over already built parts (``fraud_platform.api.server`` builds them from settings)."""
+    metrics = metrics or ApiMetrics()
+    validator = TransactionValidator()
+    batcher = Batcher(engine)
+    batcher.batch_sizes = metrics.batch_size.observe
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.stop()
+        on_shutdown()
+
+    app = FastAPI(
+        title="fraud_platform decision API", version="1",
+        description="One card transaction decided synchronously (approve/review/block) with the champion model's "
+                    "score and its top reasons, from the same validation, features and thresholds as the streaming scorer.",
+        lifespan=lifespan,
+    )
+    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> Response:
+        return _json({"error": error.detail.model_dump()}, error.status, error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        # A defect, not bad input: logged in one line (masked) and answered in the usual error shape.
+        log.error("unexpected error on %s: %s", request.url.path, mask_pans(f"{type(error).__name__}: {error}")[:500])
+        return _json({"error": {"rule": "internal_error", "field": None, "value": None,
+                                "message": "the decision could not be made; the error is logged"}}, 500)
+
+    def authorise(scope: str, x_api_key: str | None, credentials: HTTPAuthorizationCredentials | None) -> str:
+        """The key's name if it may use ``scope``; 401/403 otherwise."""
+        presented = x_api_key or (credentials.credentials if credentials else None)
+        try:
+            return keys.authenticate(presented, scope).name
+        except AuthError as error:
+            metrics.auth_failures.labels(str(error.status)).inc()
+            raise ApiError(error.status, "unauthorized" if error.status == 401 else "forbidden", str(error),
+                           headers={"WWW-Authenticate": "Bearer"} if error.status == 401 else None) from None
+
+    def throttle(key: str, cost: int = 1) -> None:
+        """429 with Retry-After when the key's bucket is empty; a batch costs one token per event."""
+        wait = limiter.acquire(key, min(cost, limiter.burst))
+        if wait > 0:
+            metrics.rate_limited.labels(key).inc()
+            raise ApiError(429, "rate_limited", f"rate limit of {limiter.rate:g} requests/s for key {key!r} exceeded",
+                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+    async def body_of(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise ApiError(413, "body_too_large", f"request body of {declared} bytes exceeds {max_body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise ApiError(413, "body_too_large", f"request body exceeds {max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def rejected(rejection: Rejection) -> ApiError:
+        metrics.rejections.labels(rejection.rule).inc()
+        return ApiError(422, rejection.rule, rejection.message, rejection.field, rejection.value)
+
+    async def decided(events, started: float, key: str) -> list[dict]:
+        try:
+            return await batcher.submit(events, started, key)
+        except NoChampionError as error:
+            raise ApiError(503, "model_unavailable", f"no model loaded: {error}", headers={"Retry-After": "5"}) from None
+        except StoreUnavailable as error:
+            raise ApiError(503, "store_unavailable", str(error), headers={"Retry-After": "1"}) from None
+
+    @app.post("/v1/decisions", response_model=DecisionOut, responses={422: {"model": ErrorOut}, **_ERRORS},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _EVENT_SCHEMA}}}},
+              summary="Decide one transaction")
+    async def decide_one(request: Request, x_api_key: str | None = Security(api_key_header),
+                         credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Response:
+        started = time.perf_counter()
+        with metrics.track("/v1/decisions") as outcome:
+            key = authorise("decide", x_api_key, credentials)
+            throttle(key)
+            parsed = parse(await body_of(request), validator)
+            if isinstance(parsed, Rejection):
+                raise rejected(parsed)
+            (decision,) = await decided([parsed], started, key)
+            metrics.decided([decision])
+            outcome.ok()
+            return _json(decision_document(decision))
+
+    @app.post("/v1/decisions:batch", response_model=BatchOut, responses={422: {"model": ErrorOut}, **_ERRORS},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BATCH_SCHEMA}}}},
+              summary=f"Decide up to {max_batch} transactions; each item succeeds or fails on its own")
+    async def decide_batch(request: Request, x_api_key: str | None = Security(api_key_header),
+                           credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Response:
+        started = time.perf_counter()
+        with metrics.track("/v1/decisions:batch") as outcome:
+            key = authorise("decide", x_api_key, credentials)
+            body = await body_of(request)
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError as error:
+                raise rejected(masked(Rejection("malformed_json", None, None, f"not a JSON document: {error}"))) from None
+            items = document.get("transactions") if isinstance(document, dict) else None
+            if not isinstance(items, list) or not items:
+                raise rejected(Rejection("invalid_value", "transactions", None, "expected {\"transactions\": [event, ...]} with at least one event"))
+            if len(items) > max_batch:
+                raise rejected(Rejection("batch_too_large", "transactions", str(len(items)), f"{len(items)} events exceed the batch limit of {max_batch}"))
+            throttle(key, cost=len(items))
+            parsed = [parse(orjson.dumps(item), validator) for item in items]
+            accepted = [p for p in parsed if not isinstance(p, Rejection)]
+            decisions = iter(await decided(accepted, started, key) if accepted else ())
+            results = []
+            for index, p in enumerate(parsed):
+                if isinstance(p, Rejection):
+                    metrics.rejections.labels(p.rule).inc()
+                    results.append({"index": index, "status": 422, "error": ErrorDetail(**p.__dict__).model_dump()})
+                else:
+                    d = next(decisions)
+                    metrics.decided([d])
+                    results.append({"index": index, "status": 200, "decision": decision_document(d)})
+            outcome.ok()
+            return _json({"results": results, "latency_ms": round((time.perf_counter() - started) * 1000, 3)})
+
+    @app.get("/v1/transactions/{transaction_id}", response_model=StoredDecisionOut, responses={404: {"model": ErrorOut}, **_ERRORS},
+             summary="The stored decision of a transaction (API or stream) and its reasons")
+    async def transaction(transaction_id: str, x_api_key: str | None = Security(api_key_header),
+                          credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> Response:
+        with metrics.track("/v1/transactions") as outcome:
+            throttle(authorise("read", x_api_key, credentials))
+            if looks_like_pan(transaction_id):
+                raise rejected(Rejection("raw_pan", "transaction_id", "<redacted PAN>", "a raw card number is not a transaction id"))
+            row = decision_log.get(transaction_id)
+            if row is None:
+                raise ApiError(404, "not_found", f"no decision stored for transaction {transaction_id!r}", "transaction_id", transaction_id)
+            outcome.ok()
+            return _json({**decision_document(row), "source": row["source"], "event_time": row["event_time"],
+                          "amount_eur": row["amount_eur"]})
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Ready to decide: a model is loaded and the online store answers",
+             responses={503: {"description": "not ready; the body says which part is missing"}})
+    async def readyz() -> Response:
+        checks: dict[str, Any] = {}
+        try:
+            champion = engine.champion.current()
+            checks["model"] = {"ok": True, "name": champion.name, "version": champion.version}
+        except NoChampionError as error:
+            checks["model"] = {"ok": False, "error": str(error)}
+        try:
+            store_ping()
+            checks["store"] = {"ok": True}
+        except Exception as error:
+            checks["store"] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:300]}
+        ready = all(c["ok"] for c in checks.values())
+        return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics of this worker process")
+    async def prometheus() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return app

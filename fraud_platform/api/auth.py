@@ -1,0 +1,108 @@
+"""API keys (stored as SHA-256 hashes only), scopes, and a per-key token-bucket rate limit.
+
+Keys are 32 random bytes (``fraud-platform api-key``), so an unsalted SHA-256 is enough: there is
+nothing to brute-force, and the hash is what the configuration and any leaked file hold. A key
+entry is ``name:sha256hex[:scope,scope]``; no scopes means every scope.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCOPES = ("decide", "read")
+
+
+class AuthError(Exception):
+    """``status`` is 401 (no or unknown key) or 403 (valid key, scope missing)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    sha256: str
+    scopes: frozenset[str]
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key(name: str, scopes: tuple[str, ...] = SCOPES) -> tuple[str, str]:
+    """(the key to hand out once, the entry to configure)."""
+    key = "fpk_" + secrets.token_urlsafe(32)
+    return key, f"{name}:{hash_key(key)}:{','.join(scopes)}"
+
+
+def parse_entries(text: str) -> list[ApiKey]:
+    """Entries separated by newlines or semicolons; ``#`` starts a comment."""
+    keys = []
+    for raw in text.replace(";", "\n").splitlines():
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        parts = entry.split(":")
+        if len(parts) not in (2, 3) or len(parts[1]) != 64 or any(c not in "0123456789abcdef" for c in parts[1].lower()):
+            raise ValueError(f"API key entry {parts[0]!r}: expected name:sha256hex[:scopes] (64 hex chars)")
+        scopes = frozenset(s.strip() for s in parts[2].split(",") if s.strip()) if len(parts) == 3 else frozenset(SCOPES)
+        unknown = scopes - set(SCOPES)
+        if unknown:
+            raise ValueError(f"API key entry {parts[0]!r}: unknown scope(s) {sorted(unknown)}; known: {list(SCOPES)}")
+        keys.append(ApiKey(parts[0], parts[1].lower(), scopes or frozenset(SCOPES)))
+    return keys
+
+
+class KeyRing:
+    """Looks a presented key up by its hash (constant-time compare) and checks the scope."""
+
+    def __init__(self, keys: list[ApiKey]) -> None:
+        self._keys = list(keys)
+
+    @classmethod
+    def from_config(cls, entries: str | None, file: Path | None) -> "KeyRing":
+        text = (entries or "") + "\n" + (file.read_text() if file else "")
+        return cls(parse_entries(text))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def authenticate(self, presented: str | None, scope: str) -> ApiKey:
+        if not presented:
+            raise AuthError(401, "missing API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        digest = hash_key(presented)
+        match = next((k for k in self._keys if hmac.compare_digest(k.sha256, digest)), None)
+        if match is None:
+            raise AuthError(401, "unknown API key")
+        if scope not in match.scopes:
+            raise AuthError(403, f"API key {match.name!r} lacks the {scope!r} scope")
+        return match
+
+
+class RateLimiter:
+    """Token bucket per key name: ``rate`` requests/s sustained, ``burst`` at once (per process)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str, cost: float = 1.0) -> float:
+        """0 if allowed, else the seconds to wait before ``cost`` tokens are available."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= cost:
+                self._buckets[key] = (tokens - cost, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (cost - tokens) / self.rate

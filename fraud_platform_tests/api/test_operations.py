@@ -1,0 +1,167 @@
+"""Operating the decision API: rate limits, hot reload under load, registry and store outages, and
+the same score as the streaming path for the same transaction over the same state."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_platform_tests.api.conftest import MODEL_NAME, api_env, history, request_body, start_server
+
+pytestmark = pytest.mark.slow
+
+
+def test_rate_limit_is_per_key_with_retry_after(tmp_path, api_registry, keys, online_store_url, seeded_store):
+    api_registry.promote("1")
+    env = api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path,
+                  FRAUD_API_RATE_LIMIT_PER_SECOND="1", FRAUD_API_RATE_LIMIT_BURST="3")
+    server = start_server(tmp_path, env)
+    try:
+        with server.client(keys.full) as client:
+            statuses = [client.post("/v1/decisions", json=request_body(i)).status_code for i in range(5)]
+            assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:], statuses
+            limited = client.post("/v1/decisions", json=request_body(9))
+            assert limited.status_code == 429 and limited.json()["error"]["rule"] == "rate_limited"
+            assert int(limited.headers["Retry-After"]) >= 1
+            # another key has its own bucket
+            assert server.client(keys.decide_only).post("/v1/decisions", json=request_body(10)).status_code == 200
+            time.sleep(int(limited.headers["Retry-After"]) + 0.1)
+            assert client.post("/v1/decisions", json=request_body(11)).status_code == 200
+            # a batch costs one token per event: 5 events against a bucket of 3 is refused
+            assert client.post("/v1/decisions:batch", json={"transactions": [request_body(i) for i in range(5)]}).status_code == 429
+    finally:
+        server.stop()
+
+
+def test_hot_reload_under_load_fails_no_request_and_later_answers_use_the_new_version(server, keys, api_registry):
+    results: list[list[tuple[float, int, str | None]]] = [[], []]
+    stop = threading.Event()
+
+    def load(out: list) -> None:
+        with server.client(keys.full) as client:
+            i = 0
+            while not stop.is_set():
+                response = client.post("/v1/decisions", json=request_body(i))
+                version = response.json()["model"]["version"] if response.status_code == 200 else None
+                out.append((time.monotonic(), response.status_code, version))
+                i += 1
+
+    threads = [threading.Thread(target=load, args=(out,)) for out in results]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        api_registry.promote("2")
+        promoted = time.monotonic()
+        deadline = promoted + 30
+        while time.monotonic() < deadline and sum(1 for out in results for _, _, v in out if v == "2") < 20:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        api_registry.promote("1")
+    everything = [r for out in results for r in out]
+    assert len(everything) > 40
+    assert all(status == 200 for _, status, _ in everything), [r for r in everything if r[1] != 200][:5]
+    assert {v for _, _, v in everything} == {"1", "2"}
+    for out in results:  # once a client saw version 2, it never sees version 1 again
+        versions = [v for _, _, v in out]
+        first_new = versions.index("2")
+        assert set(versions[first_new:]) == {"2"}, versions
+    metrics = server.client().get("/metrics").text
+    assert 'fraud_api_model_version{model="fraud_detector_stream_test",version="2"} 1.0' in metrics
+
+
+def test_registry_outage_keeps_the_last_good_model(tmp_path, api_registry, keys, online_store_url, seeded_store):
+    api_registry.promote("1")
+    registry_copy = tmp_path / "registry" / "mlflow.db"
+    registry_copy.parent.mkdir()
+    shutil.copy(api_registry.tracking_uri.removeprefix("sqlite:///"), registry_copy)
+    env = api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path)
+    env["MLFLOW_TRACKING_URI"] = env["MLFLOW_REGISTRY_URI"] = f"sqlite:///{registry_copy}"
+    server = start_server(tmp_path, env)
+    try:
+        with server.client(keys.full) as client:
+            assert client.post("/v1/decisions", json=request_body(1)).json()["model"]["version"] == "1"
+            registry_copy.write_bytes(b"this is no longer a database" * 1000)  # the registry breaks (same inode)
+            time.sleep(3)  # several refresh attempts (every second)
+            response = client.post("/v1/decisions", json=request_body(2))
+            assert response.status_code == 200 and response.json()["model"]["version"] == "1"
+            assert client.get("/readyz").status_code == 200
+            failures = [line for line in client.get("/metrics").text.splitlines()
+                        if line.startswith("fraud_api_champion_refresh_failures_total{")]
+            assert failures and float(failures[0].split()[-1]) >= 1, failures
+    finally:
+        server.stop()
+
+
+def test_store_outage_is_503_and_the_api_recovers(tmp_path, api_registry, keys):
+    from fraud_platform.infra.online_store import OnlineFeatureStore
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+
+    redis = EmbeddedOnlineStore(tmp_path / "redis")
+    state = redis.start()
+    OnlineFeatureStore.from_url(state.url, prefix="outage:").apply_transactions(history())
+    api_registry.promote("1")
+    server = start_server(tmp_path, api_env(api_registry, keys, state.url, "outage:", tmp_path,
+                                            FRAUD_ONLINE_STORE_TIMEOUT_SECONDS="1"))
+    try:
+        with server.client(keys.full) as client:
+            assert client.post("/v1/decisions", json=request_body(1)).status_code == 200
+            redis.stop()
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and not ready.json()["checks"]["store"]["ok"]
+            down = client.post("/v1/decisions", json=request_body(2))
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["rule"] == "store_unavailable" and "Retry-After" in down.headers
+            redis.start(port=state.port)
+            deadline = time.monotonic() + 20
+            while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert client.get("/readyz").status_code == 200
+            assert client.post("/v1/decisions", json=request_body(3)).status_code == 200
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_api_and_streaming_path_give_the_same_score_over_the_same_state(tmp_path, api_registry, keys, online_store_url,
+                                                                          seeded_store):
+    """Same transaction, same store state: the API's score equals the streaming path's (the stream's
+    validation and processed frame, the store's features, the stream's model loader) and the
+    offline one (``compute_batch_features`` over the same history)."""
+    import orjson
+
+    from fraud_platform.domain.batch_validation import validate_transactions
+    from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
+    from fraud_platform.domain.validation import TransactionValidator
+    from spark_streaming.champion import load_predictor
+    from spark_streaming.scoring import processed_frame
+
+    api_registry.promote("2")  # XGBoost: the API's inplace_predict fast path vs the stream's predict_proba
+    server = start_server(tmp_path, api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path))
+    try:
+        events = [request_body(i, amount=float(a)) for i, a in zip(range(6), (12.5, 950.0, 80.0, 300.0, 45.0, 230.0))]
+        with server.client(keys.full) as client:
+            api_scores = [client.post("/v1/decisions", json=e).json()["score"] for e in events]
+    finally:
+        server.stop()
+        api_registry.promote("1")
+
+    predict = load_predictor(f"models:/{MODEL_NAME}/2")
+    validated = validate_transactions([orjson.dumps(e) for e in events], TransactionValidator())
+    frame = processed_frame(validated.accepted)
+    features = FEATURE_COLUMNS  # what the test registry publishes as the versions' feature list
+    stream_scores = [float(predict(seeded_store.features(frame.iloc[[i]])[features])[0]) for i in range(len(frame))]
+    np.testing.assert_allclose(api_scores, stream_scores, rtol=0, atol=1e-7)
+
+    hist = history()
+    for i in range(len(frame)):
+        offline = compute_batch_features(pd.concat([hist, frame.iloc[[i]][hist.columns]], ignore_index=True)).iloc[[-1]]
+        assert float(predict(offline[features])[0]) == pytest.approx(api_scores[i], abs=1e-7)

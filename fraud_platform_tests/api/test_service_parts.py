@@ -1,0 +1,92 @@
+"""The API's parts without a server: it never imports Dagster, keys are hashed, the decision log
+round-trips on SQLite and on a real PostgreSQL, and the request coalescing keeps requests apart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pandas as pd
+import pytest
+
+from fraud_platform.api.auth import AuthError, KeyRing, RateLimiter, new_key, parse_entries
+from fraud_platform.api.decision_log import DecisionLog, PostgresBackend, SQLiteBackend
+from fraud_platform.api.engine import rounds
+from fraud_platform_tests.streaming.conftest import PG_ADMIN_DSN
+
+
+def test_importing_the_api_never_imports_dagster():
+    code = ("import sys, fraud_platform.api.server, fraud_platform.api.app, fraud_platform.api.engine; "
+            "assert 'dagster' not in sys.modules, 'dagster imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_keys_are_stored_hashed_and_scoped():
+    key, entry = new_key("console", ("read",))
+    assert key not in entry
+    ring = KeyRing(parse_entries(f"# analysts\n{entry}\n"))
+    assert ring.authenticate(key, "read").name == "console"
+    with pytest.raises(AuthError) as forbidden:
+        ring.authenticate(key, "decide")
+    assert forbidden.value.status == 403
+    with pytest.raises(AuthError) as unknown:
+        ring.authenticate(key + "x", "read")
+    assert unknown.value.status == 401
+    with pytest.raises(ValueError, match="64 hex"):
+        parse_entries("console:not-a-hash")
+    with pytest.raises(ValueError, match="unknown scope"):
+        parse_entries(f"console:{'0' * 64}:admin")
+
+
+def test_rate_limiter_refills_at_its_rate():
+    limiter = RateLimiter(rate=1000, burst=2)
+    assert limiter.acquire("a") == 0 and limiter.acquire("a") == 0
+    wait = limiter.acquire("a")
+    assert 0 < wait <= 0.001
+    assert limiter.acquire("b") == 0  # per key
+
+
+def test_coalesced_requests_never_share_a_customer_or_terminal_within_a_round():
+    frame = pd.DataFrame({"customer_key": ["a", "a", "b", "c", "b"], "terminal_id": ["t1", "t2", "t1", "t3", "t4"]})
+    parts = rounds(frame["customer_key"].tolist(), frame["terminal_id"].tolist())
+    assert sorted(i for part in parts for i in part) == [0, 1, 2, 3, 4]
+    for part in parts:
+        rows = frame.iloc[part]
+        assert rows["customer_key"].is_unique and rows["terminal_id"].is_unique
+
+
+def _decision(tx: str, score: float) -> dict:
+    return {"transaction_id": tx, "decided_at": "2026-01-01T00:00:00+00:00", "source": "api",
+            "event_time": "2026-01-01T00:00:00+00:00", "customer_key": "c", "terminal_id": "t", "amount_eur": 10.0,
+            "score": score, "decision": "approve", "threshold": 0.5, "block_threshold": 0.9, "model_name": "m",
+            "model_version": "1", "feature_state_version": "v", "reasons": [{"feature": "amount_eur", "text": "x"}],
+            "latency_ms": 1.0, "api_key": "k"}
+
+
+def _round_trip(log: DecisionLog) -> None:
+    log.write([_decision("tx-00000001", 0.1), _decision("tx-00000002", 0.2)])
+    log.write([_decision("tx-00000001", 0.3)])  # a retried transaction keeps its latest decision
+    assert log.get("tx-00000001")["score"] == 0.3
+    assert log.get("tx-00000002")["reasons"] == [{"feature": "amount_eur", "text": "x"}]
+    assert log.get("tx-missing") is None
+    log.close()
+
+
+def test_decision_log_on_sqlite(tmp_path):
+    _round_trip(DecisionLog(SQLiteBackend(tmp_path / "api" / "decisions.sqlite", "api_decisions")))
+
+
+def test_decision_log_on_postgres():
+    import psycopg
+
+    admin = PG_ADMIN_DSN
+    name = f"fraud_api_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        _round_trip(DecisionLog(PostgresBackend(admin.rsplit("/", 1)[0] + f"/{name}", "decisions.api_decisions")))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
