@@ -186,6 +186,8 @@ def prepare_dagster_home() -> Path:
 
 # Partitioned assets that only accept days whose label window has matured.
 MATURED_ONLY = {"sandbox_transactions"}
+# Expensive analyses run on demand (their own CLI command), not by run-local.
+ON_DEMAND = {"model_backtest"}
 
 
 def materialize_everything(start: date, end: date) -> None:
@@ -202,6 +204,8 @@ def materialize_everything(start: date, end: date) -> None:
         if not node.is_materializable:
             continue
         name = key.to_user_string()
+        if name in ON_DEMAND:
+            continue
         if node.partitions_def is None:
             unpartitioned.append(name)
         else:

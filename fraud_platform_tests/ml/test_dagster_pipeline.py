@@ -32,9 +32,10 @@ def test_features_train_evaluate_promote_then_keep_champion(sandbox_frame, tmp_p
         "mlflow": mlflow,
         "ml_training": ModelTrainingResource(
             train_days=SMALL_SPLIT.train_days, validation_days=SMALL_SPLIT.validation_days,
-            delay_days=SMALL_SPLIT.delay_days, test_days=SMALL_SPLIT.test_days, n_candidates=1,
-            budget_seconds=10_000, n_estimators=SMALL_SEARCH["n_estimators"], max_depth=SMALL_SEARCH["max_depth"],
-            learning_rate=SMALL_SEARCH["learning_rate"], daily_alert_budget=20, top_k=20,
+            delay_days=SMALL_SPLIT.delay_days, test_days=SMALL_SPLIT.test_days, n_folds=2, max_trials=2,
+            families=["xgboost", "logistic_regression"], budget_seconds=10_000,
+            n_estimators=list(SMALL_SEARCH["n_estimators"]), max_depth=list(SMALL_SEARCH["max_depth"]),
+            daily_alert_budget=20, top_k=20,
         ),
     }
     first = dg.materialize([*FEATURE_ASSETS, *ML_ASSETS], resources=resources)

@@ -20,7 +20,7 @@ LATEST_SNAPSHOT_KEY = f"{ONLINE_PREFIX}/_latest.json"
 MATRIX_DATASET = "transaction_features"
 # Columns the training matrix carries besides the features: ids, time, label and its known time.
 MATRIX_KEYS = ["transaction_id", "event_time", "event_date", "customer_key", "card_key", "terminal_id",
-               "is_fraud", "label_known_at"]
+               "is_fraud", "label_known_at", "fraud_scenario"]
 
 
 def read_sandbox(store: LakeStore) -> tuple[pd.DataFrame, list[str]]:
