@@ -153,19 +153,36 @@ def cmd_land(args: argparse.Namespace) -> None:
 
 # -- import ---------------------------------------------------------------------------------------
 def cmd_import(args: argparse.Namespace) -> None:
-    from fraud_platform.infra.publish import import_history
+    from fraud_platform.infra.history_import import parse_label_type_rule, prepare_import, produce_import, validate_import
+    from fraud_platform.settings import ImportSettings
 
-    settings = _kafka_or_fail()
+    settings = PlatformSettings.from_env()
+    if not args.dry_run:
+        _kafka_or_fail()
     if not args.path.exists():
         _fail(f"{args.path} does not exist")
+    max_share = args.max_rejected_share if args.max_rejected_share is not None else ImportSettings.from_env().max_rejected_share
     try:
-        report = import_history(
-            settings.kafka, args.path, args.kind, column_map=_pairs(args.map, "--map"), constants=_pairs(args.set, "--set"),
-            assume_utc=not args.no_assume_utc, label_delay_days=args.label_delay_days,
-            tokenisation_key=settings.tokenisation_key.get_secret_value(),
+        prepared = prepare_import(
+            args.path, args.kind, settings.kafka.topics, column_map=_pairs(args.map, "--map"),
+            constants=_pairs(args.set, "--set"), assume_utc=not args.no_assume_utc,
+            label_delay_days=args.label_delay_days, tokenisation_key=settings.tokenisation_key.get_secret_value(),
+            label_type_rule=parse_label_type_rule(args.label_type_rule),
         )
     except ValueError as error:
         _fail(str(error))
+    summary = validate_import(prepared, settings.kafka.topics)
+    for warning in summary.warnings():
+        print(warning, file=sys.stderr)
+    print("\n".join(summary.lines()))
+    if summary.rejected_share > max_share:
+        _fail(f"{summary.rejected_share:.1%} of rows would be dead-lettered, above the allowed {max_share:.1%} "
+              f"(--max-rejected-share / FRAUD_IMPORT_MAX_REJECTED_SHARE); nothing was produced. "
+              "Fix the column mapping (--map SRC=FIELD, --set FIELD=VALUE) or allow more rejections.", 3)
+    if args.dry_run:
+        print("dry run: nothing produced")
+        return
+    report = produce_import(settings.kafka, prepared)
     print(f"produced {report.produced} from {args.path}")
     if not args.no_land:
         targets = ["transactions", "labels", "quarantine-transactions", "quarantine-labels"]
@@ -290,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--no-assume-utc", action="store_true", help="reject timestamps without an offset instead of reading them as UTC")
     imp.add_argument("--label-delay-days", type=float, default=7.0, help="for transactions files with is_fraud: when the label became known")
     imp.add_argument("--no-land", action="store_true", help="only produce to Kafka; landing happens on the next ingestion run")
+    imp.add_argument("--dry-run", action="store_true", help="validate and print the summary; produce nothing (no broker needed)")
+    imp.add_argument("--max-rejected-share", type=float, metavar="SHARE",
+                     help="fail, producing nothing, when validation rejects more than this share of rows (default 0.05, env FRAUD_IMPORT_MAX_REJECTED_SHARE)")
+    imp.add_argument("--label-type-rule", metavar="fraud=TYPE,legit=TYPE",
+                     help="labels: each row's label_type from its is_fraud, e.g. fraud=chargeback,legit=confirmed_legit "
+                          "(a per-row column is mapped with --map SRC=label_type)")
     imp.set_defaults(func=cmd_import)
 
     run = sub.add_parser("run-local", help="the main job end-to-end on the embedded defaults")

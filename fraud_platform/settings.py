@@ -249,3 +249,13 @@ class PlatformSettings(BaseModel):
     @cached_property
     def mlflow_artifact_root(self) -> str:
         return _env("MLFLOW_ARTIFACT_ROOT", (self.home / "mlflow" / "artifacts").as_uri())
+
+
+class ImportSettings(BaseModel):
+    """`fraud-platform import`: how much of a file may be rejected before the import fails."""
+
+    max_rejected_share: float = Field(0.05, ge=0.0, le=1.0, description="Share of rows validation may reject; above it nothing is produced and the command exits non-zero")
+
+    @classmethod
+    def from_env(cls) -> "ImportSettings":
+        return cls(max_rejected_share=float(_env("FRAUD_IMPORT_MAX_REJECTED_SHARE", "0.05")))
