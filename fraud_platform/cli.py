@@ -6,6 +6,9 @@
     fraud-platform land ...                   land topics into the lake now (what the ingestion assets run)
     fraud-platform import PATH ...            bring your own CSV/Parquet history through the same validation
     fraud-platform run-local ...              the main job: broker → simulate → materialise every asset
+    fraud-platform launch -- --assets ...     `dg launch` on the code location with DAGSTER_HOME prepared
+    fraud-platform dagster-home               create DAGSTER_HOME + dagster.yaml if missing; print its path
+    fraud-platform backtest ...               train + evaluate on explicit date windows (rolling over weeks)
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 # -- run-local ------------------------------------------------------------------------------------
 def prepare_dagster_home() -> Path:
     """DAGSTER_HOME under the platform home, with the local instance config (pools, SQLite)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or platform_home() / "dagster")
+    home = Path(os.environ.get("DAGSTER_HOME") or platform_home() / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     template = REPO_ROOT / "deploy" / "dagster.local.yaml"
     if template.exists() and not (home / "dagster.yaml").exists():
@@ -228,20 +231,49 @@ def materialize_everything(start: date, end: date) -> None:
         else:
             (matured_only if name in MATURED_ONLY else partitioned).append(name)
     matured_end = end - timedelta(days=LakeProcessingSettings.from_env().label_maturity_days + 1)
-    dagster = str(Path(sys.executable).parent / "dagster")
-    base = [dagster, "asset", "materialize", "-m", "fraud_platform.definitions"]
     steps = []
     if partitioned:
-        steps.append(base + ["--select", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
+        steps.append(["--assets", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
     if matured_only and matured_end >= start:
-        steps.append(base + ["--select", ",".join(sorted(matured_only)), "--partition-range", f"{start.isoformat()}...{matured_end.isoformat()}"])
+        steps.append(["--assets", ",".join(sorted(matured_only)), "--partition-range", f"{start.isoformat()}...{matured_end.isoformat()}"])
     if unpartitioned:
-        steps.append(base + ["--select", ",".join(sorted(unpartitioned))])
-    for command in steps:
-        print("$ dagster " + " ".join(command[1:]), flush=True)
-        completed = subprocess.run(command, cwd=REPO_ROOT)
+        steps.append(["--assets", ",".join(sorted(unpartitioned))])
+    for arguments in steps:
+        completed = dg_launch(arguments)
         if completed.returncode != 0:
             _fail(f"materialisation failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)
+
+
+def dg_launch(arguments: list[str]) -> subprocess.CompletedProcess:
+    """`dg launch -m fraud_platform.definitions ...` (the current Dagster CLI; `dagster asset
+    materialize` is superseded) against the platform's DAGSTER_HOME, created on first use."""
+    prepare_dagster_home()
+    os.environ.setdefault("FRAUD_PLATFORM_HOME", str(platform_home()))
+    command = [str(Path(sys.executable).parent / "dg"), "launch", "-m", "fraud_platform.definitions", *arguments]
+    print("$ dg " + " ".join(command[1:]), flush=True)
+    return subprocess.run(command, cwd=REPO_ROOT)
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    completed = dg_launch(args.arguments)
+    if completed.returncode != 0:
+        raise SystemExit(completed.returncode)
+
+
+def cmd_dagster_home(args: argparse.Namespace) -> None:
+    print(prepare_dagster_home())
+
+
+def cmd_backtest(args: argparse.Namespace) -> None:
+    """Materialise `model_backtest` with these windows (so the run, table and plot are in the UI)."""
+    config = {"test_start": args.test_start.isoformat(), "test_days": args.test_days, "windows": args.windows,
+              "train_end": args.train_end.isoformat() if args.train_end else None}
+    if args.train_end and args.train_end >= args.test_start:
+        _fail(f"--train-end {args.train_end} must be before --test-start {args.test_start}")
+    completed = dg_launch(["--assets", "model_backtest", "--config-json",
+                           json.dumps({"ops": {"model_backtest": {"config": config}}})])
+    if completed.returncode != 0:
+        _fail(f"backtest failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)
 
 
 def cmd_run_local(args: argparse.Namespace) -> None:
@@ -322,11 +354,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=42)
     run.add_argument("--inject-invalid", type=float, default=0.005)
     run.set_defaults(func=cmd_run_local)
+
+    launch = sub.add_parser("launch", help="`dg launch -m fraud_platform.definitions ARGS` with DAGSTER_HOME created if missing")
+    launch.add_argument("arguments", nargs="*", help="dg launch options, e.g. --assets a,b --partition-range A...B")
+    launch.set_defaults(func=cmd_launch)
+
+    home = sub.add_parser("dagster-home", help="create DAGSTER_HOME and its dagster.yaml if missing, print the path")
+    home.set_defaults(func=cmd_dagster_home)
+
+    backtest = sub.add_parser("backtest", help="train and evaluate on explicit windows; several test windows = rolling backtest")
+    backtest.add_argument("--test-start", type=date.fromisoformat, required=True, help="first test day (YYYY-MM-DD)")
+    backtest.add_argument("--test-days", type=int, default=7)
+    backtest.add_argument("--train-end", type=date.fromisoformat, help="last training day (default: the label-delay gap before the test window)")
+    backtest.add_argument("--windows", type=int, default=1, help="consecutive test windows (each shifts training by --test-days)")
+    backtest.set_defaults(func=cmd_backtest)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "launch":  # everything after `launch` goes to dg as is
+        rest = argv[argv.index("launch") + 1:]
+        args.arguments = rest[1:] if rest[:1] == ["--"] else rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     args.func(args)
 
