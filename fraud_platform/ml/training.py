@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FAMILIES = ("xgboost", "lightgbm", "random_forest", "logistic_regression")
 BALANCING = ("none", "class_weight", "smote")
+FIT_COST_ORDER = ("logistic_regression", "lightgbm", "xgboost", "random_forest")  # typical fit time, ascending
 
 
 def machine_threads() -> int:
@@ -317,7 +318,8 @@ def default_candidates(config: TrainingConfig) -> list[dict]:
                           "rf_max_features": 0.5},
         "logistic_regression": {"lr_C": 1.0},
     }
-    return [{"family": f, "balance": balance, **points[f]} for f in config.families]
+    cheapest_first = sorted(config.families, key=lambda f: FIT_COST_ORDER.index(f))  # a tight budget still sees the floor
+    return [{"family": f, "balance": balance, **points[f]} for f in cheapest_first]
 
 
 def search(frame: pd.DataFrame, folds: list[Fold], config: TrainingConfig) -> list[Trial]:
