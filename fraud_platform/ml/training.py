@@ -156,27 +156,26 @@ def suggest_candidate(trial, config: TrainingConfig) -> Candidate:
     balance = trial.suggest_categorical("balance", list(config.balancing))
     lo, hi = config.n_estimators
     depth_lo, depth_hi = config.max_depth
+    trees = max(1, (hi - lo) // 4)
+
+    def boosting(prefix: str) -> dict:  # what XGBoost and LightGBM share
+        return {
+            "n_estimators": trial.suggest_int(f"{prefix}_n_estimators", lo, hi, step=trees),
+            "learning_rate": trial.suggest_float(f"{prefix}_learning_rate", 0.03, 0.3, log=True),
+            "subsample": trial.suggest_float(f"{prefix}_subsample", 0.6, 1.0),
+            "colsample_bytree": trial.suggest_float(f"{prefix}_colsample_bytree", 0.5, 1.0),
+        }
+
     if family == "xgboost":
-        params = {
-            "n_estimators": trial.suggest_int("xgb_n_estimators", lo, hi, step=max(1, (hi - lo) // 4) or 1),
-            "max_depth": trial.suggest_int("xgb_max_depth", depth_lo, depth_hi),
-            "learning_rate": trial.suggest_float("xgb_learning_rate", 0.03, 0.3, log=True),
-            "min_child_weight": trial.suggest_int("xgb_min_child_weight", 1, 10, log=True),
-            "subsample": trial.suggest_float("xgb_subsample", 0.6, 1.0),
-            "colsample_bytree": trial.suggest_float("xgb_colsample_bytree", 0.5, 1.0),
-        }
+        params = {**boosting("xgb"), "max_depth": trial.suggest_int("xgb_max_depth", depth_lo, depth_hi),
+                  "min_child_weight": trial.suggest_int("xgb_min_child_weight", 1, 10, log=True)}
     elif family == "lightgbm":
-        params = {
-            "n_estimators": trial.suggest_int("lgbm_n_estimators", lo, hi, step=max(1, (hi - lo) // 4) or 1),
-            "num_leaves": trial.suggest_int("lgbm_num_leaves", 2 ** depth_lo - 1, 2 ** depth_hi - 1, log=True),
-            "learning_rate": trial.suggest_float("lgbm_learning_rate", 0.03, 0.3, log=True),
-            "min_child_samples": trial.suggest_int("lgbm_min_child_samples", 5, 100, log=True),
-            "subsample": trial.suggest_float("lgbm_subsample", 0.6, 1.0),
-            "colsample_bytree": trial.suggest_float("lgbm_colsample_bytree", 0.5, 1.0),
-        }
+        params = {**boosting("lgbm"),
+                  "num_leaves": trial.suggest_int("lgbm_num_leaves", 2 ** depth_lo - 1, 2 ** depth_hi - 1, log=True),
+                  "min_child_samples": trial.suggest_int("lgbm_min_child_samples", 5, 100, log=True)}
     elif family == "random_forest":
         params = {
-            "n_estimators": trial.suggest_int("rf_n_estimators", lo, hi, step=max(1, (hi - lo) // 4) or 1),
+            "n_estimators": trial.suggest_int("rf_n_estimators", lo, hi, step=trees),
             "max_depth": trial.suggest_int("rf_max_depth", depth_lo + 2, depth_hi + 8),
             "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 20, log=True),
             "max_features": trial.suggest_float("rf_max_features", 0.2, 0.8),
