@@ -270,8 +270,13 @@ def cmd_backtest(args: argparse.Namespace) -> None:
               "train_end": args.train_end.isoformat() if args.train_end else None}
     if args.train_end and args.train_end >= args.test_start:
         _fail(f"--train-end {args.train_end} must be before --test-start {args.test_start}")
-    completed = dg_launch(["--assets", "model_backtest", "--config-json",
-                           json.dumps({"ops": {"model_backtest": {"config": config}}})])
+    run_config = {"ops": {"model_backtest": {"config": config}}}
+    if args.training_config:
+        try:
+            run_config["resources"] = {"ml_training": {"config": json.loads(args.training_config)}}
+        except json.JSONDecodeError as error:
+            _fail(f"--training-config is not JSON: {error}")
+    completed = dg_launch(["--assets", "model_backtest", "--config-json", json.dumps(run_config)])
     if completed.returncode != 0:
         _fail(f"backtest failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)
 
@@ -367,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--test-days", type=int, default=7)
     backtest.add_argument("--train-end", type=date.fromisoformat, help="last training day (default: the label-delay gap before the test window)")
     backtest.add_argument("--windows", type=int, default=1, help="consecutive test windows (each shifts training by --test-days)")
+    backtest.add_argument("--training-config", metavar="JSON", help='training settings for this run, e.g. \'{"budget_seconds": 60}\' (docs/ml.md)')
     backtest.set_defaults(func=cmd_backtest)
     return parser
 
