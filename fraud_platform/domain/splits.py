@@ -12,7 +12,10 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class SplitConfig:
-    train_days: int | None = None  # None = every matured day before the delay gap
+    """The FDH protocol's windows. The defaults are what the sandbox records and what training
+    uses unless configured otherwise (a run with other windows logs its own plan in MLflow)."""
+
+    train_days: int | None = 7  # None = every matured day before the delay gap
     validation_days: int = 7
     delay_days: int = 7
     test_days: int = 7

@@ -57,7 +57,7 @@ class TrainingWindows:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    split: SplitConfig = SplitConfig(train_days=7, validation_days=7, delay_days=7, test_days=7)
+    split: SplitConfig = SplitConfig()
     windows: TrainingWindows | None = None
     n_folds: int = 3
     families: tuple[str, ...] = FAMILIES
