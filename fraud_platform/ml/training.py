@@ -330,7 +330,10 @@ def search(frame: pd.DataFrame, folds: list[Fold], config: TrainingConfig) -> li
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trials: list[Trial] = []
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.seed))
-    for point in default_candidates(config):
+    points = default_candidates(config)
+    if not folds:  # nothing to validate on: one unscored trial, the protocol's usual winner first
+        points.sort(key=lambda p: p["family"] != "xgboost")
+    for point in points:
         study.enqueue_trial(point, skip_if_exists=True)
 
     def objective(trial) -> float:
