@@ -9,6 +9,9 @@
     fraud-platform run-local ...              the main job: broker → simulate → materialise every asset
     fraud-platform serve [--host --port --workers]   the decision API (docs/api.md)
     fraud-platform api-key NAME               make an API key for the decision API
+    fraud-platform launch -- --assets ...     `dg launch` on the code location with DAGSTER_HOME prepared
+    fraud-platform dagster-home               create DAGSTER_HOME + dagster.yaml if missing; print its path
+    fraud-platform backtest ...               train + evaluate on explicit date windows (rolling over weeks)
 """
 
 from __future__ import annotations
@@ -176,19 +179,36 @@ def cmd_land(args: argparse.Namespace) -> None:
 
 # -- import ---------------------------------------------------------------------------------------
 def cmd_import(args: argparse.Namespace) -> None:
-    from fraud_platform.infra.publish import import_history
+    from fraud_platform.infra.history_import import parse_label_type_rule, prepare_import, produce_import, validate_import
+    from fraud_platform.settings import ImportSettings
 
-    settings = _kafka_or_fail()
+    settings = PlatformSettings.from_env()
+    if not args.dry_run:
+        _kafka_or_fail()
     if not args.path.exists():
         _fail(f"{args.path} does not exist")
+    max_share = args.max_rejected_share if args.max_rejected_share is not None else ImportSettings.from_env().max_rejected_share
     try:
-        report = import_history(
-            settings.kafka, args.path, args.kind, column_map=_pairs(args.map, "--map"), constants=_pairs(args.set, "--set"),
-            assume_utc=not args.no_assume_utc, label_delay_days=args.label_delay_days,
-            tokenisation_key=settings.tokenisation_key.get_secret_value(),
+        prepared = prepare_import(
+            args.path, args.kind, settings.kafka.topics, column_map=_pairs(args.map, "--map"),
+            constants=_pairs(args.set, "--set"), assume_utc=not args.no_assume_utc,
+            label_delay_days=args.label_delay_days, tokenisation_key=settings.tokenisation_key.get_secret_value(),
+            label_type_rule=parse_label_type_rule(args.label_type_rule),
         )
     except ValueError as error:
         _fail(str(error))
+    summary = validate_import(prepared, settings.kafka.topics)
+    for warning in summary.warnings():
+        print(warning, file=sys.stderr)
+    print("\n".join(summary.lines()))
+    if summary.rejected_share > max_share:
+        _fail(f"{summary.rejected_share:.1%} of rows would be dead-lettered, above the allowed {max_share:.1%} "
+              f"(--max-rejected-share / FRAUD_IMPORT_MAX_REJECTED_SHARE); nothing was produced. "
+              "Fix the column mapping (--map SRC=FIELD, --set FIELD=VALUE) or allow more rejections.", 3)
+    if args.dry_run:
+        print("dry run: nothing produced")
+        return
+    report = produce_import(settings.kafka, prepared)
     print(f"produced {report.produced} from {args.path}")
     if not args.no_land:
         targets = ["transactions", "labels", "quarantine-transactions", "quarantine-labels"]
@@ -198,7 +218,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 # -- run-local ------------------------------------------------------------------------------------
 def prepare_dagster_home() -> Path:
     """DAGSTER_HOME under the platform home, with the local instance config (pools, SQLite)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or platform_home() / "dagster")
+    home = Path(os.environ.get("DAGSTER_HOME") or platform_home() / "dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
     template = REPO_ROOT / "deploy" / "dagster.local.yaml"
     if template.exists() and not (home / "dagster.yaml").exists():
@@ -227,6 +247,10 @@ def newest_matured_day(settings: PlatformSettings) -> date | None:
     return last_matured_day(processing.label_maturity_days, reference) if reference else None
 
 
+# Expensive analyses run on demand (their own CLI command), not by run-local.
+ON_DEMAND = {"model_backtest"}
+
+
 def materialize_everything(start: date, end: date) -> None:
     """Materialise every asset of the code location the way an operator would from the CLI:
     daily-partitioned assets over [start, end] in one run (BackfillPolicy.single_run), the
@@ -240,27 +264,63 @@ def materialize_everything(start: date, end: date) -> None:
         if not node.is_materializable:
             continue
         name = key.to_user_string()
+        if name in ON_DEMAND:
+            continue
         if node.partitions_def is None:
             unpartitioned.append(name)
         else:
             (matured_only if name in _matured_only() else partitioned).append(name)
-    dagster = str(Path(sys.executable).parent / "dagster")
-    base = [dagster, "asset", "materialize", "-m", "fraud_platform.definitions"]
 
-    def run(command: list[str]) -> None:
-        print("$ dagster " + " ".join(command[1:]), flush=True)
-        completed = subprocess.run(command, cwd=REPO_ROOT)
+    def run(arguments: list[str]) -> None:
+        completed = dg_launch(arguments)
         if completed.returncode != 0:
             _fail(f"materialisation failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)
 
     if partitioned:
-        run(base + ["--select", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
+        run(["--assets", ",".join(sorted(partitioned)), "--partition-range", f"{start.isoformat()}...{end.isoformat()}"])
     # After raw landed: maturity is judged against the labels watermark, as the sandbox and the lake sensor do.
     matured_end = newest_matured_day(PlatformSettings.from_env())
     if matured_only and matured_end and min(matured_end, end) >= start:
-        run(base + ["--select", ",".join(sorted(matured_only)), "--partition-range", f"{start.isoformat()}...{min(matured_end, end).isoformat()}"])
+        run(["--assets", ",".join(sorted(matured_only)), "--partition-range", f"{start.isoformat()}...{min(matured_end, end).isoformat()}"])
     if unpartitioned:
-        run(base + ["--select", ",".join(sorted(unpartitioned))])
+        run(["--assets", ",".join(sorted(unpartitioned))])
+
+
+def dg_launch(arguments: list[str]) -> subprocess.CompletedProcess:
+    """`dg launch -m fraud_platform.definitions ...` (the current Dagster CLI; `dagster asset
+    materialize` is superseded) against the platform's DAGSTER_HOME, created on first use."""
+    prepare_dagster_home()
+    os.environ.setdefault("FRAUD_PLATFORM_HOME", str(platform_home()))
+    command = [str(Path(sys.executable).parent / "dg"), "launch", "-m", "fraud_platform.definitions", *arguments]
+    print("$ dg " + " ".join(command[1:]), flush=True)
+    return subprocess.run(command, cwd=REPO_ROOT)
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    completed = dg_launch(args.arguments)
+    if completed.returncode != 0:
+        raise SystemExit(completed.returncode)
+
+
+def cmd_dagster_home(args: argparse.Namespace) -> None:
+    print(prepare_dagster_home())
+
+
+def cmd_backtest(args: argparse.Namespace) -> None:
+    """Materialise `model_backtest` with these windows (so the run, table and plot are in the UI)."""
+    config = {"test_start": args.test_start.isoformat(), "test_days": args.test_days, "windows": args.windows,
+              "train_end": args.train_end.isoformat() if args.train_end else None}
+    if args.train_end and args.train_end >= args.test_start:
+        _fail(f"--train-end {args.train_end} must be before --test-start {args.test_start}")
+    run_config = {"ops": {"model_backtest": {"config": config}}}
+    if args.training_config:
+        try:
+            run_config["resources"] = {"ml_training": {"config": json.loads(args.training_config)}}
+        except json.JSONDecodeError as error:
+            _fail(f"--training-config is not JSON: {error}")
+    completed = dg_launch(["--assets", "model_backtest", "--config-json", json.dumps(run_config)])
+    if completed.returncode != 0:
+        _fail(f"backtest failed (exit {completed.returncode}); see the run in the Dagster UI", completed.returncode)
 
 
 def cmd_run_local(args: argparse.Namespace) -> None:
@@ -350,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--no-assume-utc", action="store_true", help="reject timestamps without an offset instead of reading them as UTC")
     imp.add_argument("--label-delay-days", type=float, default=7.0, help="for transactions files with is_fraud: when the label became known")
     imp.add_argument("--no-land", action="store_true", help="only produce to Kafka; landing happens on the next ingestion run")
+    imp.add_argument("--dry-run", action="store_true", help="validate and print the summary; produce nothing (no broker needed)")
+    imp.add_argument("--max-rejected-share", type=float, metavar="SHARE",
+                     help="fail, producing nothing, when validation rejects more than this share of rows (default 0.05, env FRAUD_IMPORT_MAX_REJECTED_SHARE)")
+    imp.add_argument("--label-type-rule", metavar="fraud=TYPE,legit=TYPE",
+                     help="labels: each row's label_type from its is_fraud, e.g. fraud=chargeback,legit=confirmed_legit "
+                          "(a per-row column is mapped with --map SRC=label_type)")
     imp.set_defaults(func=cmd_import)
 
     run = sub.add_parser("run-local", help="the main job end-to-end on the embedded defaults")
@@ -370,11 +436,33 @@ def build_parser() -> argparse.ArgumentParser:
     key_p.add_argument("name", help="who uses the key (shown in metrics and the decision log)")
     key_p.add_argument("--scope", action="append", choices=["decide", "read"], help="repeatable; default both")
     key_p.set_defaults(func=cmd_api_key)
+
+    launch = sub.add_parser("launch", help="`dg launch -m fraud_platform.definitions ARGS` with DAGSTER_HOME created if missing")
+    launch.add_argument("arguments", nargs="*", help="dg launch options, e.g. --assets a,b --partition-range A...B")
+    launch.set_defaults(func=cmd_launch)
+
+    home = sub.add_parser("dagster-home", help="create DAGSTER_HOME and its dagster.yaml if missing, print the path")
+    home.set_defaults(func=cmd_dagster_home)
+
+    backtest = sub.add_parser("backtest", help="train and evaluate on explicit windows; several test windows = rolling backtest")
+    backtest.add_argument("--test-start", type=date.fromisoformat, required=True, help="first test day (YYYY-MM-DD)")
+    backtest.add_argument("--test-days", type=int, default=7)
+    backtest.add_argument("--train-end", type=date.fromisoformat, help="last training day (default: the label-delay gap before the test window)")
+    backtest.add_argument("--windows", type=int, default=1, help="consecutive test windows (each shifts training by --test-days)")
+    backtest.add_argument("--training-config", metavar="JSON", help='training settings for this run, e.g. \'{"budget_seconds": 60}\' (docs/ml.md)')
+    backtest.set_defaults(func=cmd_backtest)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "launch":  # everything after `launch` goes to dg as is
+        rest = argv[argv.index("launch") + 1:]
+        args.arguments = rest[1:] if rest[:1] == ["--"] else rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     from fraud_platform.security import MissingSecretError, secure_process_start
 

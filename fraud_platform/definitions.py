@@ -6,7 +6,7 @@ Cross-cutting policies are applied here, each defined in one place: freshness po
 
 import dagster as dg
 
-from fraud_platform.defs import features, ingestion, jobs, lake, ml, monitoring, warehouse
+from fraud_platform.defs import eda, features, ingestion, jobs, lake, ml, monitoring, warehouse
 from fraud_platform.defs.freshness import apply_freshness
 from fraud_platform.defs.jobs import apply_automation
 from fraud_platform.defs.resources import build_executor, build_resources
@@ -25,6 +25,7 @@ defs = dg.Definitions.merge(
     warehouse.defs,
     features.defs,
     ml.defs,
+    eda.defs,
     monitoring.defs,
     jobs.defs,
     dg.Definitions(resources=build_resources(), executor=build_executor()),

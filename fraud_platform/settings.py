@@ -384,3 +384,13 @@ class ApiSettings(BaseModel):
             decisions_table=_env("FRAUD_DECISIONS_TABLE", "api_decisions"),
             decisions_sqlite_path=Path(_env("FRAUD_DECISIONS_SQLITE_PATH", str(platform_home() / "api" / "decisions.sqlite"))),
         )
+
+
+class ImportSettings(BaseModel):
+    """`fraud-platform import`: how much of a file may be rejected before the import fails."""
+
+    max_rejected_share: float = Field(0.05, ge=0.0, le=1.0, description="Share of rows validation may reject; above it nothing is produced and the command exits non-zero")
+
+    @classmethod
+    def from_env(cls) -> "ImportSettings":
+        return cls(max_rejected_share=float(_env("FRAUD_IMPORT_MAX_REJECTED_SHARE", "0.05")))

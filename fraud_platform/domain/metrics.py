@@ -4,6 +4,7 @@ registry's champion comparison and the benchmark, so all three score models the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -121,3 +122,46 @@ def calibration_table(y_true: np.ndarray, scores: np.ndarray, bins: int = 10) ->
 
 def brier(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(brier_score_loss(np.asarray(y_true), np.asarray(scores)))
+
+
+def unseen_frauds(frame: pd.DataFrame, history: pd.DataFrame, *, keys: Sequence[str] = ("terminal_id", "card_key")) -> np.ndarray:
+    """Per row of ``frame``: True when no fraud at its terminal nor on its card had a known label
+    (``label_known_at``) before the row's ``event_time`` - the frauds no model can link to a known
+    compromise at scoring time (only the transaction itself can give them away)."""
+    known = pd.concat([history, frame], ignore_index=True)
+    known = known.loc[(known["is_fraud"] == 1) & known["label_known_at"].notna()]
+    event_time = pd.to_datetime(frame["event_time"], utc=True)
+    unseen = np.ones(len(frame), dtype=bool)
+    for key in keys:
+        if key not in frame.columns:
+            continue
+        first_known = pd.to_datetime(known.groupby(key)["label_known_at"].min(), utc=True)
+        seen = pd.to_datetime(frame[key].map(first_known), utc=True) < event_time
+        unseen &= ~seen.fillna(False).to_numpy(dtype=bool)
+    return unseen
+
+
+def scenario_report(frame: pd.DataFrame, scores: np.ndarray, threshold: float, history: pd.DataFrame,
+                    *, scenario_col: str = "fraud_scenario") -> pd.DataFrame:
+    """Where the model misses, per fraud scenario, at the operating threshold: frauds, caught,
+    recall, the scenario's share of all alerts (``precision``: the rows sum to the overall
+    precision) and the share of its frauds unseen at scoring time (see ``unseen_frauds``).
+    A final ``all`` row holds the totals; frauds without a scenario are grouped as ``unknown``."""
+    y = frame["is_fraud"].to_numpy(dtype=int) == 1
+    alert = np.asarray(scores) >= threshold
+    unseen = unseen_frauds(frame, history)
+    scenario = frame[scenario_col].astype("Int64").astype(str).replace("<NA>", "unknown").to_numpy() \
+        if scenario_col in frame.columns else np.full(len(frame), "unknown", dtype=object)
+    alerts = int(alert.sum())
+    rows = []
+    groups = sorted(set(scenario[y]), key=lambda s: (s == "unknown", s))
+    for name, mask in [*[(s, y & (scenario == s)) for s in groups], ("all", y)]:
+        frauds, caught = int(mask.sum()), int((mask & alert).sum())
+        rows.append({
+            "scenario": name, "frauds": frauds, "caught": caught, "missed": frauds - caught,
+            "recall": caught / frauds if frauds else float("nan"),
+            "precision": caught / alerts if alerts else float("nan"),
+            "unseen_at_scoring": int((mask & unseen).sum()),
+            "unseen_share": float((mask & unseen).sum() / frauds) if frauds else float("nan"),
+        })
+    return pd.DataFrame(rows)

@@ -12,7 +12,10 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class SplitConfig:
-    train_days: int | None = None  # None = every matured day before validation
+    """The FDH protocol's windows. The defaults are what the sandbox records and what training
+    uses unless configured otherwise (a run with other windows logs its own plan in MLflow)."""
+
+    train_days: int | None = 7  # None = every matured day before the delay gap
     validation_days: int = 7
     delay_days: int = 7
     test_days: int = 7
@@ -37,7 +40,13 @@ class TimeSplits:
 
 
 def plan_time_splits(available_days: Sequence[date], config: SplitConfig = SplitConfig()) -> TimeSplits:
-    """Test = last ``test_days``; a ``delay_days`` gap; validation; then train before it."""
+    """Test = last ``test_days``; a ``delay_days`` gap; train = the ``train_days`` before the gap.
+
+    ``train`` is exactly the window the final model fits on (``ml.training.plan_training`` uses
+    this function), so the sandbox's recorded ``split`` column agrees with training. Model
+    selection runs prequential folds inside the days up to the end of ``train`` (recorded in the
+    ``fraud_model`` plan), so no separate validation window is recorded: ``validation`` is None.
+    """
     days = sorted(set(available_days))
     if not days:
         return TimeSplits(None, None, None, config.delay_days)
@@ -48,12 +57,10 @@ def plan_time_splits(available_days: Sequence[date], config: SplitConfig = Split
         return (start, end) if length > 0 and start <= end else None
 
     test = window(last, config.test_days)
-    val_end = (test[0] if test else last + timedelta(days=1)) - timedelta(days=config.delay_days + 1)
-    validation = window(val_end, config.validation_days) if val_end >= days[0] else None
-    train_end = (validation[0] if validation else val_end + timedelta(days=1)) - timedelta(days=1)
+    train_end = (test[0] if test else last + timedelta(days=1)) - timedelta(days=config.delay_days + 1)
     train_len = config.train_days if config.train_days is not None else (train_end - days[0]).days + 1
     train = window(train_end, train_len) if train_end >= days[0] else None
-    return TimeSplits(train, validation, test, config.delay_days)
+    return TimeSplits(train, None, test, config.delay_days)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from fraud_platform.domain.metrics import (
     calibration_table,
     card_precision_top_k,
     drop_known_compromised,
+    scenario_report,
     threshold_for_alert_budget,
     threshold_metrics,
 )
@@ -56,6 +57,8 @@ class EvaluationReport:
     champion_version: str | None
     comparison: pd.DataFrame
     importance: pd.DataFrame
+    scenarios: pd.DataFrame  # where the model misses, per fraud scenario (see metrics.scenario_report)
+    selection: str | None  # why this model family won the search
     test_window: tuple[date, date]
     test_rows: int
     removed_known_compromised: int
@@ -107,10 +110,17 @@ def evaluate_scores(test: pd.DataFrame, scores: np.ndarray, config: EvaluationCo
 
 
 def feature_importance(model, features: Sequence[str]) -> pd.DataFrame:
-    """XGBoost gain per feature (0 for never-used features), highest first."""
-    booster = model.named_steps["model"].get_booster() if hasattr(model, "named_steps") else model.get_booster()
-    gain = booster.get_score(importance_type="gain")
-    frame = pd.DataFrame({"feature": list(features), "gain": [float(gain.get(f, 0.0)) for f in features]})
+    """Importance per feature, whatever the family: XGBoost gain, LightGBM gain, random-forest
+    impurity decrease, |coefficient| on standardised inputs for logistic regression; highest first."""
+    estimator = model.named_steps["model"] if hasattr(model, "named_steps") else model
+    if hasattr(estimator, "get_booster"):
+        gain = estimator.get_booster().get_score(importance_type="gain")
+        values = [float(gain.get(f, 0.0)) for f in features]
+    elif hasattr(estimator, "feature_importances_"):
+        values = [float(v) for v in estimator.feature_importances_]
+    else:
+        values = [float(v) for v in np.abs(np.ravel(estimator.coef_))]
+    frame = pd.DataFrame({"feature": list(features), "gain": values})
     total = frame["gain"].sum()
     frame["share"] = frame["gain"] / total if total > 0 else 0.0
     return frame.sort_values("gain", ascending=False, kind="stable").reset_index(drop=True)
@@ -136,8 +146,10 @@ def evaluate_model(
     champion: tuple[str, Any, Sequence[str]] | None = None,
     title: str = "Fraud model evaluation",
     known_since: date | None = None,
+    selection: str | None = None,
 ) -> EvaluationReport:
-    """Evaluate ``model`` (and ``champion`` = (version, model, features), if any) on the same rows."""
+    """Evaluate ``model`` (and ``champion`` = (version, model, features), if any) on the same rows;
+    ``selection`` (the search's reason for this model) is quoted in the report."""
     test, removed = held_out_rows(matrix, test_window, known_since)
     if test.empty:
         raise ValueError(f"no test rows in {test_window}")
@@ -148,10 +160,12 @@ def evaluate_model(
         champ_eval = evaluate_scores(test, predict_scores(champ_model, test, champ_features), config)
     comparison = comparison_table(candidate.metrics, champ_eval.metrics if champ_eval else None)
     importance = feature_importance(model, features)
+    days = pd.to_datetime(matrix["event_date"]).dt.date
+    scenarios = scenario_report(test, candidate.scores, candidate.metrics["threshold"], matrix[days < test_window[0]])
     figure = render_figure(test, candidate, importance, champ_eval)
     evaluation = EvaluationReport(
         candidate=candidate, champion=champ_eval, champion_version=champion[0] if champion else None,
-        comparison=comparison, importance=importance, test_window=test_window, test_rows=len(test),
+        comparison=comparison, importance=importance, scenarios=scenarios, selection=selection, test_window=test_window, test_rows=len(test),
         removed_known_compromised=removed, markdown="", figure=figure,
     )
     evaluation.markdown = render_markdown(evaluation, config, title)
@@ -214,8 +228,14 @@ def render_markdown(evaluation: EvaluationReport, config: EvaluationConfig, titl
         markdown_table(headline),
         f"### Comparison with {champion} (same rows)",
         markdown_table(evaluation.comparison),
+        *([f"### Model selection\n\n{evaluation.selection}"] if evaluation.selection else []),
         "### Confusion matrix at the operating threshold",
         markdown_table(confusion),
+        "### Where the model misses (per fraud scenario, at the operating threshold)",
+        "`precision` is the scenario's share of all alerts (rows sum to the total); `unseen_share` is the share "
+        "of frauds with no known fraud at their terminal or on their card when scored - no model sees those "
+        "coming from history.",
+        markdown_table(evaluation.scenarios),
         f"### Card Precision@{config.top_k} per day",
         markdown_table(evaluation.candidate.per_day.assign(day=lambda d: d["day"].astype(str)), max_rows=62),
         "### Figures",
@@ -233,3 +253,7 @@ def log_evaluation(client, run_id: str, evaluation: EvaluationReport) -> None:
     client.log_text(run_id, evaluation.comparison.to_csv(index=False), "evaluation/champion_comparison.csv")
     client.log_text(run_id, evaluation.importance.to_csv(index=False), "evaluation/feature_importance.csv")
     client.log_text(run_id, evaluation.candidate.calibration.to_csv(index=False), "evaluation/calibration.csv")
+    client.log_text(run_id, evaluation.scenarios.to_csv(index=False), "evaluation/misses_by_scenario.csv")
+    total = evaluation.scenarios[evaluation.scenarios["scenario"] == "all"]
+    if len(total) and not np.isnan(total["unseen_share"].iloc[0]):
+        client.log_metric(run_id, "test_unseen_fraud_share", float(total["unseen_share"].iloc[0]))

@@ -1,16 +1,19 @@
-"""Model training: XGBoost with SMOTE vs class weighting vs no resampling, selected by a budgeted,
-seeded successive-halving search over FDH prequential folds, tracked in MLflow.
+"""Model training: a budgeted Optuna search across model families (XGBoost, LightGBM, random
+forest, logistic regression as the floor) and class-imbalance options (none, class weighting,
+SMOTE), selected on several FDH prequential folds by mean validation AP, tracked in MLflow.
 
-Protocol (docs/ml.md): ``plan_time_splits`` fixes the test window (last days) and the label-delay
-gap before it. The final model trains on the ``train_days`` ending ``delay_days`` before the test
-window (what would be deployable then); model selection uses prequential folds ending at the same
-day, each with its own delay gap, so validation never sees labels from after its cut-off.
+Protocol (docs/ml.md): ``plan_time_splits`` fixes the test window (last days, or the explicit
+``TrainingWindows``) and the label-delay gap before it. The final model trains on the
+``train_days`` ending ``delay_days`` before the test window (what would be deployable then);
+model selection uses prequential folds ending at the same day, each with its own delay gap, so
+validation never sees labels from after its cut-off. SMOTE is only a candidate: it is used only
+when it wins on validation (it fits ~20x slower and blurs sharp amount cut-offs).
 """
 
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,16 +27,11 @@ from fraud_platform.domain.features import FEATURE_COLUMNS
 from fraud_platform.domain.metrics import average_precision
 from fraud_platform.domain.splits import Fold, SplitConfig, TimeSplits, day_range, plan_time_splits, prequential_folds
 
-VARIANTS = ("smote", "class_weight", "none")
+log = logging.getLogger(__name__)
 
-DEFAULT_SEARCH_SPACE: dict[str, list] = {
-    "n_estimators": [100, 200],
-    "max_depth": [3, 5, 7],
-    "learning_rate": [0.05, 0.1, 0.2],
-    "min_child_weight": [1, 5],
-    "subsample": [0.8, 1.0],
-    "colsample_bytree": [0.7, 1.0],
-}
+FAMILIES = ("xgboost", "lightgbm", "random_forest", "logistic_regression")
+BALANCING = ("none", "class_weight", "smote")
+FIT_COST_ORDER = ("logistic_regression", "lightgbm", "xgboost", "random_forest")  # typical fit time, ascending
 
 
 def machine_threads() -> int:
@@ -45,13 +43,29 @@ def machine_threads() -> int:
 
 
 @dataclass(frozen=True)
+class TrainingWindows:
+    """Explicit dates for a backtest; unset fields fall back to the protocol (``SplitConfig``).
+
+    ``test_start`` + ``test_days`` fix the test window; ``train_end`` defaults to the day before
+    the delay gap; ``train_start`` defaults to ``train_days`` before ``train_end``."""
+
+    test_start: date | None = None
+    test_days: int | None = None
+    train_end: date | None = None
+    train_start: date | None = None
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
-    split: SplitConfig = SplitConfig(train_days=7, validation_days=7, delay_days=7, test_days=7)
-    n_folds: int = 2
-    variants: tuple[str, ...] = VARIANTS
-    search_space: Mapping[str, Sequence[Any]] = field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
-    n_candidates: int = 4  # sampled hyperparameter sets, each tried with every variant
+    split: SplitConfig = SplitConfig()
+    windows: TrainingWindows | None = None
+    n_folds: int = 3
+    families: tuple[str, ...] = FAMILIES
+    balancing: tuple[str, ...] = BALANCING
+    max_trials: int = 60  # upper bound on Optuna trials; the wall budget usually ends the search first
     budget_seconds: float = 90.0  # wall clock for the search; at least one trial always runs
+    n_estimators: tuple[int, int] = (100, 300)  # tree families' range
+    max_depth: tuple[int, int] = (3, 8)
     smote_ratio: float = 0.1  # minority/majority ratio after SMOTE
     # Histogram bins per feature: XGBoost's default 256 quantile bins are several euros wide in the
     # sparse amount tail, too coarse to place a sharp amount cut-off; 4096 keeps fits ~2 s.
@@ -59,6 +73,10 @@ class TrainingConfig:
     seed: int = 42
     n_jobs: int | None = None  # None = every core of the machine
     features: tuple[str, ...] = tuple(FEATURE_COLUMNS)
+
+    @property
+    def threads(self) -> int:
+        return self.n_jobs or machine_threads()
 
 
 @dataclass(frozen=True)
@@ -77,23 +95,39 @@ class TrainingPlan:
 
 def plan_training(days: Sequence[date], config: TrainingConfig) -> TrainingPlan:
     """Test window, final training window and prequential folds for the available days."""
-    splits = plan_time_splits(days, config.split)
-    if splits.test is None:
+    windows = config.windows or TrainingWindows()
+    split = config.split
+    if windows.test_start is not None:  # explicit test window (clipped to the data)
+        test_end = windows.test_start + timedelta(days=(windows.test_days or split.test_days) - 1)
+        present = [d for d in days if windows.test_start <= d <= test_end]
+        if not present:
+            raise ValueError(f"no data in the test window {windows.test_start} .. {test_end}")
+        test = (windows.test_start, max(present))
+    else:
+        test = plan_time_splits(days, split).test
+    if test is None:
         raise ValueError("no days to train on")
-    train_end = splits.test[0] - timedelta(days=config.split.delay_days + 1)
+    train_end = windows.train_end or test[0] - timedelta(days=split.delay_days + 1)
+    if train_end >= test[0]:
+        raise ValueError(f"train_end {train_end} must be before the test window {test}")
     first = min(days)
     if train_end < first:
-        raise ValueError(f"not enough days before the test window {splits.test} and its {config.split.delay_days}-day delay")
-    train_days = config.split.train_days
-    train_start = max(first, train_end - timedelta(days=train_days - 1)) if train_days else first
+        raise ValueError(f"not enough days before the test window {test} and its {split.delay_days}-day delay")
+    train_days = split.train_days
+    if windows.train_start is not None:
+        train_start = windows.train_start
+        train_days = (train_end - train_start).days + 1
+    else:
+        train_start = max(first, train_end - timedelta(days=train_days - 1)) if train_days else first
+    splits = TimeSplits((train_start, train_end), None, test, split.delay_days)
     folds = prequential_folds(
-        days, train_end, train_days=train_days, validation_days=config.split.validation_days,
-        delay_days=config.split.delay_days, n_folds=config.n_folds,
+        days, train_end, train_days=train_days, validation_days=split.validation_days,
+        delay_days=split.delay_days, n_folds=config.n_folds,
     )
     if not folds:  # short history: one fold training on every day before its delay gap
         folds = prequential_folds(
-            days, train_end, train_days=None, validation_days=config.split.validation_days,
-            delay_days=config.split.delay_days, n_folds=1,
+            days, train_end, train_days=None, validation_days=split.validation_days,
+            delay_days=split.delay_days, n_folds=1,
         )
     return TrainingPlan(splits, (train_start, train_end), folds)
 
@@ -103,46 +137,114 @@ def model_input(frame: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
     return frame[list(features)].astype("float64")
 
 
-def build_pipeline(variant: str, params: Mapping[str, Any], y_train: np.ndarray, config: TrainingConfig):
-    """imblearn Pipeline for a variant: SMOTE -> XGB, XGB with scale_pos_weight, or plain XGB."""
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search: a model family, an imbalance option and the family's parameters."""
+
+    family: str
+    balance: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return f"{self.family}/{self.balance}"
+
+
+def suggest_candidate(trial, config: TrainingConfig) -> Candidate:
+    """The search space: family first, then that family's parameters (named per family)."""
+    family = trial.suggest_categorical("family", list(config.families))
+    balance = trial.suggest_categorical("balance", list(config.balancing))
+    lo, hi = config.n_estimators
+    depth_lo, depth_hi = config.max_depth
+    trees = max(1, (hi - lo) // 4)
+
+    def boosting(prefix: str) -> dict:  # what XGBoost and LightGBM share
+        return {
+            "n_estimators": trial.suggest_int(f"{prefix}_n_estimators", lo, hi, step=trees),
+            "learning_rate": trial.suggest_float(f"{prefix}_learning_rate", 0.03, 0.3, log=True),
+            "subsample": trial.suggest_float(f"{prefix}_subsample", 0.6, 1.0),
+            "colsample_bytree": trial.suggest_float(f"{prefix}_colsample_bytree", 0.5, 1.0),
+        }
+
+    if family == "xgboost":
+        params = {**boosting("xgb"), "max_depth": trial.suggest_int("xgb_max_depth", depth_lo, depth_hi),
+                  "min_child_weight": trial.suggest_int("xgb_min_child_weight", 1, 10, log=True)}
+    elif family == "lightgbm":
+        params = {**boosting("lgbm"),
+                  "num_leaves": trial.suggest_int("lgbm_num_leaves", 2 ** depth_lo - 1, 2 ** depth_hi - 1, log=True),
+                  "min_child_samples": trial.suggest_int("lgbm_min_child_samples", 5, 100, log=True)}
+    elif family == "random_forest":
+        params = {
+            "n_estimators": trial.suggest_int("rf_n_estimators", lo, hi, step=trees),
+            "max_depth": trial.suggest_int("rf_max_depth", depth_lo + 2, depth_hi + 8),
+            "min_samples_leaf": trial.suggest_int("rf_min_samples_leaf", 1, 20, log=True),
+            "max_features": trial.suggest_float("rf_max_features", 0.2, 0.8),
+        }
+    else:
+        params = {"C": trial.suggest_float("lr_C", 1e-3, 10.0, log=True)}
+    return Candidate(family, balance, params)
+
+
+def build_pipeline(candidate: Candidate, y_train: np.ndarray, config: TrainingConfig):
+    """imblearn Pipeline: [scaling for the linear floor] -> [SMOTE] -> the family's classifier,
+    with class weighting done by the classifier itself."""
     from imblearn.over_sampling import SMOTE
     from imblearn.pipeline import Pipeline
-    from xgboost import XGBClassifier
 
+    if candidate.family not in FAMILIES:
+        raise ValueError(f"unknown model family {candidate.family!r}; expected one of {FAMILIES}")
+    if candidate.balance not in BALANCING:
+        raise ValueError(f"unknown balancing {candidate.balance!r}; expected one of {BALANCING}")
     positives = int(np.sum(y_train))
     negatives = len(y_train) - positives
-    xgb_params = dict(params)
-    if variant == "class_weight":
-        xgb_params["scale_pos_weight"] = negatives / max(positives, 1)
-    model = XGBClassifier(
-        **xgb_params, tree_method="hist", max_bin=config.max_bin, n_jobs=config.n_jobs or machine_threads(),
-        random_state=config.seed, eval_metric="aucpr",
-    )
+    weighted = candidate.balance == "class_weight"
+    params = dict(candidate.params)
+    threads, seed = config.threads, config.seed
     steps: list = []
-    if variant == "smote":
+    if candidate.family == "xgboost":
+        from xgboost import XGBClassifier
+
+        model = XGBClassifier(**params, tree_method="hist", max_bin=config.max_bin, n_jobs=threads, random_state=seed,
+                              eval_metric="aucpr", **({"scale_pos_weight": negatives / max(positives, 1)} if weighted else {}))
+    elif candidate.family == "lightgbm":
+        from lightgbm import LGBMClassifier
+
+        model = LGBMClassifier(**params, subsample_freq=1, max_bin=min(config.max_bin, 1023), n_jobs=threads,
+                               random_state=seed, verbose=-1, importance_type="gain",
+                               **({"scale_pos_weight": negatives / max(positives, 1)} if weighted else {}))
+    elif candidate.family == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        model = RandomForestClassifier(**params, n_jobs=threads, random_state=seed,
+                                       class_weight="balanced_subsample" if weighted else None)
+    else:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        steps.append(("scale", StandardScaler()))
+        model = LogisticRegression(**params, max_iter=2000, class_weight="balanced" if weighted else None)
+    if candidate.balance == "smote":
         current = positives / max(negatives, 1)
         steps.append((
             "smote",
             SMOTE(sampling_strategy=max(config.smote_ratio, current), k_neighbors=max(1, min(5, positives - 1)),
-                  random_state=config.seed),
+                  random_state=seed),
         ))
-    elif variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     steps.append(("model", model))
     return Pipeline(steps)
 
 
-def _rows(frame: pd.DataFrame, window: tuple[date, date]) -> pd.DataFrame:
+def rows_in(frame: pd.DataFrame, window: tuple[date, date]) -> pd.DataFrame:
     days = pd.to_datetime(frame["event_date"]).dt.date
     return frame[(days >= window[0]) & (days <= window[1])]
 
 
-def fit(frame: pd.DataFrame, window: tuple[date, date], variant: str, params: Mapping[str, Any], config: TrainingConfig):
-    rows = _rows(frame, window)
+def fit(frame: pd.DataFrame, window: tuple[date, date], candidate: Candidate, config: TrainingConfig):
+    rows = rows_in(frame, window)
     y = rows["is_fraud"].to_numpy(dtype=int)
     if y.sum() < 2:
         raise ValueError(f"fewer than 2 frauds in training window {window}")
-    return build_pipeline(variant, params, y, config).fit(model_input(rows, config.features), y)
+    return build_pipeline(candidate, y, config).fit(model_input(rows, config.features), y)
 
 
 def predict_scores(model, frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
@@ -151,10 +253,14 @@ def predict_scores(model, frame: pd.DataFrame, features: Sequence[str]) -> np.nd
 
 @dataclass
 class Trial:
-    variant: str
-    params: dict
+    number: int
+    candidate: Candidate
     fold_ap: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def variant(self) -> str:
+        return self.candidate.variant
 
     @property
     def mean_ap(self) -> float:
@@ -162,67 +268,115 @@ class Trial:
         scored = [v for v in self.fold_ap.values() if not np.isnan(v)]
         return float(np.mean(scored)) if scored else float("nan")
 
+    @property
+    def std_ap(self) -> float:
+        scored = [v for v in self.fold_ap.values() if not np.isnan(v)]
+        return float(np.std(scored)) if len(scored) > 1 else 0.0
+
+    def as_row(self) -> dict:
+        return {"trial": self.number, "family": self.candidate.family, "balance": self.candidate.balance,
+                **{f"val_ap_fold{i}": ap for i, ap in self.fold_ap.items()}, "val_ap_mean": self.mean_ap,
+                "val_ap_std": self.std_ap, "fit_seconds": self.seconds,
+                "params": json.dumps({k: _plain(v) for k, v in self.candidate.params.items()})}
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def score_candidate(frame: pd.DataFrame, folds: list[Fold], candidate: Candidate, config: TrainingConfig) -> dict[int, float]:
+    """Validation AP of ``candidate`` on every fold (NaN where the fold's training has < 2 frauds)."""
+    result = {}
+    for index, fold in enumerate(folds):
+        try:
+            model = fit(frame, fold.train, candidate, config)
+        except ValueError:
+            result[index] = float("nan")
+            continue
+        val = rows_in(frame, fold.validation)
+        result[index] = average_precision(val["is_fraud"].to_numpy(), predict_scores(model, val, config.features))
+    return result
+
+
+def default_candidates(config: TrainingConfig) -> list[dict]:
+    """Seed the search with one sensible point per family (so each family, including the linear
+    floor, is tried before the sampler concentrates on the promising ones)."""
+    lo, hi = config.n_estimators
+    mid_trees = lo + ((hi - lo) // 4 or 1) * 2 if hi > lo else lo
+    mid_trees = min(mid_trees, hi)
+    balance = "none" if "none" in config.balancing else config.balancing[0]
+    depth = min(max(6, config.max_depth[0]), config.max_depth[1])
+    points = {
+        "xgboost": {"xgb_n_estimators": mid_trees, "xgb_max_depth": depth, "xgb_learning_rate": 0.1,
+                    "xgb_min_child_weight": 1, "xgb_subsample": 1.0, "xgb_colsample_bytree": 1.0},
+        "lightgbm": {"lgbm_n_estimators": mid_trees, "lgbm_num_leaves": min(max(31, 2 ** config.max_depth[0] - 1),
+                                                                          2 ** config.max_depth[1] - 1),
+                     "lgbm_learning_rate": 0.1, "lgbm_min_child_samples": 20, "lgbm_subsample": 1.0,
+                     "lgbm_colsample_bytree": 1.0},
+        "random_forest": {"rf_n_estimators": mid_trees, "rf_max_depth": depth + 6, "rf_min_samples_leaf": 2,
+                          "rf_max_features": 0.5},
+        "logistic_regression": {"lr_C": 1.0},
+    }
+    cheapest_first = sorted(config.families, key=lambda f: FIT_COST_ORDER.index(f))  # a tight budget still sees the floor
+    return [{"family": f, "balance": balance, **points[f]} for f in cheapest_first]
+
 
 def search(frame: pd.DataFrame, folds: list[Fold], config: TrainingConfig) -> list[Trial]:
-    """Successive halving: every (variant, params) on the most recent fold, the best third on all
-    folds. Stops starting trials once ``budget_seconds`` is spent (the first always runs)."""
-    from sklearn.model_selection import ParameterSampler
+    """Optuna TPE over families x balancing x parameters, each trial scored on every prequential
+    fold; stops after ``max_trials`` or once ``budget_seconds`` of wall time is spent (a running
+    trial finishes; the first always runs)."""
+    import optuna
 
-    candidates = list(ParameterSampler(dict(config.search_space), n_iter=config.n_candidates, random_state=config.seed))
-    trials = [Trial(v, dict(p)) for p in candidates for v in config.variants]
-    if not folds:
-        return trials[: len(config.variants)]  # nothing to validate on: defaults, unscored
-    started = time.monotonic()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials: list[Trial] = []
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.seed))
+    points = default_candidates(config)
+    if not folds:  # nothing to validate on: one unscored trial, the protocol's usual winner first
+        points.sort(key=lambda p: p["family"] != "xgboost")
+    for point in points:
+        study.enqueue_trial(point, skip_if_exists=True)
 
-    def run(trial: Trial, fold_index: int) -> bool:
-        if any(t.fold_ap for t in trials) and time.monotonic() - started > config.budget_seconds:
-            return False
-        fold = folds[fold_index]
+    def objective(trial) -> float:
+        candidate = suggest_candidate(trial, config)
         tick = time.monotonic()
-        try:
-            model = fit(frame, fold.train, trial.variant, trial.params, config)
-        except ValueError:  # too few frauds in this fold's training window: the fold cannot score
-            trial.fold_ap[fold_index] = float("nan")
-            return True
-        val = _rows(frame, fold.validation)
-        trial.fold_ap[fold_index] = average_precision(val["is_fraud"].to_numpy(), predict_scores(model, val, config.features))
-        trial.seconds += time.monotonic() - tick
-        return True
+        record = Trial(trial.number, candidate)
+        record.fold_ap = score_candidate(frame, folds, candidate, config) if folds else {}
+        record.seconds = time.monotonic() - tick
+        trials.append(record)
+        log.info("trial %d %s: mean AP %.4f (%.1fs)", trial.number, candidate.variant, record.mean_ap, record.seconds)
+        return -1.0 if np.isnan(record.mean_ap) else record.mean_ap
 
-    for trial in trials:
-        if not run(trial, 0):
-            break
-    scored = sorted((t for t in trials if t.fold_ap), key=lambda t: -np.nan_to_num(t.mean_ap, nan=-1))
-    for trial in scored[: max(2, math.ceil(len(scored) / 3))]:
-        for i in range(1, len(folds)):
-            if not run(trial, i):
-                break
+    study.optimize(objective, n_trials=config.max_trials if folds else 1, timeout=config.budget_seconds)
     return trials
 
 
 def best_trial(trials: list[Trial]) -> Trial:
-    """Highest mean validation AP among trials evaluated on the most folds (the last rung)."""
-    scored = [t for t in trials if t.fold_ap]
-    if not scored:
-        return trials[0]
-    depth = max(len(t.fold_ap) for t in scored)
-    finalists = [t for t in scored if len(t.fold_ap) == depth]
-    return max(finalists, key=lambda t: np.nan_to_num(t.mean_ap, nan=-1))
+    """Highest mean validation AP across the folds (ties: the faster fit)."""
+    return max(trials, key=lambda t: (np.nan_to_num(t.mean_ap, nan=-1), -t.seconds))
 
 
-def variant_summary(trials: list[Trial]) -> pd.DataFrame:
-    """Best validation AP per variant (on the most recent fold, where every variant competed)."""
+def family_summary(trials: list[Trial]) -> pd.DataFrame:
+    """Per family: trials run, best mean validation AP with its spread over folds, fit time."""
     rows = []
-    for variant in dict.fromkeys(t.variant for t in trials):
-        mine = [t for t in trials if t.variant == variant and 0 in t.fold_ap]
-        rows.append({
-            "variant": variant,
-            "trials": len(mine),
-            "best_val_ap_recent_fold": max((t.fold_ap[0] for t in mine), default=float("nan")),
-            "best_val_ap_mean": max((t.mean_ap for t in mine), default=float("nan")),
-            "fit_seconds": sum(t.seconds for t in mine),
-        })
-    return pd.DataFrame(rows)
+    for family in dict.fromkeys(t.candidate.family for t in trials):
+        mine = [t for t in trials if t.candidate.family == family]
+        best = best_trial(mine)
+        rows.append({"family": family, "trials": len(mine), "best_balance": best.candidate.balance,
+                     "best_val_ap_mean": best.mean_ap, "best_val_ap_std": best.std_ap,
+                     "fit_seconds": sum(t.seconds for t in mine)})
+    return pd.DataFrame(rows).sort_values("best_val_ap_mean", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def selection_reason(best: Trial, summary: pd.DataFrame, n_folds: int, seconds: float) -> str:
+    """One sentence a reviewer can check: the winner, its score and the runner-up family's."""
+    text = (f"{best.variant} selected: mean validation AP {best.mean_ap:.4f} ± {best.std_ap:.4f} over {n_folds} "
+            f"prequential fold(s), best of {int(summary['trials'].sum())} trials in {seconds:.0f}s")
+    others = summary[summary["family"] != best.candidate.family]
+    if len(others):
+        runner = others.iloc[0]
+        text += (f"; runner-up family {runner['family']} ({runner['best_balance']}) "
+                 f"{runner['best_val_ap_mean']:.4f} ± {runner['best_val_ap_std']:.4f}")
+    return text + "."
 
 
 @dataclass
@@ -230,17 +384,27 @@ class TrainingResult:
     run_id: str
     model_uri: str
     model: Any
-    variant: str
-    params: dict
+    candidate: Candidate
     validation_ap: float
+    validation_ap_std: float
     plan: TrainingPlan
     trials: pd.DataFrame
-    variants: pd.DataFrame
+    families: pd.DataFrame
+    reason: str
     features: list[str]
     train_partitions: list[str]
+    train_dates: list[date]  # distinct event dates of the rows the final model was fitted on
     train_rows: int
     train_frauds: int
     train_seconds: float
+
+    @property
+    def variant(self) -> str:
+        return self.candidate.variant
+
+    @property
+    def family(self) -> str:
+        return self.candidate.family
 
 
 def _pip_requirements() -> list[str]:
@@ -248,7 +412,7 @@ def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{pkg}=={version(pkg)}" for pkg in
-            ("xgboost", "imbalanced-learn", "scikit-learn", "pandas", "numpy", "cloudpickle", "mlflow")]
+            ("xgboost", "lightgbm", "imbalanced-learn", "scikit-learn", "pandas", "numpy", "cloudpickle", "mlflow")]
 
 
 def train_model(
@@ -260,8 +424,9 @@ def train_model(
     tags: Mapping[str, str] | None = None,
 ) -> TrainingResult:
     """Search, refit the winner on the final training window and log everything to the active
-    MLflow experiment (call ``TrackingTarget.activate()`` first). ``matrix`` is the
-    ``transaction_features`` table: ids, ``event_date``, ``is_fraud`` and the feature columns."""
+    MLflow experiment (call ``TrackingTarget.activate()`` first; nests under an active run).
+    ``matrix`` is the ``transaction_features`` table: ids, ``event_date``, ``is_fraud`` and the
+    feature columns."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -270,7 +435,7 @@ def train_model(
     started = time.monotonic()
     days = sorted(pd.to_datetime(matrix["event_date"]).dt.date.unique())
     plan = plan_training(days, config)
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
         commit = git_commit()
         mlflow.set_tags({**(tags or {}), **({"mlflow.source.git.commit": commit} if commit else {})})
         mlflow.log_params({
@@ -278,30 +443,34 @@ def train_model(
             "test_window": "/".join(d.isoformat() for d in plan.splits.test),
             "delay_days": config.split.delay_days,
             "n_folds_used": len(plan.folds),
-            "n_candidates": config.n_candidates,
+            "families": ",".join(config.families),
+            "balancing": ",".join(config.balancing),
+            "max_trials": config.max_trials,
             "budget_seconds": config.budget_seconds,
             "smote_ratio": config.smote_ratio,
             "max_bin": config.max_bin,
             "seed": config.seed,
-            "n_jobs": config.n_jobs or machine_threads(),
+            "n_jobs": config.threads,
             "n_features": len(config.features),
         })
+        search_started = time.monotonic()
         trials = search(matrix, plan.folds, config)
-        for trial in (t for t in trials if t.fold_ap):
-            with mlflow.start_run(run_name=f"trial-{trial.variant}", nested=True):
-                mlflow.log_params({"variant": trial.variant, **trial.params})
-                mlflow.log_metrics({f"val_ap_fold{i}": ap for i, ap in trial.fold_ap.items()})
-                mlflow.log_metrics({"val_ap_mean": trial.mean_ap, "fit_seconds": trial.seconds})
+        search_seconds = time.monotonic() - search_started
+        for trial in trials:
+            with mlflow.start_run(run_name=f"trial-{trial.number}-{trial.variant}", nested=True):
+                mlflow.log_params({"family": trial.candidate.family, "balance": trial.candidate.balance,
+                                   **{k: _plain(v) for k, v in trial.candidate.params.items()}})
+                mlflow.log_metrics({f"val_ap_fold{i}": ap for i, ap in trial.fold_ap.items() if not np.isnan(ap)})
+                if not np.isnan(trial.mean_ap):
+                    mlflow.log_metrics({"val_ap_mean": trial.mean_ap, "val_ap_std": trial.std_ap})
+                mlflow.log_metric("fit_seconds", trial.seconds)
         best = best_trial(trials)
-        summary = variant_summary(trials)
-        trial_table = pd.DataFrame([
-            {"variant": t.variant, **t.params, **{f"val_ap_fold{i}": ap for i, ap in t.fold_ap.items()},
-             "val_ap_mean": t.mean_ap, "fit_seconds": t.seconds}
-            for t in trials if t.fold_ap
-        ])
+        summary = family_summary(trials)
+        reason = selection_reason(best, summary, len(plan.folds), search_seconds)
+        trial_table = pd.DataFrame([t.as_row() for t in trials])
 
-        model = fit(matrix, plan.final_train, best.variant, best.params, config)
-        train_rows = _rows(matrix, plan.final_train)
+        model = fit(matrix, plan.final_train, best.candidate, config)
+        train_rows = rows_in(matrix, plan.final_train)
         sample = model_input(train_rows.head(200), config.features)
         signature = infer_signature(sample, model.predict_proba(sample)[:, 1])
         info = mlflow.sklearn.log_model(
@@ -309,11 +478,14 @@ def train_model(
             input_example=sample.head(5), pip_requirements=_pip_requirements(), pyfunc_predict_fn="predict_proba",
         )
         train_partitions = [d.isoformat() for d in day_range(plan.final_train) if d in set(days)]
-        mlflow.log_params({"variant": best.variant, **{f"xgb_{k}": v for k, v in best.params.items()}})
+        mlflow.log_params({"variant": best.variant, "family": best.candidate.family, "balance": best.candidate.balance,
+                           **{f"model_{k}": _plain(v) for k, v in best.candidate.params.items()}})
         for row in summary.itertuples():
-            mlflow.log_metric(f"val_ap_{row.variant}", row.best_val_ap_recent_fold)
+            mlflow.log_metric(f"val_ap_{row.family}", row.best_val_ap_mean)
         mlflow.log_metrics({
             "val_ap": best.mean_ap,
+            "val_ap_std": best.std_ap,
+            "search_trials": len(trials),
             "train_rows": len(train_rows),
             "train_frauds": int(train_rows["is_fraud"].sum()),
             "train_seconds": time.monotonic() - started,
@@ -322,20 +494,25 @@ def train_model(
         mlflow.log_dict({"train_partitions": train_partitions, "source_partitions": list(source_partitions or []),
                          "plan": plan.as_dict()}, "data_partitions.json")
         mlflow.log_text(trial_table.to_csv(index=False), "search/trials.csv")
+        mlflow.log_text(summary.to_csv(index=False), "search/families.csv")
+        mlflow.log_text(reason, "search/selection.txt")
         mlflow.set_tags({"fraud.features": json.dumps(list(config.features)),
-                         "fraud.train_partitions": ",".join(train_partitions)})
+                         "fraud.train_partitions": ",".join(train_partitions),
+                         "fraud.selection": reason})
         return TrainingResult(
             run_id=run.info.run_id,
             model_uri=info.model_uri,
             model=model,
-            variant=best.variant,
-            params=best.params,
+            candidate=best.candidate,
             validation_ap=best.mean_ap,
+            validation_ap_std=best.std_ap,
             plan=plan,
             trials=trial_table,
-            variants=summary,
+            families=summary,
+            reason=reason,
             features=list(config.features),
             train_partitions=train_partitions,
+            train_dates=sorted(pd.to_datetime(train_rows["event_date"]).dt.date.unique()),
             train_rows=len(train_rows),
             train_frauds=int(train_rows["is_fraud"].sum()),
             train_seconds=time.monotonic() - started,

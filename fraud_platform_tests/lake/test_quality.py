@@ -131,4 +131,29 @@ def test_missing_partition_fails_unless_its_source_is_missing_too(store):
     land(store, "raw_transactions", good_frame("raw_transactions"))
     outcome = validate(store, "processed_transactions")
     assert not outcome.success and "no parquet files under processed/transactions/date=2026-01-05" in outcome.failures[0].error
-    assert not validate(store, "raw_labels").success  # raw has no source: missing is always a failure
+    assert validate(store, "raw_labels").success  # no label became known that day: an empty day
+    assert not validate_partition(store, DATASETS["raw_transactions"], LABEL_DAY, LENIENT).success  # raw tx: a failure
+
+
+def test_raw_labels_accept_scenario_zero_on_legitimate_rows_only(store):
+    frame = good_frame("raw_labels")  # legitimate labels (is_fraud False)
+    land(store, "raw_labels", frame.assign(fraud_scenario=pd.array([0] * len(frame), dtype="Int64")))
+    assert validate(store, "raw_labels").success  # real histories mark "no scenario" as 0
+    land(store, "raw_labels", frame.assign(fraud_scenario=pd.array([5] * len(frame), dtype="Int64")))
+    failure = next(f for f in validate(store, "raw_labels").failures if f.column == "fraud_scenario")
+    assert failure.unexpected_values == ["5"] and "tx000004" in failure.transaction_ids
+    land(store, "raw_labels", frame.assign(is_fraud=True, fraud_scenario=pd.array([0] * len(frame), dtype="Int64")))
+    assert any(f.column == "fraud_scenario" for f in validate(store, "raw_labels").failures)  # a fraud needs 1-3
+
+
+def test_check_summary_says_what_it_leaves_out():
+    from fraud_platform.defs.lake.checks import check_summary
+    from fraud_platform.quality.runner import FailedExpectation, ValidationOutcome
+
+    failing = [FailedExpectation(f"expect_{i}", "amount", 1) for i in range(5)]
+    outcomes = [ValidationOutcome("raw_labels", D1 + timedelta(days=i), 10, 5, failing if i < 4 else []) for i in range(5)]
+    summary = check_summary(outcomes)
+    assert summary.startswith("4 of 5 partitions failed: 2026-01-05: expect_0(amount) 1 unexpected")
+    assert "(+2 more failed expectations)" in summary and "+1 more failed partitions" in summary
+    assert summary.endswith("(all in metadata 'failures').")
+    assert check_summary(outcomes[4:]) == "1 partitions passed"

@@ -17,7 +17,7 @@ from fraud_platform.ml.datasets import sandbox_table, simulated_sandbox_frame
 from fraud_platform.ml.tracking import TrackingTarget
 
 SMALL_SPLIT = SplitConfig(train_days=7, validation_days=3, delay_days=3, test_days=4)
-SMALL_SEARCH = {"n_estimators": [30], "max_depth": [3, 4], "learning_rate": [0.1, 0.3]}
+SMALL_SEARCH = {"n_estimators": (30, 30), "max_depth": (3, 4)}  # TrainingConfig ranges: small, fast trees
 
 
 def small_simulation(days: int = 28, seed: int = 42) -> TransactionSimulator:

@@ -32,9 +32,10 @@ def test_features_train_evaluate_promote_then_keep_champion(sandbox_frame, tmp_p
         "mlflow": mlflow,
         "ml_training": ModelTrainingResource(
             train_days=SMALL_SPLIT.train_days, validation_days=SMALL_SPLIT.validation_days,
-            delay_days=SMALL_SPLIT.delay_days, test_days=SMALL_SPLIT.test_days, n_candidates=1,
-            budget_seconds=10_000, n_estimators=SMALL_SEARCH["n_estimators"], max_depth=SMALL_SEARCH["max_depth"],
-            learning_rate=SMALL_SEARCH["learning_rate"], daily_alert_budget=20, top_k=20,
+            delay_days=SMALL_SPLIT.delay_days, test_days=SMALL_SPLIT.test_days, n_folds=2, max_trials=2,
+            families=["xgboost", "logistic_regression"], budget_seconds=10_000,
+            n_estimators=list(SMALL_SEARCH["n_estimators"]), max_depth=list(SMALL_SEARCH["max_depth"]),
+            daily_alert_budget=20, top_k=20,
         ),
     }
     first = dg.materialize([*FEATURE_ASSETS, *ML_ASSETS], resources=resources)
@@ -69,3 +70,32 @@ def test_features_train_evaluate_promote_then_keep_champion(sandbox_frame, tmp_p
     outcome = second.output_for_node("champion_model")
     assert (outcome["version"], outcome["alias"], outcome["promoted"]) == ("2", "challenger", False)
     assert registry.load_champion(client, "fraud_detector").version == "1"
+
+
+def test_explicit_windows_and_rolling_backtest_through_dagster(sandbox_frame, tmp_path):
+    """Run config picks the windows; `model_backtest` reports mean ± spread in its metadata."""
+    from fraud_platform.defs.ml.assets import model_backtest
+
+    store = LocalLakeStore(tmp_path / "lake")
+    write_sandbox(store, sandbox_frame)
+    mlflow = MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                            artifact_root=(tmp_path / "artifacts").as_uri(), model_name="fraud_detector")
+    resources = {"lake": LakeResource(root=str(store.root)), "mlflow": mlflow, "ml_training": ModelTrainingResource(
+        train_days=SMALL_SPLIT.train_days, validation_days=SMALL_SPLIT.validation_days, delay_days=SMALL_SPLIT.delay_days,
+        test_days=SMALL_SPLIT.test_days, n_folds=1, max_trials=1, families=["logistic_regression"], balancing=["none"],
+        budget_seconds=10_000, daily_alert_budget=20, top_k=20)}
+    run_config = {"ops": {
+        "fraud_model": {"config": {"test_start": "2026-01-20", "test_days": 3, "train_end": "2026-01-14"}},
+        "model_backtest": {"config": {"test_start": "2026-01-21", "test_days": 4, "windows": 2}},
+    }}
+    result = dg.materialize([transaction_features, fraud_model, model_evaluation, model_backtest],
+                            resources=resources, run_config=run_config)
+    assert result.success
+    trained = result.output_for_node("fraud_model")
+    assert trained["train_window"] == ["2026-01-08", "2026-01-14"] and trained["test_window"] == ["2026-01-20", "2026-01-22"]
+    assert result.output_for_node("model_evaluation")["test_window"] == ["2026-01-20", "2026-01-22"]
+    metadata = result.asset_materializations_for_node("model_backtest")[0].metadata
+    assert metadata["windows"].value == 2
+    assert 0 < metadata["average_precision_mean"].value <= 1 and metadata["average_precision_std"].value >= 0
+    report = metadata["report"].value
+    assert "2026-01-21" in report and "2026-01-25" in report and "data:image/png;base64," in report

@@ -29,3 +29,15 @@ def test_training_plan_trains_on_the_days_deployable_before_the_test_window():
     # Short history: one fold training on every day before its delay gap.
     short = plan_training(DAYS[:30], TrainingConfig(split=SplitConfig(7, 7, 7, 7)))
     assert len(short.folds) == 1 and short.folds[0].train[0] == DAYS[0]
+
+
+def test_recorded_sandbox_split_is_the_window_training_uses():
+    from fraud_platform.domain.splits import plan_time_splits
+
+    config = TrainingConfig(split=SplitConfig(7, 7, 7, 7))
+    recorded = plan_time_splits(DAYS, config.split)
+    plan = plan_training(DAYS, config)
+    assert recorded.train == plan.final_train and recorded.test == plan.splits.test
+    assert recorded.validation is None  # selection uses prequential folds, recorded in the training plan
+    assert [d for d in DAYS if recorded.split_of(d) == "train"] == [
+        plan.final_train[0] + timedelta(days=i) for i in range(7)]

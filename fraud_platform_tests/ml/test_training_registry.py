@@ -15,13 +15,22 @@ from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_featur
 from fraud_platform.ml import registry
 from fraud_platform.ml.evaluation import EvaluationConfig, evaluate_model, held_out_rows, log_evaluation
 from fraud_platform.ml.tracking import git_commit
-from fraud_platform.ml.training import TrainingConfig, build_pipeline, model_input, predict_scores, train_model
+from fraud_platform.ml.training import (
+    FAMILIES,
+    Candidate,
+    TrainingConfig,
+    build_pipeline,
+    model_input,
+    predict_scores,
+    train_model,
+)
 from fraud_platform_tests.ml.conftest import SMALL_SEARCH, SMALL_SPLIT
 
 pytestmark = pytest.mark.slow
 
 # A budget no run reaches: the test must not depend on machine speed.
-CONFIG = TrainingConfig(split=SMALL_SPLIT, search_space=SMALL_SEARCH, n_candidates=1, budget_seconds=10_000)
+# One trial per family (the seeded defaults), small trees.
+CONFIG = TrainingConfig(split=SMALL_SPLIT, n_folds=2, max_trials=len(FAMILIES), budget_seconds=10_000, **SMALL_SEARCH)
 EVAL = EvaluationConfig(daily_alert_budget=20, top_k=20)
 MODEL = "fraud_detector_test"
 
@@ -29,7 +38,7 @@ MODEL = "fraud_detector_test"
 @pytest.fixture(scope="module")
 def matrix(sandbox_frame) -> pd.DataFrame:
     keys = ["transaction_id", "event_time", "event_date", "customer_key", "card_key", "terminal_id", "is_fraud",
-            "label_known_at"]
+            "label_known_at", "fraud_scenario"]
     return pd.concat([sandbox_frame[keys], compute_batch_features(sandbox_frame)[FEATURE_COLUMNS]], axis=1)
 
 
@@ -45,8 +54,8 @@ def test_training_logs_a_complete_mlflow_run(trained, tracking, matrix):
     assert run.data.params["variant"] == trained.variant
     assert run.data.params["test_window"] == "2026-01-25/2026-01-28"
     assert run.data.params["train_window"] == "2026-01-15/2026-01-21"  # 7 days ending delay (3) before test
-    for variant in ("smote", "class_weight", "none"):
-        assert 0 < run.data.metrics[f"val_ap_{variant}"] <= 1
+    for family in FAMILIES:
+        assert 0 < run.data.metrics[f"val_ap_{family}"] <= 1
     assert run.data.metrics["val_ap"] == pytest.approx(trained.validation_ap)
     assert json.loads(run.data.tags["fraud.features"]) == FEATURE_COLUMNS
     if git_commit():
@@ -57,8 +66,9 @@ def test_training_logs_a_complete_mlflow_run(trained, tracking, matrix):
     assert lineage["train_partitions"][0] == "2026-01-15" and len(lineage["train_partitions"]) == 7
 
     trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{trained.run_id}'")
-    assert {t.data.params["variant"] for t in trials} == {"smote", "class_weight", "none"}
-    assert all("val_ap_fold0" in t.data.metrics for t in trials)
+    assert {t.data.params["family"] for t in trials} == set(FAMILIES)  # every trial logged
+    assert all({"val_ap_fold0", "val_ap_fold1", "val_ap_mean"} <= set(t.data.metrics) for t in trials)
+    assert run.data.tags["fraud.selection"] == trained.reason and trained.variant in trained.reason
 
     # The logged model (cloudpickle, with signature) scores exactly like the in-memory one.
     loaded = mlflow.sklearn.load_model(trained.model_uri)
@@ -69,11 +79,10 @@ def test_training_logs_a_complete_mlflow_run(trained, tracking, matrix):
                                predict_scores(trained.model, sample, FEATURE_COLUMNS))
 
 
-def test_search_picks_the_best_finalist_and_reports_every_variant(trained):
-    finalists = trained.trials[trained.trials.filter(like="val_ap_fold").notna().all(axis=1)]
-    assert trained.validation_ap == pytest.approx(finalists["val_ap_mean"].max())
-    assert set(trained.variants["variant"]) == {"smote", "class_weight", "none"}
-    assert (trained.variants["trials"] == 1).all()  # one sampled parameter set per variant
+def test_search_picks_the_best_trial_and_reports_every_family(trained):
+    assert trained.validation_ap == pytest.approx(trained.trials["val_ap_mean"].max())
+    assert set(trained.families["family"]) == set(FAMILIES)
+    assert (trained.families["trials"] == 1).all()  # the seeded default of each family
 
 
 def test_evaluation_metrics_match_sklearn_and_are_logged(trained, matrix, tracking):
@@ -97,7 +106,7 @@ def _log_worse_model(matrix, tracking):
     """Same pipeline trained on permuted labels: a real but useless model, logged like any other."""
     rows = matrix[pd.to_datetime(matrix["event_date"]).dt.date.between(*trained_window(matrix))]
     y = np.random.default_rng(0).permutation(rows["is_fraud"].to_numpy())
-    model = build_pipeline("none", {"n_estimators": 20, "max_depth": 3}, y, CONFIG).fit(
+    model = build_pipeline(Candidate("xgboost", "none", {"n_estimators": 20, "max_depth": 3}), y, CONFIG).fit(
         model_input(rows, FEATURE_COLUMNS), y)
     tracking.activate()
     with mlflow.start_run(run_name="worse") as run:

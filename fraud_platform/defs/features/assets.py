@@ -26,7 +26,7 @@ ONLINE_PREFIX = ONLINE_FEATURES_PREFIX
 LATEST_SNAPSHOT_KEY = ONLINE_SNAPSHOT_POINTER
 # Columns the training matrix carries besides the features: ids, time, label and its known time.
 MATRIX_KEYS = ["transaction_id", "event_time", "event_date", "customer_key", "card_key", "terminal_id",
-               "is_fraud", "label_known_at"]
+               "is_fraud", "label_known_at", "fraud_scenario"]
 
 
 def read_sandbox(store: LakeStore, log=None) -> tuple[pd.DataFrame, list[str], dict[str, str]]:

@@ -18,6 +18,22 @@ from fraud_platform.quality.gate import record_verdicts
 from fraud_platform.quality.runner import validate_partitions
 
 
+def check_summary(outcomes: list, days_shown: int = 3, failures_shown: int = 3) -> str:
+    """One readable line: which partitions failed and why, saying how many more were left out
+    (never cut mid-sentence; the full list is in the check's ``failures`` metadata)."""
+    failed = [o for o in outcomes if not o.success]
+    if not failed:
+        return f"{len(outcomes)} partitions passed"
+    parts = []
+    for o in failed[:days_shown]:
+        text = f"{o.day}: " + ", ".join(f.describe() for f in o.failures[:failures_shown])
+        if len(o.failures) > failures_shown:
+            text += f" (+{len(o.failures) - failures_shown} more failed expectations)"
+        parts.append(text)
+    more = f"; +{len(failed) - days_shown} more failed partitions" if len(failed) > days_shown else ""
+    return f"{len(failed)} of {len(outcomes)} partitions failed: " + "; ".join(parts) + more + " (all in metadata 'failures')."
+
+
 def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition:
     """A check running ``dataset``'s GX suite on every partition of the run."""
     suite = DATASETS[dataset]
@@ -43,11 +59,10 @@ def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition
             record_verdicts(store, suite.target, outcomes, context.run.run_id)
         failed = [o for o in outcomes if not o.success]
         failures = {o.day.isoformat(): [asdict(f) for f in o.failures] for o in failed}
-        summary = "; ".join(f"{o.day}: " + ", ".join(f.describe() for f in o.failures[:3]) for o in failed[:3])
         return dg.AssetCheckResult(
             passed=not failed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=summary or f"{len(outcomes)} partitions passed",
+            description=check_summary(outcomes),
             metadata={
                 "partitions_checked": len(outcomes),
                 "partitions_failed": [o.day.isoformat() for o in failed],

@@ -2,9 +2,15 @@
 
 import dagster as dg
 
-from fraud_platform.defs.ml.assets import ModelTrainingResource, champion_model, fraud_model, model_evaluation
+from fraud_platform.defs.ml.assets import (
+    ModelTrainingResource,
+    champion_model,
+    fraud_model,
+    model_backtest,
+    model_evaluation,
+)
 
 defs = dg.Definitions(
-    assets=[fraud_model, model_evaluation, champion_model],
+    assets=[fraud_model, model_evaluation, champion_model, model_backtest],
     resources={"ml_training": ModelTrainingResource()},
 )

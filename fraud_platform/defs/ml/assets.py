@@ -2,7 +2,7 @@
 test window, compared with the champion on the same rows) and ``champion_model`` (register, gate,
 promote or park as challenger). The logic lives in ``fraud_platform.ml``; these wrap it."""
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -14,24 +14,25 @@ from fraud_platform.defs.resources import LakeResource, MlflowResource
 from fraud_platform.domain.splits import SplitConfig
 from fraud_platform.ml import registry
 from fraud_platform.ml.evaluation import EvaluationConfig, evaluate_model, held_out_rows, log_evaluation
-from fraud_platform.ml.training import DEFAULT_SEARCH_SPACE, TrainingConfig, model_input, train_model
+from fraud_platform.ml.training import BALANCING, FAMILIES, TrainingConfig, TrainingWindows, model_input, train_model
 from fraud_platform.reports import markdown_table
 
 
 class ModelTrainingResource(dg.ConfigurableResource):
-    """Knobs for training, evaluation and promotion (defaults: FDH protocol, 90 s search budget)."""
+    """Knobs for training, evaluation and promotion (defaults: FDH protocol, 90 s search budget
+    across every model family). Documented in docs/ml.md ("Training settings")."""
 
     train_days: int = 7
     validation_days: int = 7
     delay_days: int = 7
     test_days: int = 7
-    n_folds: int = 2
-    variants: list[str] = ["smote", "class_weight", "none"]
-    n_candidates: int = 4
+    n_folds: int = 3
+    families: list[str] = list(FAMILIES)
+    balancing: list[str] = list(BALANCING)
+    max_trials: int = 60
     budget_seconds: float = 90.0
-    n_estimators: list[int] = DEFAULT_SEARCH_SPACE["n_estimators"]
-    max_depth: list[int] = DEFAULT_SEARCH_SPACE["max_depth"]
-    learning_rate: list[float] = DEFAULT_SEARCH_SPACE["learning_rate"]
+    n_estimators: list[int] = [100, 300]  # [min, max] for the tree families
+    max_depth: list[int] = [3, 8]  # [min, max]
     smote_ratio: float = 0.1
     seed: int = 42
     daily_alert_budget: int = 100
@@ -40,14 +41,13 @@ class ModelTrainingResource(dg.ConfigurableResource):
     promotion_margin: float = 0.0
     max_latency_ms_per_1k: float = 1000.0
 
-    def training_config(self) -> TrainingConfig:
-        space = {**DEFAULT_SEARCH_SPACE, "n_estimators": self.n_estimators, "max_depth": self.max_depth,
-                 "learning_rate": self.learning_rate}
+    def training_config(self, windows: TrainingWindows | None = None) -> TrainingConfig:
         return TrainingConfig(
             split=SplitConfig(self.train_days, self.validation_days, self.delay_days, self.test_days),
-            n_folds=self.n_folds, variants=tuple(self.variants), search_space=space,
-            n_candidates=self.n_candidates, budget_seconds=self.budget_seconds, smote_ratio=self.smote_ratio,
-            seed=self.seed,
+            windows=windows, n_folds=self.n_folds, families=tuple(self.families), balancing=tuple(self.balancing),
+            max_trials=self.max_trials, budget_seconds=self.budget_seconds,
+            n_estimators=(min(self.n_estimators), max(self.n_estimators)),
+            max_depth=(min(self.max_depth), max(self.max_depth)), smote_ratio=self.smote_ratio, seed=self.seed,
         )
 
     def evaluation_config(self) -> EvaluationConfig:
@@ -58,6 +58,23 @@ class ModelTrainingResource(dg.ConfigurableResource):
                                         max_latency_ms_per_1k=self.max_latency_ms_per_1k)
 
 
+class TrainingWindowConfig(dg.Config):
+    """Run config for a backtest by date (all optional; unset = the protocol's last-days windows).
+    Dates are YYYY-MM-DD."""
+
+    test_start: str | None = None
+    test_days: int | None = None
+    train_end: str | None = None
+    train_start: str | None = None
+
+    def windows(self) -> TrainingWindows | None:
+        day = lambda v: date.fromisoformat(v) if v else None  # noqa: E731
+        if not any((self.test_start, self.train_end, self.train_start)):
+            return None
+        return TrainingWindows(test_start=day(self.test_start), test_days=self.test_days,
+                               train_end=day(self.train_end), train_start=day(self.train_start))
+
+
 _COMMON = dict(group_name="ml", owners=[ML_ENGINEERING])
 
 
@@ -66,25 +83,28 @@ def _window(value: list[str]) -> tuple[date, date]:
 
 
 @dg.asset(
-    **_COMMON, kinds={"xgboost", "mlflow"}, deps=[dg.AssetKey("transaction_features")],
-    description="XGBoost with SMOTE vs class weighting vs none, chosen by a budgeted search over "
-                "prequential folds with the label delay; every trial and the final model tracked in MLflow.",
+    **_COMMON, kinds={"xgboost", "lightgbm", "mlflow"}, deps=[dg.AssetKey("transaction_features")],
+    description="Budgeted Optuna search across XGBoost, LightGBM, random forest and logistic regression "
+                "(class weighting / SMOTE as options) on prequential folds with the label delay; every "
+                "trial and the final model tracked in MLflow. Run config: explicit train/test windows.",
 )
-def fraud_model(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
-                ml_training: ModelTrainingResource) -> dg.Output[dict]:
+def fraud_model(context: dg.AssetExecutionContext, config: TrainingWindowConfig, lake: LakeResource,
+                mlflow: MlflowResource, ml_training: ModelTrainingResource) -> dg.Output[dict]:
     matrix = read_matrix(lake.store())
     mlflow.target().activate()
     partitions = sorted(pd.to_datetime(matrix["event_date"]).dt.date.astype(str).unique())
     result = train_model(
-        matrix, ml_training.training_config(), source_partitions=partitions,
+        matrix, ml_training.training_config(config.windows()), source_partitions=partitions,
         tags={"dagster.run_id": context.run.run_id, "dagster.asset": "fraud_model"},
     )
     value = {
         "run_id": result.run_id,
         "model_uri": result.model_uri,
         "variant": result.variant,
-        "params": result.params,
+        "family": result.family,
+        "params": {k: (v.item() if hasattr(v, "item") else v) for k, v in result.candidate.params.items()},
         "validation_ap": result.validation_ap,
+        "selection": result.reason,
         "features": result.features,
         "test_window": [d.isoformat() for d in result.plan.splits.test],
         "train_window": [d.isoformat() for d in result.plan.final_train],
@@ -94,13 +114,16 @@ def fraud_model(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: M
         "mlflow_run_id": result.run_id,
         "model_uri": result.model_uri,
         "variant": result.variant,
+        "family": result.family,
+        "selection": result.reason,
         "validation_ap": float(result.validation_ap),
+        "validation_ap_std": float(result.validation_ap_std),
         "train_rows": result.train_rows,
         "train_frauds": result.train_frauds,
         "train_seconds": float(result.train_seconds),
         "train_window": " .. ".join(value["train_window"]),
         "test_window": " .. ".join(value["test_window"]),
-        "variants": dg.MetadataValue.md(markdown_table(result.variants)),
+        "families": dg.MetadataValue.md(markdown_table(result.families)),
         "search": dg.MetadataValue.md(markdown_table(result.trials, max_rows=50)),
         "plan": dg.MetadataValue.json(result.plan.as_dict()),
     })
@@ -132,7 +155,8 @@ def model_evaluation(lake: LakeResource, mlflow: MlflowResource, ml_training: Mo
     champion = (info.version, champ_model, info.features) if champ_model is not None else None
     evaluation = evaluate_model(model, fraud_model["features"], matrix, _window(fraud_model["test_window"]),
                                 ml_training.evaluation_config(), champion=champion,
-                                known_since=_window(fraud_model["train_window"])[0])
+                                known_since=_window(fraud_model["train_window"])[0],
+                                selection=fraud_model.get("selection"))
     log_evaluation(client, fraud_model["run_id"], evaluation)
     value = {
         "metrics": evaluation.metrics,
@@ -150,6 +174,8 @@ def model_evaluation(lake: LakeResource, mlflow: MlflowResource, ml_training: Mo
         "removed_known_compromised": evaluation.removed_known_compromised,
         "champion_version": info.version if info else "none",
         "vs_champion": dg.MetadataValue.md(markdown_table(evaluation.comparison)),
+        "misses_by_scenario": dg.MetadataValue.md(markdown_table(evaluation.scenarios)),
+        "selection": fraud_model.get("selection", ""),
     })
 
 
@@ -207,4 +233,46 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
         "latency_ms_per_1k": float(gates.latency_ms_per_1k),
         "score_mean": float(gates.score_mean),
         "snapshot_version": snapshot.get("version", "none"),
+    })
+
+
+class BacktestConfig(dg.Config):
+    """Rolling backtest run config: ``windows`` test windows of ``test_days`` from ``test_start``
+    (default: as many weeks as fit before the last day, at most 4), each trained up to
+    ``train_end`` shifted by the same step (default: the delay gap before each test window)."""
+
+    test_start: str | None = None
+    test_days: int = 7
+    windows: int = 4
+    train_end: str | None = None
+
+
+@dg.asset(
+    **_COMMON, kinds={"mlflow"}, deps=[dg.AssetKey("transaction_features")],
+    description="Rolling backtest: search + train + evaluate on several consecutive test windows; mean ± "
+                "spread of AUC, AP and CP@k as a table and plot (also in MLflow). Materialise on demand "
+                "(`fraud-platform backtest`).",
+)
+def model_backtest(config: BacktestConfig, lake: LakeResource, mlflow: MlflowResource,
+                   ml_training: ModelTrainingResource) -> dg.MaterializeResult:
+    from fraud_platform.ml.backtest import backtest_windows, rolling_backtest
+
+    matrix = read_matrix(lake.store())
+    mlflow.target().activate()
+    last = pd.to_datetime(matrix["event_date"]).dt.date.max()
+    start = date.fromisoformat(config.test_start) if config.test_start else \
+        last - timedelta(days=config.windows * config.test_days - 1)
+    windows = [w for w in backtest_windows(start, config.test_days, config.windows,
+                                           date.fromisoformat(config.train_end) if config.train_end else None)
+               if w.test_start <= last]
+    if not windows:
+        raise dg.Failure(f"no test window starting on or before the last day {last}")
+    report = rolling_backtest(matrix, ml_training.training_config(), windows, ml_training.evaluation_config())
+    summary = report.summary.set_index("metric")
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(report.markdown),
+        "mlflow_run_id": report.run_id,
+        "windows": len(report.weeks),
+        **{f"{m}_mean": float(summary.loc[m, "mean"]) for m in summary.index},
+        **{f"{m}_std": float(summary.loc[m, "std"]) for m in summary.index},
     })
