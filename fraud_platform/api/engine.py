@@ -170,6 +170,9 @@ class DecisionEngine:
                 "reasons": [r.as_dict() for r in reasons[i]],
                 "latency_ms": (now - started[i]) * 1000,
                 "api_key": str(keys[i]),
+                "channel": str(frame["channel"].iat[i]),
+                "country": str(frame["country"].iat[i]),
+                "features": dict(zip(columns, X[i].tolist())),
             }
             for i in range(len(frame))
         ]

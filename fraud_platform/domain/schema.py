@@ -64,7 +64,8 @@ MAX_AMOUNT_EUR = 50_000.0
 MAX_FUTURE_SKEW_SECONDS = 3600
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
-LABEL_TYPES = ("chargeback", "confirmed_fraud", "confirmed_legit")
+# analyst_*: verdicts from the analyst console (fraud_platform.console.labels); a chargeback overrides them.
+LABEL_TYPES = ("chargeback", "confirmed_fraud", "confirmed_legit", "analyst_confirmed", "analyst_legitimate")
 
 
 class TransactionEvent(BaseModel):
