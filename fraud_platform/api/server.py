@@ -68,15 +68,27 @@ def app_from_env() -> FastAPI:
     champion.start()
     decision_log = DecisionLog.from_settings(settings)
     from fraud_platform.console.wiring import Console  # the analyst console, mounted under /console
+    from fraud_platform.ml.shadow import ShadowLog, ShadowScorer, challenger_holder
 
     console = Console.from_settings(platform, decision_log)
+    challenger = challenger_holder(champion._client_factory, platform.model_name, settings.model_refresh_seconds)
+    challenger.refresh()
+    challenger.start()
+    shadow = ShadowScorer(challenger, ShadowLog(decision_log.backend), settings.review_threshold, settings.block_threshold)
+
+    def decided(decisions: list[dict]) -> None:
+        decision_log.write(decisions)
+        shadow.submit(decisions)  # the challenger scores them too, off the request path, never acted on
+
     engine = DecisionEngine(
         champion, store, settings.review_threshold, settings.block_threshold, settings.reasons,
-        on_decided=decision_log.write, unavailable_errors=(OnlineStoreUnavailable,),
+        on_decided=decided, unavailable_errors=(OnlineStoreUnavailable,),
     )
 
     def shutdown() -> None:
         console.close()
+        challenger.stop()
+        shadow.close()
         champion.stop()
         decision_log.close()
         store.close()

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from fraud_platform.api.decision_log import COLUMNS, DecisionLog, PostgresBackend
+from fraud_platform.api.decision_log import COLUMNS, DecisionLog
+from fraud_platform.infra.decision_tables import execute
 
 VERDICTS = ("fraud", "legitimate", "unsure")
 ALERT_DECISIONS = ("review", "block")
@@ -52,7 +53,6 @@ class ConsoleStore:
     def __init__(self, decision_log: DecisionLog) -> None:
         self.log = decision_log
         self.backend = decision_log.backend
-        self.postgres = isinstance(self.backend, PostgresBackend)
         self.decisions = self.backend.table
         self.verdicts = f"{self.decisions}_verdicts"
         self.audit_table = f"{self.decisions}_audit"
@@ -63,13 +63,7 @@ class ConsoleStore:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _execute(self, sql: str, params: tuple = (), fetch: bool = False) -> list[tuple]:
-        """Run one statement on the decision log's own connection (``?`` placeholders)."""
-        if self.postgres:
-            with self.backend._lock:
-                cursor = self.backend._conn().execute(sql.replace("?", "%s"), params)
-                return cursor.fetchall() if fetch else []
-        cursor = self.backend._conn().execute(sql, params)
-        return cursor.fetchall() if fetch else []
+        return execute(self.backend, sql, params, fetch)
 
     def _rows(self, sql: str, params: tuple, columns: tuple[str, ...]) -> list[dict[str, Any]]:
         rows = [dict(zip(columns, r)) for r in self._execute(sql, params, fetch=True)]
