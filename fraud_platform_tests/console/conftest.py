@@ -11,6 +11,7 @@ import pytest
 
 from fraud_platform.api.auth import new_key
 from fraud_platform.bootstrap import CHROMIUM, ensure_chromium
+from fraud_platform_tests.streaming.conftest import MODEL_NAME
 from fraud_platform_tests.api.conftest import api_env, api_registry, keys, seeded_store, start_server  # noqa: F401 (fixtures)
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
@@ -34,8 +35,9 @@ def analyst_key(keys) -> tuple[str, str]:
 @pytest.fixture()
 def console_server(tmp_path, api_registry, keys, analyst_key, online_store_url, seeded_store, kafka_settings):
     """The API (and its console) with every decision an alert (review threshold 0), labels on the
-    test's own labels topic, a 1 s live refresh and label retry."""
+    test's own labels topic, a 1 s live refresh and label retry; version 2 is the challenger in shadow."""
     api_registry.promote("1")
+    api_registry.client.set_registered_model_alias(MODEL_NAME, "challenger", "2")
     env = api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path,
                   FRAUD_API_KEYS=f"{keys.entries};{analyst_key[1]}", FRAUD_STREAM_REVIEW_THRESHOLD="0.0",
                   FRAUD_STREAM_BLOCK_THRESHOLD="0.999999", FRAUD_CONSOLE_REFRESH_SECONDS="1",
@@ -43,3 +45,4 @@ def console_server(tmp_path, api_registry, keys, analyst_key, online_store_url, 
     server = start_server(tmp_path, env)
     yield server
     server.stop()
+    api_registry.client.delete_registered_model_alias(MODEL_NAME, "challenger")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -117,6 +118,15 @@ def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key
             page.screenshot(path=str(DOCS_IMAGES / "console-overview.png"), full_page=True)
         finally:
             browser.close()
+
+    # The challenger (v2) scored every decision in shadow; the API acted on the champion (v1) only.
+    from fraud_platform.api.decision_log import SQLiteBackend
+    from fraud_platform.ml.shadow import ShadowLog
+
+    shadow = ShadowLog(SQLiteBackend(Path(console_server.env["FRAUD_DECISIONS_SQLITE_PATH"]), "api_decisions")).read().set_index("transaction_id")
+    assert {d["model"]["version"] for d in decided} == {"1"}
+    assert set(shadow.loc[[d["transaction_id"] for d in decided], "challenger_version"]) == {"2"}
+    assert shadow.loc[target, "champion_score"] == pytest.approx(decided[-1]["score"])
 
     # The verdict is a label on the labels topic that the ingestion validator accepts.
     published = []
