@@ -2,6 +2,7 @@
 
     python3.11 -m fraud_platform.bootstrap run    # venv + install + the main job end-to-end
     python3.11 -m fraud_platform.bootstrap test   # venv + install + the whole test suite
+    python3.11 -m fraud_platform.bootstrap browser  # only Debian's Chromium (console browser tests)
 
 The venv lives in ./.venv and is (re)installed from pyproject.toml pinned by constraints.txt
 whenever either file changes, so every machine gets the same versions.
@@ -57,11 +58,34 @@ def ensure_venv() -> None:
     STAMP.write_text(fingerprint)
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> bool:
+    """Debian's Chromium for the console's Playwright tests (Playwright's own browser download is
+    not reachable from a loopback-only machine). Installed with apt when missing and running as
+    root; otherwise the browser tests fail saying how to install it. True when it is there."""
+    if CHROMIUM.exists():
+        return True
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"note: {CHROMIUM} is missing; run `apt-get install -y chromium` as root for the browser tests", flush=True)
+        return False
+    print("installing Debian's chromium for the console browser tests", flush=True)
+    apt_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], check=True, env=apt_env)
+    subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=apt_env)
+    return CHROMIUM.exists()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "test", "install"):
+    if not argv or argv[0] not in ("run", "test", "install", "browser"):
         print(__doc__)
         return 2
+    if argv[0] == "browser":
+        return 0 if ensure_chromium() else 1
+    if argv[0] == "test":
+        ensure_chromium()
     ensure_venv()
     env = dict(os.environ, PYSPARK_PYTHON=_bin("python"), PYSPARK_DRIVER_PYTHON=_bin("python"))
     if argv[0] == "install":

@@ -394,3 +394,29 @@ class ImportSettings(BaseModel):
     @classmethod
     def from_env(cls) -> "ImportSettings":
         return cls(max_rejected_share=float(_env("FRAUD_IMPORT_MAX_REJECTED_SHARE", "0.05")))
+
+
+class ConsoleSettings(BaseModel):
+    """The analyst console served by the decision API under ``/console``.
+
+    ``FRAUD_CONSOLE_SESSION_SECRET`` signs session cookies (set it when several API workers serve
+    the console; otherwise each process makes a random one). Verdicts are published as labels on
+    the labels topic unless ``FRAUD_CONSOLE_PUBLISH_LABELS=false``; unpublished ones are retried.
+    """
+
+    session_secret: SecretStr | None = None
+    session_hours: float = Field(12.0, gt=0)
+    refresh_seconds: float = Field(5.0, gt=0, description="Alert queue live refresh period")
+    publish_labels: bool = True
+    label_retry_seconds: float = Field(30.0, gt=0)
+
+    @classmethod
+    def from_env(cls) -> "ConsoleSettings":
+        secret = _env("FRAUD_CONSOLE_SESSION_SECRET")
+        return cls(
+            session_secret=SecretStr(secret) if secret else None,
+            session_hours=float(_env("FRAUD_CONSOLE_SESSION_HOURS", "12")),
+            refresh_seconds=float(_env("FRAUD_CONSOLE_REFRESH_SECONDS", "5")),
+            publish_labels=_env("FRAUD_CONSOLE_PUBLISH_LABELS", "true").lower() not in ("0", "false", "no"),
+            label_retry_seconds=float(_env("FRAUD_CONSOLE_LABEL_RETRY_SECONDS", "30")),
+        )

@@ -115,6 +115,8 @@ class Inputs:
     customer_key: list[str]
     terminal_id: list[str]
     amount_eur: np.ndarray
+    channel: list[str]  # the console filters alerts by these
+    country: list[str]
 
     @classmethod
     def of(cls, events: pa.Table) -> "Inputs":
@@ -125,6 +127,8 @@ class Inputs:
             [_customer_key(c) for c in events.column("customer_id").to_pylist()],
             events.column("terminal_id").to_pylist(),
             events.column("amount").to_numpy() * fx,
+            events.column("channel").to_pylist(),
+            events.column("country").to_pylist(),
         )
 
     def frame(self, rows: list[int]) -> pd.DataFrame:
@@ -195,7 +199,8 @@ class DecisionEngine:
         champion = self.champion.current()
         events = [e for job in jobs for e in job.events]
         inputs = Inputs.of(events[0] if len(events) == 1 else pa.concat_tables(events))
-        X, state_version = self.feature_matrix(inputs, tuple(champion.info.features))
+        columns = tuple(champion.info.features)
+        X, state_version = self.feature_matrix(inputs, columns)
         scores = champion.model.predict(X)
         reasons = champion.model.reasons(X, self.reasons)
         review, block = thresholds(champion, self.review_threshold, self.block_threshold)
@@ -215,6 +220,8 @@ class DecisionEngine:
                     "block_threshold": float(block), "model_name": champion.name, "model_version": champion.version,
                     "feature_state_version": state_version, "reasons": [r.as_dict() for r in reasons[i]],
                     "latency_ms": (now - job.started) * 1000, "api_key": job.api_key,
+                    "channel": inputs.channel[i], "country": inputs.country[i],
+                    "features": dict(zip(columns, X[i].tolist())),
                 })
                 i += 1
             out.append(decisions)

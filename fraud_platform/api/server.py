@@ -67,23 +67,41 @@ def app_from_env() -> FastAPI:
         log.warning("decision API started without a model: %s", champion.last_error)
     champion.start()
     decision_log = DecisionLog.from_settings(settings)
+    from fraud_platform.console.wiring import Console  # the analyst console, mounted under /console
+    from fraud_platform.ml.shadow import ShadowLog, ShadowScorer, challenger_holder
+
+    console = Console.from_settings(platform, decision_log)
+    challenger = challenger_holder(champion._client_factory, platform.model_name, settings.model_refresh_seconds)
+    challenger.refresh()
+    challenger.start()
+    shadow = ShadowScorer(challenger, ShadowLog(decision_log.backend), settings.review_threshold, settings.block_threshold)
+
+    def decided(decisions: list[dict]) -> None:
+        decision_log.write(decisions)
+        shadow.submit(decisions)  # the challenger scores them too, off the request path, never acted on
+
     engine = DecisionEngine(
         champion, store, settings.review_threshold, settings.block_threshold, settings.reasons,
-        on_decided=decision_log.write, unavailable_errors=(OnlineStoreUnavailable,),
+        on_decided=decided, unavailable_errors=(OnlineStoreUnavailable,),
     )
 
     def shutdown() -> None:
+        console.close()
+        challenger.stop()
+        shadow.close()
         champion.stop()
         decision_log.close()
         store.close()
 
     log.info("decision API: model %s@%s, store %s, decision log %s, %d key(s)", platform.model_name,
              settings.model_alias, store.description, decision_log.kind, len(keys))
-    return create_app(
+    app = create_app(
         keys=keys, limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst), engine=engine,
         decision_log=decision_log, store_ping=store.ping, max_body_bytes=settings.max_body_bytes,
         max_batch=settings.max_batch, metrics=metrics, on_shutdown=shutdown,
     )
+    console.mount(app, keys)
+    return app
 
 
 def serve(host: str | None = None, port: int | None = None, workers: int | None = None) -> None:

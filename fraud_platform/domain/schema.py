@@ -67,7 +67,8 @@ EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # Integer fields land in 32-bit columns (Parquet int32, Postgres integer); wider values are rejected.
 MIN_SINK_INT, MAX_SINK_INT = -(2**31), 2**31 - 1
 
-LABEL_TYPES = ("chargeback", "confirmed_fraud", "confirmed_legit")
+# analyst_*: verdicts from the analyst console (fraud_platform.console.labels); a chargeback overrides them.
+LABEL_TYPES = ("chargeback", "confirmed_fraud", "confirmed_legit", "analyst_confirmed", "analyst_legitimate")
 
 
 def _as_utc(value: datetime, name: str) -> datetime:

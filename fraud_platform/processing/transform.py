@@ -62,9 +62,15 @@ def label_outcomes(transactions: DataFrame, labels: DataFrame, maturity_days: in
     A label counts when ``event_time <= known_at < matured_at``. If any counted label says fraud the
     outcome is the earliest fraud label (so ``label_known_at`` is when fraud first became known),
     otherwise the earliest legit label. Duplicate label deliveries collapse here.
+
+    Analyst verdicts (``analyst_confirmed`` / ``analyst_legitimate``, from the console) are labels
+    like any other, so a chargeback overrides an analyst verdict: chargebacks always say fraud, and
+    fraud beats legit, so "legitimate" followed by a chargeback is fraud from the chargeback's
+    ``known_at`` on; "fraud" confirmed by an analyst stays fraud from the verdict's time (the earlier
+    knowledge is the point of the feedback loop). At equal ``known_at`` a chargeback ranks first.
     """
     window = Window.partitionBy("transaction_id").orderBy(
-        F.col("is_fraud").desc(), F.col("known_at"), *[F.col(c) for c in ARRIVAL_ORDER]
+        F.col("is_fraud").desc(), F.col("known_at"), (F.col("label_type") != "chargeback"), *[F.col(c) for c in ARRIVAL_ORDER]
     )
     keys = transactions.select("transaction_id", "event_time", matured_at_col(F.col("event_date"), maturity_days).alias("_cutoff"))
     counted = keys.join(labels.withColumn("transaction_id", F.trim("transaction_id")), "transaction_id").filter(

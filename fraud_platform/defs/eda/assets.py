@@ -6,7 +6,8 @@ figures are attached to the materialisation. The logic lives in the notebook and
 
 import dagster as dg
 
-from fraud_platform.defs.features.assets import MATRIX_DATASET, read_matrix, read_sandbox
+from fraud_platform.defs.features.assets import read_matrix, read_sandbox
+from fraud_platform.domain.catalogue import TRANSACTION_FEATURES
 from fraud_platform.defs.owners import ML_ENGINEERING
 from fraud_platform.defs.resources import LakeResource
 from fraud_platform.infra.notebooks import figures_markdown, run_notebook
@@ -30,14 +31,14 @@ class EdaConfig(dg.Config):
 )
 def eda_report(context: dg.AssetExecutionContext, config: EdaConfig, lake: LakeResource) -> dg.MaterializeResult:
     store = lake.store()
-    sandbox, days = read_sandbox(store)
+    sandbox, days, _excluded = read_sandbox(store)
     home = platform_home()
     output_dir = home / "reports" / "eda" / context.run.run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     sandbox_path = output_dir / "sandbox.parquet"
     sandbox.to_parquet(sandbox_path, index=False)
     features_path = ""
-    if store.parquet_keys("features", MATRIX_DATASET):
+    if store.parquet_keys(TRANSACTION_FEATURES):
         features_path = str(output_dir / "features.parquet")
         read_matrix(store).to_parquet(features_path, index=False)
     executed = run_notebook("eda", output_dir, {"sandbox_path": str(sandbox_path), "features_path": features_path,

@@ -40,6 +40,11 @@ class ModelTrainingResource(dg.ConfigurableResource):
     promotion_metric: str = "average_precision"
     promotion_margin: float = 0.0
     max_latency_ms_per_1k: float = 1000.0
+    # Live-evidence gate: a version that wins offline becomes the `challenger` and runs in shadow;
+    # `challenger_shadow_report` promotes it once its live metric beats the champion's.
+    require_live_evidence: bool = False
+    live_min_labelled: int = 100
+    live_min_frauds: int = 5
 
     def training_config(self, windows: TrainingWindows | None = None) -> TrainingConfig:
         return TrainingConfig(
@@ -208,6 +213,8 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
         decision = registry.Decision(False, "champion's features are not in the current matrix; compare manually")
     else:
         decision = registry.decide(model_evaluation["metrics"], model_evaluation["champion_metrics"], gates, policy)
+    if decision.promote and current is not None and ml_training.require_live_evidence:
+        decision = registry.Decision(False, f"awaiting live evidence in shadow (offline: {decision.reason})")
 
     snapshot = store.read_json(LATEST_SNAPSHOT_KEY) if store.exists(LATEST_SNAPSHOT_KEY) else {}
     tags = registry.publish_tags(
