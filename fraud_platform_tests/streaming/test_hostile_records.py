@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from fraud_platform.domain.card_data import contains_pan
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
+from fraud_platform.domain.validation import TransactionValidator
 from fraud_platform.infra.dead_letters import parse_dead_letter_headers
 from fraud_platform.infra.kafka import make_producer, read_range
 from fraud_platform.infra.lake import LocalLakeStore
@@ -20,7 +21,7 @@ from fraud_platform.ml.registry import ChampionInfo
 from fraud_platform.settings import KafkaSettings
 from fraud_platform_tests.hostile import hostile_records, pans_in_files, pans_in_topic
 from spark_streaming.champion import ActiveModel
-from spark_streaming.scoring import BatchScorer
+from spark_streaming.scoring import score_batch
 from spark_streaming.sinks import DuckDBAlertStore, KafkaOutputs, PostgresAlertStore, ScoredLake, alerts_of
 from spark_streaming.source import ARROW_SCHEMA
 
@@ -34,22 +35,25 @@ def _records(payloads: list[bytes | None]) -> pa.Table:
     )
 
 
-def _blocking_model() -> ActiveModel:
-    """A real feature snapshot and a model that blocks everything, so every scored row is an alert."""
+def _blocking_model(online_store) -> ActiveModel:
+    """A real online store holding a small history and a model that blocks everything, so every
+    scored row is an alert."""
     as_of = pd.Timestamp(datetime(2026, 1, 1, tzinfo=timezone.utc))
     history = pd.DataFrame({
         "transaction_id": ["h1", "h2"], "customer_key": ["c1", "c2"], "terminal_id": ["t1", "t2"],
         "amount_eur": [10.0, 20.0], "event_time": [as_of - timedelta(hours=2), as_of - timedelta(hours=1)],
     })
-    snapshot = FeatureSnapshot.build(history, as_of=as_of)
+    online_store.materialise(FeatureSnapshot.build(history, as_of=as_of))
     info = ChampionInfo("m", "1", "models:/m/1", None, 0.5, FEATURE_COLUMNS, None, None, "v1")
-    return ActiveModel("m", info, lambda X: np.full(len(X), 0.99), snapshot, "v1", 0.0)
+    return ActiveModel("m", info, lambda X: np.full(len(X), 0.99), 0.0)
 
 
-def test_hostile_corpus_reconciles_in_batch_scoring_and_no_pan_reaches_a_sink(stream_env, pg_dsn, tmp_path, caplog) -> None:
+def test_hostile_corpus_reconciles_in_batch_scoring_and_no_pan_reaches_a_sink(stream_env, pg_dsn, online_store, tmp_path, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     corpus = hostile_records()
-    batch = BatchScorer(block_threshold=0.9).score(0, _records([r.payload for r in corpus]), _blocking_model())
+    model = _blocking_model(online_store)
+    batch = score_batch(0, _records([r.payload for r in corpus]), model, online_store, "hostile/0/0", 0.5, 0.9,
+                        TransactionValidator(accept_zero_amount=True))
     batch.reconcile()
 
     scored = batch.scored["_kafka_offset"].tolist()
