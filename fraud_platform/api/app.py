@@ -23,7 +23,8 @@ from fraud_platform.api.auth import AuthError, KeyRing, RateLimiter
 from fraud_platform.api.engine import Batcher, DecisionEngine, StoreUnavailable, masked, parse
 from fraud_platform.api.metrics import ApiMetrics
 from fraud_platform.domain.schema import TransactionEvent
-from fraud_platform.domain.validation import Rejection, TransactionValidator, looks_like_pan, mask_pans
+from fraud_platform.domain.card_data import looks_like_pan, mask_pans
+from fraud_platform.domain.validation import Rejection, TransactionValidator
 from spark_streaming.champion import NoChampionError
 
 log = logging.getLogger("fraud_platform.api")
@@ -252,7 +253,7 @@ def create_app(*, keys: KeyRing, limiter: RateLimiter, engine: DecisionEngine, d
         with metrics.track("/v1/transactions") as outcome:
             throttle(authorise("read", x_api_key, credentials))
             if looks_like_pan(transaction_id):
-                raise rejected(Rejection("raw_pan", "transaction_id", "<redacted PAN>", "a raw card number is not a transaction id"))
+                raise rejected(Rejection("raw_pan", "transaction_id", mask_pans(transaction_id), "a raw card number is not a transaction id"))
             row = decision_log.get(transaction_id)
             if row is None:
                 raise ApiError(404, "not_found", f"no decision stored for transaction {transaction_id!r}", "transaction_id", transaction_id)

@@ -29,7 +29,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
 
@@ -37,7 +36,8 @@ from fraud_platform.domain.batch_validation import validate_transactions
 from fraud_platform.domain.features import features_of_one
 from fraud_platform.domain.hashing import entity_key
 from fraud_platform.domain.schema import FX_TO_EUR
-from fraud_platform.domain.validation import Rejection, TransactionValidator, looks_like_pan, mask_pans
+from fraud_platform.domain.card_data import mask_pans
+from fraud_platform.domain.validation import Rejection, TransactionValidator
 from spark_streaming.scoring import decide as decide_scores
 
 from fraud_platform.api.champion import ChampionHolder, LoadedChampion
@@ -45,18 +45,6 @@ from fraud_platform.api.champion import ChampionHolder, LoadedChampion
 
 class StoreUnavailable(RuntimeError):
     """The online store cannot serve features: the decision is refused (503), never made on empty state."""
-
-
-def _pan_rejection(payload: Any) -> Rejection | None:
-    """A raw card number anywhere in the payload (any field, string or integer)."""
-    if not isinstance(payload, dict):
-        return None
-    for name, value in payload.items():
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if isinstance(text, str) and looks_like_pan(text):
-            return Rejection("raw_pan", str(name), "<redacted PAN>",
-                             f"field '{name}' holds a raw card number; only card tokens are accepted")
-    return None
 
 
 def masked(rejection: Rejection) -> Rejection:
@@ -67,18 +55,11 @@ def masked(rejection: Rejection) -> Rejection:
 
 def parse(body: bytes, validator: TransactionValidator) -> pa.Table | Rejection:
     """One request body -> one accepted event (``ACCEPTED_SCHEMA`` row) or the rule it broke."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        payload = None  # the validator names the problem (malformed_json)
-    pan = _pan_rejection(payload)
-    if pan is not None:
-        return pan
     return parse_many([body], validator)[0]
 
 
 def parse_many(bodies: list[bytes], validator: TransactionValidator) -> list[pa.Table | Rejection]:
-    """Validate raw events with the ingestion validator, in order (PAN scan done by the caller)."""
+    """Validate raw events with the ingestion validator (which refuses a card number in any field), in order."""
     validated = validate_transactions(bodies, validator)
     out: list[pa.Table | Rejection] = [None] * len(bodies)  # type: ignore[list-item]
     for position, rejection in validated.rejections:

@@ -96,18 +96,6 @@ def _raw_pan(raw: bytes) -> Rejection:
     return Rejection("raw_pan", field, safe_text(text), f"{where} holds a raw card number (PAN); only tokens may enter the platform")
 
 
-_PAN_IN_TEXT = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
-
-
-def mask_pans(text: str) -> str:
-    """``text`` with every embedded card number (13-19 digits, spaces/dashes allowed, Luhn-valid)
-    replaced: what a service may echo or log about a payload it could not even parse."""
-    def masked(match: re.Match) -> str:
-        return "<redacted PAN>" if looks_like_pan(match.group(0)) else match.group(0)
-
-    return _PAN_IN_TEXT.sub(masked, text)
-
-
 def _rejection_from_pydantic(error: ValidationError, raw: bytes) -> Rejection:
     first = error.errors(include_url=False)[0]
     kind = first["type"]

@@ -67,7 +67,7 @@ def test_hostile_corpus_reconciles_in_batch_scoring_and_no_pan_reaches_a_sink(st
     assert (batch.scored["amount"] == 0).sum() >= 2  # account verifications are scored like any transaction
 
     # The real sinks: scored zone, both alert stores, predictions and DLQ topics.
-    ScoredLake(LocalLakeStore(tmp_path / "lake")).write(batch)
+    ScoredLake(LocalLakeStore(tmp_path / "lake")).write(batch, partition=0)
     for store in (DuckDBAlertStore(tmp_path / "alerts.duckdb"), PostgresAlertStore(pg_dsn, "hostile.fraud_alerts")):
         store.ensure_schema()
         assert store.upsert(alerts_of(batch)) == len(scored)
