@@ -18,7 +18,7 @@ from fraud_platform.infra.landing import LandingEngine
 from fraud_platform.infra.landing_specs import labels_spec, transactions_spec
 from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.infra.publish import RateLimitedProducer
-from fraud_platform.domain.schema import RAW_LABELS_SCHEMA, RAW_TRANSACTIONS_SCHEMA
+from fraud_platform.domain.catalogue import RAW_LABELS, RAW_TRANSACTIONS
 from fraud_platform.processing.transform import build_processed, build_sandbox
 from fraud_platform.processing.zones import read_partitions
 from fraud_platform_tests.streaming.conftest import transaction
@@ -64,20 +64,20 @@ def test_verdicts_reach_the_topic_the_lake_the_sandbox_and_online_features(kafka
     assert (landed_labels.valid, landed_labels.dead_lettered) == (2, 0)
     assert LandingEngine(lake, kafka_settings, transactions_spec(topics)).land().valid == 2
     today = datetime.now(timezone.utc).date().isoformat()
-    raw_labels = lake.read_partition("raw", "labels", today).to_pandas().set_index("transaction_id")
+    raw_labels = lake.read_partition(RAW_LABELS, today).to_pandas().set_index("transaction_id")
     assert raw_labels.loc[fraud["transaction_id"], "label_type"] == "analyst_confirmed"
     assert bool(raw_labels.loc[fraud["transaction_id"], "is_fraud"]) is True
     assert raw_labels.loc[legit["transaction_id"], "label_type"] == "analyst_legitimate"
 
     def sandbox() -> pd.DataFrame:
         """The lake's own Spark path: raw partitions -> processed -> sandbox labels."""
-        raw_tx, _ = read_partitions(spark, lake, "raw", "transactions", [yesterday.date()], RAW_TRANSACTIONS_SCHEMA)
-        raw_lb, _ = read_partitions(spark, lake, "raw", "labels", [yesterday.date(), datetime.now(timezone.utc).date()], RAW_LABELS_SCHEMA)
+        raw_tx, _ = read_partitions(spark, lake, RAW_TRANSACTIONS, [yesterday.date()])
+        raw_lb, _ = read_partitions(spark, lake, RAW_LABELS, [yesterday.date(), datetime.now(timezone.utc).date()])
         processed = build_processed(raw_tx, raw_lb, maturity_days=7, processed_at=datetime.now(timezone.utc))
         rows = build_sandbox(processed, raw_lb, 7, {yesterday.date().isoformat(): "train"}).toPandas()
         return rows.set_index("transaction_id")
 
-    labels_table = lake.read_partition("raw", "labels", today)
+    labels_table = lake.read_partition(RAW_LABELS, today)
     before = sandbox()
     assert before.loc[fraud["transaction_id"], ["is_fraud", "label_type"]].tolist() == [1, "analyst_confirmed"]
     assert before.loc[legit["transaction_id"], ["is_fraud", "label_type"]].tolist() == [0, "analyst_legitimate"]
