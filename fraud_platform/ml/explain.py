@@ -106,15 +106,57 @@ def contributions(model: Any, X: pd.DataFrame | np.ndarray, features: list[str] 
         raw = booster.predict(xgboost.DMatrix(values, feature_names=names, nthread=nthread), pred_contribs=True)
         raw = np.asarray(raw, dtype="float64").reshape(len(values), -1)
         return Contributions(features if values.shape[1] == len(features) else list(names or []), raw[:, :-1], raw[:, -1])
+    if _is_lightgbm(estimator):  # TreeSHAP in LightGBM itself, in raw-score (log-odds) units
+        raw = np.asarray(estimator.booster_.predict(values, pred_contrib=True), dtype="float64").reshape(len(values), -1)
+        return Contributions(features, raw[:, :-1], raw[:, -1])
+    if _is_forest(estimator):
+        per_feature, bias = _forest_path_contributions(estimator, values)
+        return Contributions(features, per_feature, bias)
     coef = getattr(estimator, "coef_", None)
     if coef is not None and np.ndim(coef) == 2 and coef.shape[0] == 1:  # binary linear model
         intercept = np.asarray(getattr(estimator, "intercept_", [0.0]), dtype="float64")[0]
         return Contributions(features, values * coef[0], np.full(len(values), intercept))
-    raise TypeError(f"cannot explain a {type(estimator).__name__}: expected an XGBoost or binary linear classifier")
+    raise TypeError(f"cannot explain a {type(estimator).__name__}: expected XGBoost, LightGBM, a random forest "
+                    "or a binary linear classifier")
+
+
+def _is_lightgbm(estimator: Any) -> bool:
+    return type(estimator).__module__.startswith("lightgbm") and hasattr(estimator, "booster_")
+
+
+def _is_forest(estimator: Any) -> bool:
+    return hasattr(estimator, "estimators_") and hasattr(estimator, "predict_proba") and hasattr(estimator.estimators_[0], "tree_")
+
+
+def _forest_path_contributions(forest: Any, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Path decomposition of a forest's fraud probability (Saabas): along each tree's decision path,
+    the change in the node's fraud share is credited to the feature split on. Per row, the bias (the
+    root's share) plus the contributions equal the tree's leaf share, so averaged over the trees
+    they sum exactly to ``predict_proba``. A forest has no margin, so its units are probability."""
+    n_rows, n_features = values.shape
+    total = np.zeros((n_rows, n_features))
+    bias = 0.0
+    positive = list(forest.classes_).index(1)
+    for tree in forest.estimators_:
+        structure = tree.tree_
+        counts = structure.value[:, 0, :]
+        share = counts[:, positive] / np.maximum(counts.sum(axis=1), 1e-300)
+        parent = np.full(structure.node_count, -1)
+        for children in (structure.children_left, structure.children_right):
+            inner = np.flatnonzero(children >= 0)
+            parent[children[inner]] = inner
+        moved = np.flatnonzero(parent >= 0)
+        credit = np.zeros((structure.node_count, n_features))
+        credit[moved, structure.feature[parent[moved]]] = share[moved] - share[parent[moved]]
+        total += np.asarray(tree.decision_path(values.astype(np.float32)) @ credit)
+        bias += share[0]
+    trees = len(forest.estimators_)
+    return total / trees, np.full(n_rows, bias / trees)
 
 
 def margin(model: Any, X: pd.DataFrame) -> np.ndarray:
-    """The model's raw score (log-odds) for ``X``, computed by the model itself (what contributions sum to)."""
+    """The model's raw score for ``X`` (log-odds; a forest's fraud probability), computed by the model
+    itself: what contributions plus bias sum to."""
     estimator, values = classifier_and_input(model, X)
     booster = booster_of(estimator)
     if booster is not None:
@@ -122,6 +164,10 @@ def margin(model: Any, X: pd.DataFrame) -> np.ndarray:
 
         names = booster.feature_names if booster.feature_names and len(booster.feature_names) == values.shape[1] else None
         return np.asarray(booster.predict(xgboost.DMatrix(values, feature_names=names), output_margin=True), dtype="float64")
+    if _is_lightgbm(estimator):
+        return np.asarray(estimator.booster_.predict(values, raw_score=True), dtype="float64")
+    if _is_forest(estimator):
+        return np.asarray(estimator.predict_proba(values)[:, list(estimator.classes_).index(1)], dtype="float64")
     return np.asarray(estimator.decision_function(values), dtype="float64")
 
 

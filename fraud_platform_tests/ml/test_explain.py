@@ -9,7 +9,7 @@ import pytest
 
 from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
 from fraud_platform.ml.explain import contributions, explain, margin, reason_text
-from fraud_platform.ml.training import TrainingConfig, build_pipeline, model_input
+from fraud_platform.ml.training import Candidate, TrainingConfig, build_pipeline, model_input
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +18,33 @@ def matrix(sandbox_frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return model_input(features, FEATURE_COLUMNS), sandbox_frame["is_fraud"].to_numpy(dtype=int)
 
 
-@pytest.mark.parametrize("variant", ["smote", "class_weight"])
-def test_xgboost_pipeline_contributions_add_up_to_its_margin(matrix, variant):
+def _fitted(X, y, family: str, balance: str, params: dict):
+    return build_pipeline(Candidate(family, balance, params), y, TrainingConfig(n_jobs=1, max_bin=256)).fit(X, y)
+
+
+@pytest.mark.parametrize(("family", "balance", "params"), [
+    ("xgboost", "smote", {"n_estimators": 30, "max_depth": 4}),
+    ("xgboost", "class_weight", {"n_estimators": 30, "max_depth": 4}),
+    ("lightgbm", "none", {"n_estimators": 30, "num_leaves": 15}),
+])
+def test_boosted_pipeline_contributions_add_up_to_its_margin(matrix, family, balance, params):
     X, y = matrix
-    model = build_pipeline(variant, {"n_estimators": 30, "max_depth": 4}, y, TrainingConfig(n_jobs=1, max_bin=256)).fit(X, y)
+    model = _fitted(X, y, family, balance, params)
     sample = X.sample(200, random_state=1)
     contrib = contributions(model, sample)
     assert contrib.values.shape == (200, len(FEATURE_COLUMNS))
     np.testing.assert_allclose(contrib.margin, margin(model, sample), rtol=1e-5, atol=1e-5)
     # and the margin is the score the pipeline reports
     np.testing.assert_allclose(1 / (1 + np.exp(-contrib.margin)), model.predict_proba(sample)[:, 1], rtol=1e-5, atol=1e-6)
+    assert np.abs(contrib.values).sum() > 0
+
+
+def test_random_forest_contributions_add_up_to_its_probability(matrix):
+    X, y = matrix
+    model = _fitted(X, y, "random_forest", "class_weight", {"n_estimators": 20, "max_depth": 6})
+    sample = X.sample(200, random_state=2)
+    contrib = contributions(model, sample)
+    np.testing.assert_allclose(contrib.margin, model.predict_proba(sample)[:, 1], rtol=1e-9, atol=1e-9)
     assert np.abs(contrib.values).sum() > 0
 
 
@@ -43,7 +60,7 @@ def test_linear_model_contributions_add_up_to_its_margin(matrix):
 
 def test_top_reasons_are_the_largest_contributions_and_name_their_feature(matrix):
     X, y = matrix
-    model = build_pipeline("none", {"n_estimators": 30, "max_depth": 4}, y, TrainingConfig(n_jobs=1, max_bin=256)).fit(X, y)
+    model = _fitted(X, y, "xgboost", "none", {"n_estimators": 30, "max_depth": 4})
     fraud_rows = X[y == 1].head(20)
     reasons = explain(model, fraud_rows, k=3)
     contrib = contributions(model, fraud_rows)
