@@ -39,14 +39,22 @@ retrain_model = dg.define_asset_job(
 ingest_daily_schedule = dg.build_schedule_from_partitioned_job(
     ingest_daily, hour_of_day=0, minute_of_hour=30, default_status=SCHEDULE_STATUS
 )
-weekly_retrain_schedule = dg.ScheduleDefinition(
+@dg.schedule(
     name="weekly_retrain",
     job=retrain_model,
     cron_schedule="0 3 * * 1",
     execution_timezone="UTC",
     default_status=SCHEDULE_STATUS,
-    description="Retrain every Monday 03:00 UTC even without drift, so the model sees the newest matured labels.",
+    description="Retrain every Monday 03:00 UTC even without drift, so the model sees the newest matured labels "
+    "(skipped when no sandbox partition changed since the last training).",
 )
+def weekly_retrain_schedule(context: dg.ScheduleEvaluationContext):
+    from fraud_platform.defs.retraining import training_data_unchanged
+
+    if (unchanged := training_data_unchanged(context.instance)) is not None:
+        return dg.SkipReason(unchanged)
+    return dg.RunRequest(run_key=None, tags={"fraud_platform/retrain_trigger": "weekly"})
+
 
 # eager() waits until no upstream partition is missing; below daily-partitioned assets that never
 # happens (today's partition is always missing), so unpartitioned followers drop that clause.

@@ -4,7 +4,6 @@ with which values and which transaction_ids."""
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from datetime import date
@@ -12,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fraud_platform.infra.lake import LakeStore
 from fraud_platform.quality.suites import DatasetSuite, PartitionContext, QualityBounds, previous_day

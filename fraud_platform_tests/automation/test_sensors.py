@@ -254,3 +254,18 @@ def test_drift_on_unchanged_training_data_requests_no_retrain(instance, lake_roo
     _materialize(instance, feature_drift_report, lake_root)
     [request] = _evaluate_asset_sensor(retrain_on_feature_drift, instance).run_requests
     assert request.tags[DRIFTING_TAG] == "amount_eur"
+
+
+def test_weekly_retrain_skips_when_training_data_is_unchanged(instance) -> None:
+    from fraud_platform.defs.jobs import weekly_retrain_schedule
+
+    def tick():
+        return weekly_retrain_schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+
+    assert tick().run_requests  # never trained: retrain
+    _land(instance, "sandbox_transactions", "2026-01-01")
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="fraud_model"))
+    skipped = tick()
+    assert not skipped.run_requests and "unchanged" in skipped.skip_message
+    _land(instance, "sandbox_transactions", "2026-01-02")
+    assert tick().run_requests

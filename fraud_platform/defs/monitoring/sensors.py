@@ -8,24 +8,10 @@ import dagster as dg
 from fraud_platform.defs.jobs import SENSOR_STATUS
 
 from fraud_platform.defs.resources import MonitoringResource
-from fraud_platform.domain.catalogue import SANDBOX_TRANSACTIONS
+from fraud_platform.defs.retraining import training_data_unchanged
 
 TRIGGER_TAG = "fraud_platform/retrain_trigger"
 DRIFTING_TAG = "fraud_platform/drifting_features"
-
-
-def _newest_storage_id(instance: dg.DagsterInstance, asset: str) -> int:
-    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
-    return records[0].storage_id if records else 0
-
-
-def training_data_unchanged(instance: dg.DagsterInstance) -> str | None:
-    """Why retraining would be pointless: no sandbox partition was (re)built since the last model
-    was trained, so a retrain would fit the same rows again. None when there is something new."""
-    trained = _newest_storage_id(instance, "fraud_model")
-    if trained and _newest_storage_id(instance, SANDBOX_TRANSACTIONS.asset_key) < trained:
-        return "training data unchanged since fraud_model was last trained"
-    return None
 
 
 def _metadata_value(event: dg.EventLogEntry, name: str):
