@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 # C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls: no identifier or
 # code legitimately holds them, and several sinks either refuse or silently mangle them.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-CONTROL_CHARACTERS_RE2 = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
 
 E = TypeVar("E", bound=BaseModel)
 
