@@ -33,8 +33,7 @@ from fraud_platform.domain.schema import (
     TRANSACTION_FIELDS,
     TransactionEvent,
 )
-from fraud_platform.domain.card_data import PAN_CANDIDATE_RE2
-from fraud_platform.domain.validation import CONTROL_CHARACTERS_RE2, Rejection, TransactionValidator
+from fraud_platform.domain.validation import Rejection, TransactionValidator
 
 _TS = pa.timestamp("us", tz="UTC")
 # The accepted events, one column per TransactionEvent field (amounts as float, as everywhere downstream).
@@ -47,7 +46,11 @@ ACCEPTED_SCHEMA = pa.schema(
 _PARSE_SCHEMA = pa.schema([f.with_type(pa.string()) if f.name == "event_time" else f for f in ACCEPTED_SCHEMA])
 _PARSE_OPTIONS = pj.ParseOptions(explicit_schema=_PARSE_SCHEMA, unexpected_field_behavior="error")
 _CANONICAL_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
-_STRING_FIELDS = tuple(f.name for f in ACCEPTED_SCHEMA if f.type == pa.string())
+# Codes (currency, channel, ...) are checked against known sets; only these can carry arbitrary text.
+_FREE_TEXT_FIELDS = ("transaction_id", "customer_id", "card_token", "terminal_id")
+# A stretch of 13+ digits/separators not glued to a letter or digit: a superset of where a PAN can
+# be (see domain.card_data), which hex tokens and ids practically never match.
+_DIGIT_STRETCH = r"(^|[^0-9A-Za-z])[0-9][0-9 -]{11,}[0-9]($|[^0-9A-Za-z])"
 _CURRENCY_CODES = pa.array(sorted(CURRENCIES))
 _FX_BY_CODE = pa.array([FX_TO_EUR[c] for c in sorted(CURRENCIES)], pa.float64())
 _CHANNELS, _COUNTRIES, _MCCS = pa.array(list(CHANNELS)), pa.array(sorted(COUNTRIES)), pa.array(sorted(MERCHANT_CATEGORIES))
@@ -153,13 +156,12 @@ def _checked(table: pa.Table, future_limit, accept_zero_amount: bool = True) -> 
     """(True where the record is complete and passes every rule of ``TransactionValidator``,
     the table in ``ACCEPTED_SCHEMA`` with the times of the other rows nulled)."""
     ok = pc.match_substring_regex(table["event_time"], _CANONICAL_TIME)
-    for name in _STRING_FIELDS:
-        # Anything that might hold a card number or a control character is decided per record.
-        suspicious = pc.or_(
-            pc.match_substring_regex(table[name], PAN_CANDIDATE_RE2),
-            pc.match_substring_regex(table[name], CONTROL_CHARACTERS_RE2),
-        )
-        ok = pc.and_(ok, pc.invert(suspicious))
+    for name in _FREE_TEXT_FIELDS:
+        # What might hold a card number or a control character is decided per record: non-ASCII
+        # text (other scripts' digits), anything not printable, any stretch of 13+ digits/separators.
+        column = table[name]
+        plain = pc.and_(pc.string_is_ascii(column), pc.utf8_is_printable(column))
+        ok = pc.and_(ok, pc.and_(plain, pc.invert(pc.match_substring_regex(column, _DIGIT_STRETCH))))
     for name in TRANSACTION_FIELDS:
         ok = pc.and_(ok, pc.is_valid(table[name]))  # missing (or null): defaults and errors are pydantic's call
     for name, (low, high) in _STRING_BOUNDS.items():

@@ -27,9 +27,6 @@ _GROUP = re.compile(r"\d+")
 _CANDIDATE = re.compile(r"\d[\d -]{11,}\d")
 _CANDIDATE_BYTES = re.compile(rb"[0-9][0-9 -]{11,}[0-9]")
 MIN_PAN_DIGITS, MAX_PAN_DIGITS = 13, 19
-# RE2 (pyarrow) pattern without look-around matching wherever a PAN might be (a superset), used by the columnar
-# validator to send possibly-affected records to the exact per-record check.
-PAN_CANDIDATE_RE2 = r"(^|[^\p{L}\p{Nd}])\p{Nd}([ -]?\p{Nd}){12,18}($|[^\p{L}\p{Nd}])"
 
 
 def luhn_ok(digits: str) -> bool:

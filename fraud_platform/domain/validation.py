@@ -1,6 +1,14 @@
 """Validation rules for incoming events. A rejected record is described by a :class:`Rejection`
 naming the rule, the field and the offending value, so a dead letter explains itself.
 
+The validator is total: for any bytes ``parse`` returns an event or a rejection, never raises, and
+it refuses what a sink could not store, so nothing downstream can fail on an accepted record:
+``raw_pan`` (a card number anywhere, checked first; see ``domain.card_data``), ``control_character``
+(NUL etc.), ``non_finite_amount``, ``integer_out_of_range`` (int32 columns) and
+``timestamp_out_of_range`` (also dates that overflow in UTC). Values in rejections are PAN-masked and
+control-escaped (:func:`safe_text`). ``fraud_platform_tests/data/hostile_transactions.jsonl`` lists
+the hostile kinds with their verdicts.
+
 The validator is stateless; duplicate detection needs memory of earlier ids and lives in
 :class:`DuplicateTracker`, which the landing engine and the streaming scorer each own.
 """
@@ -42,7 +50,6 @@ log = logging.getLogger(__name__)
 # C0 controls (NUL included: Postgres text cannot hold it), DEL and C1 controls: no identifier or
 # code legitimately holds them, and several sinks either refuse or silently mangle them.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-CONTROL_CHARACTERS_RE2 = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
 
 E = TypeVar("E", bound=BaseModel)
 

@@ -162,7 +162,8 @@ def _modes(root: Path) -> dict[str, int]:
 
 def test_cli_files_are_private_and_a_key_is_required_outside_local(kafka_settings, broker: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    _produce(kafka_settings, kafka_settings.topics.transactions, [(b"k", _with()), (b"k", b"not json")])
+    with_pans = [r.payload for r in hostile_records() if r.expect == "raw_pan"]
+    _produce(kafka_settings, kafka_settings.topics.transactions, [(b"k", _with()), (b"k", b"not json"), *((b"k", v) for v in with_pans)])
     env = dict(os.environ, FRAUD_PLATFORM_HOME=str(home), FRAUD_KAFKA_BOOTSTRAP_SERVERS=broker)
     env.pop("FRAUD_LAKE_ROOT", None)
     cmd = [sys.executable, "-m", "fraud_platform.cli", "land", "--dataset", "all"]
@@ -178,3 +179,4 @@ def test_cli_files_are_private_and_a_key_is_required_outside_local(kafka_setting
     assert "secrets/tokenisation.key" in modes and any(k.endswith(".parquet") for k in modes)
     loose = {path: oct(mode) for path, mode in modes.items() if mode & 0o077}
     assert not loose, loose
+    assert pans_in_files(home) == [] and not contains_pan(local.stdout + local.stderr)  # every file under the home, the logs
