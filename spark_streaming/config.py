@@ -42,6 +42,7 @@ ENV_VARS: dict[str, str] = {
     "spark_master": "FRAUD_SPARK_MASTER",
     "eof_timeout_seconds": "FRAUD_STREAM_EOF_TIMEOUT_SECONDS",
     "dedup_lookback_days": "FRAUD_STREAM_DEDUP_LOOKBACK_DAYS",
+    "broker_outage_seconds": "FRAUD_STREAM_BROKER_OUTAGE_SECONDS",
 }
 
 
@@ -72,6 +73,8 @@ class StreamConfig(BaseModel):
     dedup_lookback_days: int = Field(3, ge=0)
     available_now: bool = False
     max_batches: int | None = Field(None, gt=0)
+    # How long the scorer keeps restarting its query while the broker does not answer, then exits 1.
+    broker_outage_seconds: float = Field(300.0, ge=0)
 
     @model_validator(mode="after")
     def _thresholds(self) -> "StreamConfig":

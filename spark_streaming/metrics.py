@@ -78,6 +78,9 @@ class StreamMetrics:
         )
         self.late_events = Counter("fraud_stream_late_events", "Events older than the feature snapshot (scored as of the snapshot)", registry=r)
         self.consumer_lag = Gauge("fraud_stream_consumer_lag_records", "Records between the last processed offset and the topic end", registry=r)
+        self.broker_outages = Counter(
+            "fraud_stream_broker_outage_restarts", "Query restarts from the checkpoint after the broker did not answer", registry=r
+        )
         self.input_rows_per_second = Gauge("fraud_stream_input_rows_per_second", "Spark's reported input rate of the last micro-batch", registry=r)
 
     def serve(self, port: int) -> None:
