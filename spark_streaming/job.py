@@ -326,11 +326,10 @@ class BrokerOutage:
         self.delay = 1.0
 
     def describe(self, error: BaseException) -> str:
-        """The line that names a broker problem (deep in Spark's wrapped traceback), else the first."""
-        for line in str(error).splitlines():
-            if any(marker in line for marker in self.MARKERS):
-                return line.strip()[:300]
-        return one_line(error)
+        """The error line that names a broker problem (deep in Spark's wrapped traceback), else the first."""
+        lines = [line.strip() for line in str(error).splitlines()]
+        found = [line for line in lines if any(m in line for m in self.MARKERS) and not line.startswith(("raise ", "File "))]
+        return found[-1][:300] if found else one_line(error)
 
     def retry(self, error: BaseException, stop_requested) -> bool:
         """Sleep the backoff and return True if the query should restart."""
