@@ -226,3 +226,41 @@ def test_stop_and_start_never_leave_processes_behind(tmp_path: Path) -> None:
     assert broker.stop() is False  # the broker was not running ...
     assert _leftovers(tmp_path, addresses) == []  # ... and its storage server is gone too
     assert not broker.state_file.exists()
+
+
+def test_topics_are_created_with_the_configured_min_insync_replicas(broker: str) -> None:
+    """ensure_topics passes replication factor and min.insync.replicas from settings (the embedded
+    broker keeps topic configs; a real cluster also enforces them)."""
+    import uuid
+
+    from confluent_kafka.admin import ConfigResource
+
+    from fraud_platform.infra.kafka import make_admin
+    from fraud_platform.settings import TopicNames
+
+    settings = KafkaSettings(bootstrap_servers=broker, topics=TopicNames(replication_factor=2, min_insync_replicas=2))
+    topic = f"isr-{uuid.uuid4().hex[:8]}"
+    ensure_topics(settings, [topic], partitions=1)
+    admin = make_admin(settings)
+    (future,) = admin.describe_configs([ConfigResource("topic", topic)]).values()
+    assert future.result(10)["min.insync.replicas"].value == "2"
+
+
+def test_min_insync_replicas_above_replication_factor_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraud_platform.settings import TopicNames
+
+    assert (TopicNames().replication_factor, TopicNames().min_insync_replicas) == (1, 1)  # embedded default
+    monkeypatch.setenv("FRAUD_TOPIC_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("FRAUD_TOPIC_MIN_INSYNC_REPLICAS", "2")
+    assert (TopicNames.from_env().replication_factor, TopicNames.from_env().min_insync_replicas) == (3, 2)
+    monkeypatch.setenv("FRAUD_TOPIC_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(ValueError, match="FRAUD_TOPIC_MIN_INSYNC_REPLICAS"):
+        TopicNames.from_env()
+
+
+def test_producers_cannot_weaken_acks_or_idempotence() -> None:
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    for weakened in ({"acks": "1"}, {"acks": 0}, {"enable.idempotence": False}):
+        with pytest.raises(ValueError, match="would weaken durability"):
+            make_producer(settings, **weakened)
+    make_producer(settings, **{"acks": "all", "linger.ms": 5})  # tuning is fine
