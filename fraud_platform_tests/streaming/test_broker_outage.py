@@ -47,15 +47,25 @@ def _wait_for_batches(scorer: subprocess.Popen, lake: str, tmp_path, batches: in
         time.sleep(0.1)
 
 
-def test_scorer_rides_out_a_broker_outage_and_scores_everything(stream_env, registry_env, own_broker, tmp_path):
-    broker, state = own_broker
+def _kill_broker_mid_stream(state, stream_env, tmp_path, outage_seconds: int, batches: int):
+    """Produce 800 transactions, start the scorer, kill -9 the broker after ``batches`` batches."""
     valid = [transaction(i) for i in range(800)]
     produce_transactions(valid)
     lake = stream_env["FRAUD_LAKE_ROOT"]
-    scorer = _start_scorer(tmp_path, outage_seconds=180)
+    scorer = _start_scorer(tmp_path, outage_seconds)
     try:
-        _wait_for_batches(scorer, lake, tmp_path, 2, time.monotonic() + 240)
+        _wait_for_batches(scorer, lake, tmp_path, batches, time.monotonic() + 240)
         os.killpg(state.process_group, signal.SIGKILL)  # the broker host dies mid-stream
+    except BaseException:
+        os.killpg(scorer.pid, signal.SIGKILL)  # the driver and its JVM
+        raise
+    return valid, lake, scorer
+
+
+def test_scorer_rides_out_a_broker_outage_and_scores_everything(stream_env, registry_env, own_broker, tmp_path):
+    broker, state = own_broker
+    valid, lake, scorer = _kill_broker_mid_stream(state, stream_env, tmp_path, outage_seconds=180, batches=2)
+    try:
         time.sleep(8)  # longer than the source's 3 s timeout: the query fails and is restarted
         assert scorer.poll() is None, (tmp_path / "scorer.log").read_text()[-3000:]
         broker.start(port=int(state.address.rsplit(":", 1)[1]), durable=True)
@@ -75,18 +85,13 @@ def test_scorer_rides_out_a_broker_outage_and_scores_everything(stream_env, regi
 
 
 def test_scorer_fails_loudly_when_the_broker_stays_down(stream_env, registry_env, own_broker, tmp_path):
-    broker, state = own_broker
-    valid = [transaction(i) for i in range(800)]
-    produce_transactions(valid)
-    lake = stream_env["FRAUD_LAKE_ROOT"]
-    scorer = _start_scorer(tmp_path, outage_seconds=5)
+    _, state = own_broker
+    valid, lake, scorer = _kill_broker_mid_stream(state, stream_env, tmp_path, outage_seconds=5, batches=1)
     try:
-        _wait_for_batches(scorer, lake, tmp_path, 1, time.monotonic() + 240)
-        os.killpg(state.process_group, signal.SIGKILL)
         code = scorer.wait(240)
     finally:
         if scorer.poll() is None:
-            scorer.kill()
+            os.killpg(scorer.pid, signal.SIGKILL)
     log = (tmp_path / "scorer.log").read_text()
     scored = len(lake_rows(lake))
     assert scored < len(valid)  # data is left unscored ...
