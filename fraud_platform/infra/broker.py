@@ -121,8 +121,10 @@ class EmbeddedBroker:
         if not self.state_file.exists():
             return None
         try:
-            return BrokerState(**json.loads(self.state_file.read_text()))
-        except (ValueError, TypeError):
+            raw = json.loads(self.state_file.read_text())
+            raw.pop("rclone_pid", None)  # written by versions that served storage with rclone
+            return BrokerState(**raw)
+        except (ValueError, TypeError, AttributeError):
             return None
 
     def running_address(self) -> str | None:
