@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="start, stop or inspect the embedded Kafka-protocol broker (tansu)")
     broker.add_argument("action", choices=["start", "stop", "status"])
     broker.add_argument("--port", type=int, help="listen port on 127.0.0.1 (default: a free port)")
-    broker.add_argument("--durable", action="store_true", help="persist messages to $FRAUD_PLATFORM_HOME/broker/data (tansu S3 engine via rclone)")
+    broker.add_argument("--durable", action="store_true", help="persist messages to $FRAUD_PLATFORM_HOME/broker/data (fsync'd; acknowledged messages survive kill -9). Default: in memory, lost on restart")
     broker.add_argument("--storage", help="explicit tansu storage URL, e.g. postgres://… (default memory://tansu/)")
     broker.add_argument("--no-topics", dest="topics", action="store_false", help="do not create the platform's topics on start")
     broker.set_defaults(func=cmd_broker)

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -35,6 +35,10 @@ class TopicNames(BaseModel):
     labels_dlq: str = "labels.dlq"
     predictions: str = "fraud_predictions"
     partitions: int = Field(3, ge=1, description="Partition count used when the platform creates topics")
+    # Embedded broker: one node, so 1/1. A real cluster (compose: three brokers) uses 3/2, so an
+    # acks=all write survives the loss of any one broker.
+    replication_factor: int = Field(1, ge=1, description="Replicas per partition when the platform creates topics")
+    min_insync_replicas: int = Field(1, ge=1, description="min.insync.replicas of created topics (acks=all waits for this many)")
 
     @classmethod
     def from_env(cls) -> "TopicNames":
@@ -45,7 +49,18 @@ class TopicNames(BaseModel):
             labels_dlq=_env("FRAUD_TOPIC_LABELS_DLQ", "labels.dlq"),
             predictions=_env("FRAUD_TOPIC_PREDICTIONS", "fraud_predictions"),
             partitions=int(_env("FRAUD_TOPIC_PARTITIONS", "3")),
+            replication_factor=int(_env("FRAUD_TOPIC_REPLICATION_FACTOR", "1")),
+            min_insync_replicas=int(_env("FRAUD_TOPIC_MIN_INSYNC_REPLICAS", "1")),
         )
+
+    @model_validator(mode="after")
+    def _isr_fits_replicas(self) -> "TopicNames":
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas={self.min_insync_replicas} (FRAUD_TOPIC_MIN_INSYNC_REPLICAS) must be <= "
+                f"replication_factor={self.replication_factor} (FRAUD_TOPIC_REPLICATION_FACTOR): acks=all writes would always fail"
+            )
+        return self
 
     def dlq_for(self, topic: str) -> str:
         return {self.transactions: self.transactions_dlq, self.labels: self.labels_dlq}.get(topic, f"{topic}.dlq")

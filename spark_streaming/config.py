@@ -43,6 +43,7 @@ ENV_VARS: dict[str, str] = {
     "eof_timeout_seconds": "FRAUD_STREAM_EOF_TIMEOUT_SECONDS",
     "replica_index": "FRAUD_STREAM_REPLICA_INDEX",
     "replica_count": "FRAUD_STREAM_REPLICA_COUNT",
+    "broker_outage_seconds": "FRAUD_STREAM_BROKER_OUTAGE_SECONDS",
 }
 
 
@@ -75,6 +76,8 @@ class StreamConfig(BaseModel):
     replica_count: int = Field(1, ge=1)
     available_now: bool = False
     max_batches: int | None = Field(None, gt=0)
+    # How long the scorer keeps restarting its query while the broker does not answer, then exits 1.
+    broker_outage_seconds: float = Field(300.0, ge=0)
 
     @model_validator(mode="after")
     def _thresholds(self) -> "StreamConfig":

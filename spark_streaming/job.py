@@ -333,6 +333,52 @@ def start_query(spark, config: StreamConfig, handler: BatchHandler):
     return writer.start()
 
 
+class BrokerOutage:
+    """Restart policy for a query that failed because the broker did not answer.
+
+    The query restarts from its checkpoint, so the failed micro-batch's offset ranges replay and
+    nothing is skipped. Backoff doubles from 1 s to 30 s; after ``budget_seconds`` without a
+    committed batch the scorer gives up and exits non-zero. Any other failure is not retried.
+    """
+
+    MARKERS = ("BrokerUnavailable", "not delivered within", "_ALL_BROKERS_DOWN", "_TRANSPORT")
+
+    def __init__(self, budget_seconds: float, metrics: StreamMetrics) -> None:
+        self.budget_seconds, self.metrics = budget_seconds, metrics
+        self.reset()
+
+    def reset(self) -> None:
+        self.since: float | None = None
+        self.delay = 1.0
+
+    def describe(self, error: BaseException) -> str:
+        """The error line that names a broker problem (deep in Spark's wrapped traceback), else the first."""
+        lines = [line.strip() for line in str(error).splitlines()]
+        found = [line for line in lines if any(m in line for m in self.MARKERS) and not line.startswith(("raise ", "File "))]
+        return found[-1][:300] if found else one_line(error)
+
+    def retry(self, error: BaseException, stop_requested) -> bool:
+        """Sleep the backoff and return True if the query should restart."""
+        if not any(marker in str(error) for marker in self.MARKERS):
+            return False
+        message = self.describe(error)
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > self.budget_seconds:
+            log.error("broker unavailable for %.0fs (budget FRAUD_STREAM_BROKER_OUTAGE_SECONDS=%.0f); giving up", now - self.since, self.budget_seconds)
+            return False
+        self.metrics.broker_outages.inc()
+        log.warning(
+            "broker unavailable (%s); restarting the query from its checkpoint in %.0fs (down %.0fs of %.0fs allowed)",
+            message[:300], self.delay, now - self.since, self.budget_seconds,
+        )
+        deadline = now + self.delay
+        while time.monotonic() < deadline and not stop_requested():
+            time.sleep(0.2)
+        self.delay = min(self.delay * 2, 30.0)
+        return True
+
+
 def run(config: StreamConfig, spark=None, parts: Components | None = None, stop: threading.Event | None = None) -> BatchHandler:
     """Run until the query ends (available-now), ``max_batches`` are done, SIGTERM/SIGINT or ``stop``."""
     from pyspark.errors import StreamingQueryException
@@ -351,31 +397,43 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
     listener = lag_listener(parts.metrics)
     spark.streams.addListener(listener)
     parts.watcher.start()
-    query = start_query(spark, config, handler)
     stopping = []
 
     def request_stop(signum, _frame) -> None:
         log.info("signal %d: stopping after the current micro-batch", signum)
         stopping.append(signum)
 
+    def stop_requested() -> bool:
+        return bool(stopping) or (stop is not None and stop.is_set()) or bool(config.max_batches and handler.batches >= config.max_batches)
+
     previous = {}
     if own_spark:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, request_stop)
     try:
-        while query.isActive:
-            try:
-                query.awaitTermination(0.2)
-            except StreamingQueryException:
-                break  # reported below from query.exception()
-            if stopping or (stop is not None and stop.is_set()) or (config.max_batches and handler.batches >= config.max_batches):
-                query.stop()
-        error = query.exception()
-        if error is not None:
-            outage = _STORE_OUTAGE.search(str(error))
-            if outage:  # its own exit code: the batch is not committed, a restart replays it
-                raise StartupError(f"online feature store unavailable mid-stream, batch not committed: {outage.group(1)}", EXIT_STORE)
-            raise RuntimeError(f"streaming query failed: {one_line(error)}")
+        outage = BrokerOutage(config.broker_outage_seconds, parts.metrics)
+        while True:
+            query = start_query(spark, config, handler)
+            batches_at_start = handler.batches
+            while query.isActive:
+                try:
+                    query.awaitTermination(0.2)
+                except StreamingQueryException:
+                    break  # handled below from query.exception(), whatever the failure
+                if stop_requested():
+                    query.stop()
+            error = query.exception()
+            if error is None:
+                break
+            store_down = _STORE_OUTAGE.search(str(error))
+            if store_down:  # its own exit code: the batch is not committed, a restart replays it
+                raise StartupError(f"online feature store unavailable mid-stream, batch not committed: {store_down.group(1)}", EXIT_STORE)
+            if handler.batches > batches_at_start:
+                outage.reset()  # progress since the last restart: a new outage gets a full budget
+            if not outage.retry(error, stop_requested):
+                raise RuntimeError(f"streaming query failed: {outage.describe(error)}")
+            if stop_requested():
+                break
     finally:
         parts.close()
         spark.streams.removeListener(listener)

@@ -83,6 +83,9 @@ class StreamMetrics:
             "fraud_stream_model_refresh_failures", "Failed champion checks/loads (last good model kept), by stage", ["stage"], registry=r
         )
         self.consumer_lag = Gauge("fraud_stream_consumer_lag_records", "Records between the last processed offset and the topic end", registry=r)
+        self.broker_outages = Counter(
+            "fraud_stream_broker_outage_restarts", "Query restarts from the checkpoint after the broker did not answer", registry=r
+        )
         self.input_rows_per_second = Gauge("fraud_stream_input_rows_per_second", "Spark's reported input rate of the last micro-batch", registry=r)
 
     def serve(self, port: int) -> None:

@@ -42,6 +42,17 @@ class KafkaSourceError(RuntimeError):
     """The source cannot honour an offset range (e.g. data deleted by retention)."""
 
 
+class BrokerUnavailable(KafkaSourceError):
+    """The broker did not answer in time. The driver restarts the query from its checkpoint (the
+    same offset ranges replay) with backoff, instead of planning around partitions it cannot see."""
+
+
+def _outage_codes() -> set[int]:
+    from confluent_kafka import KafkaError
+
+    return {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE, KafkaError._TIMED_OUT}
+
+
 def kafka_options(client_config: Mapping[str, object]) -> dict[str, str]:
     """librdkafka client config as ``kafka.*`` source options (the native connector's convention)."""
     return {f"{_KAFKA_PREFIX}{k}": str(v) for k, v in client_config.items()}
@@ -114,8 +125,13 @@ class EndOffsetProbe:
 
     def partitions(self) -> list[int]:
         """This replica's partitions of the topic (all of them for a single scorer)."""
+        from confluent_kafka import KafkaException
+
         consumer = self._get()
-        metadata = consumer.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
+        except KafkaException as error:
+            raise BrokerUnavailable(f"no metadata for {self.topic!r} from {self.options.get('kafka.bootstrap.servers')}: {error}") from None
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise KafkaSourceError(f"topic {self.topic!r} does not exist (bootstrap {self.options.get('kafka.bootstrap.servers')})")
         return owned_partitions(sorted(metadata.partitions), *self.replica)
@@ -149,12 +165,18 @@ class EndOffsetProbe:
                     ends[partition] = max(ends[partition], msg.offset())
                     pending.discard(partition)
                 elif error.code() == KafkaError.OFFSET_OUT_OF_RANGE:
-                    raise KafkaSourceError(f"{self.topic}[{partition}] offset {positions[partition]} is out of range (retention?)")
+                    raise KafkaSourceError(
+                        f"{self.topic}[{partition}] offset {positions[partition]} is out of range "
+                        "(deleted by retention, or the broker lost data / the topic was recreated)"
+                    )
+                elif error.code() in _outage_codes():
+                    continue  # librdkafka reconnects; no answer before the deadline is reported below
                 elif not error.retriable():
                     raise KafkaSourceError(f"{self.topic}[{partition}]: {error.str()}")
-        for partition in pending:  # no EOF in time: fall back to the fetch high watermark (a lower bound)
-            high = consumer.get_watermark_offsets(TopicPartition(self.topic, int(partition)), cached=True)[1]
-            ends[partition] = max(ends[partition], high)
+        if pending:
+            # No answer is not "no data": planning a short end would let an available-now run exit
+            # 0 with records unread. The driver retries from the checkpoint instead.
+            raise BrokerUnavailable(f"{self.topic} partitions {sorted(pending, key=int)} gave neither data nor end-of-partition within {self.timeout:.0f}s")
         consumer.unassign()  # stop prefetching data the executors will read anyway
         self.known = dict(ends)
         return ends
@@ -227,8 +249,8 @@ def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> 
             for msg in consumer.consume(min(_CHUNK, part.end - position), timeout=0.5):
                 error = msg.error()
                 if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF or error.retriable():
-                        continue
+                    if error.code() == KafkaError._PARTITION_EOF or error.retriable() or error.code() in _outage_codes():
+                        continue  # an outage surfaces as "stuck" below, once it outlasts the timeout
                     raise KafkaSourceError(f"{part.topic}[{part.partition}] at offset {position}: {error.str()}")
                 if position <= msg.offset() < part.end:
                     wanted.append(msg)
@@ -237,7 +259,7 @@ def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> 
                 last_progress = time.monotonic()
                 yield messages_to_batch(wanted)
             elif time.monotonic() - last_progress > timeout:
-                raise KafkaSourceError(
+                raise BrokerUnavailable(
                     f"{part.topic}[{part.partition}]: stuck at offset {position}, expected data up to {part.end} "
                     f"(no progress for {timeout:.0f}s)"
                 )

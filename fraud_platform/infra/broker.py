@@ -104,7 +104,9 @@ def read_state(path: Path, kind: type):
     if not path.exists():
         return None
     try:
-        return kind(**json.loads(path.read_text()))
+        raw = json.loads(path.read_text())
+        raw.pop("rclone_pid", None)  # written by versions that served broker storage with rclone
+        return kind(**raw)
     except (ValueError, TypeError):
         return None
 
@@ -174,6 +176,9 @@ class EmbeddedBroker(EmbeddedProcess):
         group: int | None = None
         try:
             if durable:
+                for line in release_unwritten_offsets(self.data_dir):
+                    with open(self.log_file, "a") as log:
+                        log.write(f"fraud-platform: released offsets reserved but never written before a crash: {line}\n")
                 group = self._start_store(env)
             storage = storage or (DURABLE_STORAGE if durable else MEMORY_STORAGE)
             with open(self.log_file, "ab") as log:
@@ -280,6 +285,35 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def release_unwritten_offsets(data_dir: Path) -> list[str]:
+    """Lower each partition's high watermark to the end of its last stored batch.
+
+    tansu reserves offsets (advances ``watermark.json``) before it writes the batch; a kill -9 in
+    between leaves a reserved, never-acknowledged range at the tail. Consumers then wait for data
+    that never comes and never see end-of-partition (landing would time out). Run only while tansu
+    is down. Returns the partitions that were trimmed, for the log.
+    """
+    import struct
+
+    from fraud_platform.infra.local_s3 import ObjectFolder
+
+    bucket = data_dir / "tansu"
+    trimmed = []
+    for mark in bucket.glob("clusters/*/topics/*/partitions/*/watermark.json"):
+        batches = sorted((mark.parent / "records").glob("*.batch"))
+        if not batches:
+            continue
+        with open(batches[-1], "rb") as handle:
+            header = handle.read(27)  # Kafka RecordBatch v2 header; lastOffsetDelta at byte 23
+        end = int(batches[-1].stem) + struct.unpack(">i", header[23:27])[0] + 1
+        watermark = json.loads(mark.read_text())
+        if (watermark.get("high") or 0) > end:
+            trimmed.append(f"{mark.parent.relative_to(bucket)}: {watermark['high']} -> {end}")
+            watermark["high"] = end
+            ObjectFolder(data_dir).put("tansu", mark.relative_to(bucket).as_posix(), json.dumps(watermark).encode(), None, None)
+    return trimmed
 
 
 def group_members(group: int) -> list[int]:

@@ -17,8 +17,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fraud_platform.settings import KafkaSettings
 
 
+# Every write the platform makes is acknowledged by all in-sync replicas and deduplicated on retry;
+# callers may tune batching, never weaken these.
+DURABLE_PRODUCER = {"acks": "all", "enable.idempotence": True}
+
+
 def make_producer(settings: KafkaSettings, **overrides: object) -> Producer:
     """A throughput-oriented, idempotent producer (acks=all, lz4, batching)."""
+    weakened = {k: v for k, v in overrides.items() if k in DURABLE_PRODUCER and str(v).lower() not in {str(DURABLE_PRODUCER[k]).lower(), "-1"}}
+    if weakened:
+        raise ValueError(f"producer settings {weakened} would weaken durability; the platform always uses {DURABLE_PRODUCER}")
     config = {
         "acks": "all",
         "enable.idempotence": True,
@@ -51,12 +59,17 @@ def make_admin(settings: KafkaSettings) -> AdminClient:
 
 
 def ensure_topics(settings: KafkaSettings, names: Iterable[str] | None = None, partitions: int | None = None, timeout: float = 15.0) -> dict[str, int]:
-    """Create the platform's topics if missing; returns {topic: partition count}."""
+    """Create the platform's topics if missing, with the configured replication factor and
+    min.insync.replicas; returns {topic: partition count}."""
     topics = settings.topics
     wanted = list(names or (topics.transactions, topics.transactions_dlq, topics.labels, topics.labels_dlq, topics.predictions))
     admin = make_admin(settings)
     existing = admin.list_topics(timeout=timeout).topics
-    missing = [NewTopic(t, partitions or topics.partitions, 1) for t in wanted if t not in existing]
+    missing = [
+        NewTopic(t, partitions or topics.partitions, topics.replication_factor, config={"min.insync.replicas": str(topics.min_insync_replicas)})
+        for t in wanted
+        if t not in existing
+    ]
     if missing:
         for topic, future in admin.create_topics(missing, operation_timeout=timeout).items():
             try:

@@ -186,7 +186,8 @@ def test_compose_environment_builds_the_intended_platform_settings(services, mon
     assert settings.lake.backend == "s3"
     assert settings.lake.bucket == parse_env_file()["FRAUD_LAKE_S3_BUCKET"]
     assert settings.lake.s3_endpoint_url == "http://minio:9000"
-    assert settings.kafka.resolved_bootstrap() == "kafka:9092"
+    assert settings.kafka.resolved_bootstrap() == KAFKA_BOOTSTRAP
+    assert (settings.kafka.topics.replication_factor, settings.kafka.topics.min_insync_replicas) == (3, 2)
     assert settings.kafka.security_protocol == "PLAINTEXT" and settings.kafka.sasl_password is None
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
     assert settings.spark.master == "spark://spark-master:7077"
@@ -214,7 +215,7 @@ def test_scorer_environment_is_accepted_by_the_scorer_config(services, monkeypat
     assert config.alerts_postgres_dsn is not None
     assert config.alerts_postgres_dsn.get_secret_value().endswith("@postgres:5432/fraud_alerts")
     assert str(config.checkpoint).startswith("/var/lib/fraud_platform/")
-    assert config.platform.kafka.resolved_bootstrap() == "kafka:9092"
+    assert config.platform.kafka.resolved_bootstrap() == KAFKA_BOOTSTRAP
     assert set(ENV_VARS.values()) <= mentioned_in_env_file()
 
 
@@ -467,18 +468,58 @@ def test_spark_versions_match_the_pinned_pyspark():
     assert services["scorer"]["build"]["args"]["SPARK_VERSION"] == pinned
 
 
-def test_kafka_listeners_are_consistent():
-    kafka = load_compose()["services"]["kafka"]["environment"]
+KAFKA_NODES = ("kafka", "kafka-2", "kafka-3")
+KAFKA_BOOTSTRAP = "kafka:9092,kafka-2:9092,kafka-3:9092"
+
+
+@pytest.mark.parametrize("name", KAFKA_NODES)
+def test_kafka_listeners_are_consistent(name):
+    services = load_compose()["services"]
+    kafka = services[name]["environment"]
     listeners = dict(item.split("://") for item in kafka["KAFKA_LISTENERS"].split(","))
     advertised = dict(item.split("://") for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
     protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
     assert set(listeners) == set(protocols)
     assert set(advertised) <= set(listeners) and "CONTROLLER" not in advertised
-    assert advertised["PLAINTEXT"] == "kafka:9092"
+    assert advertised["PLAINTEXT"] == f"{name}:9092" and services[name]["hostname"] == name
     host_port = advertised["HOST"].split(":")[1]
-    assert f"127.0.0.1:{host_port}:{listeners['HOST'].lstrip(':')}" in load_compose()["services"]["kafka"]["ports"]
-    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{kafka['KAFKA_NODE_ID']}@kafka:{listeners['CONTROLLER'].lstrip(':')}"
+    assert f"127.0.0.1:{host_port}:{listeners['HOST'].lstrip(':')}" in services[name]["ports"]
+    voters = kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert voters == [f"{i}@{node}:{listeners['CONTROLLER'].lstrip(':')}" for i, node in enumerate(KAFKA_NODES, start=1)]
+    assert f"{kafka['KAFKA_NODE_ID']}@{name}:" in kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"]
     assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["CLUSTER_ID"]), "KRaft cluster id must be a base64 UUID"
+
+
+def test_kafka_is_a_three_node_kraft_cluster_with_replicated_topics():
+    """Three brokers, each also a controller, one cluster id, own data volume; replicated 3 ways
+    with min.insync.replicas 2 (internal topics too), so one node may fail without losing acks."""
+    services = load_compose()["services"]
+    nodes = [services[name] for name in KAFKA_NODES]
+    assert len({n["environment"]["KAFKA_NODE_ID"] for n in nodes}) == 3
+    assert len({n["environment"]["CLUSTER_ID"] for n in nodes}) == 1
+    assert len({n["volumes"][0].split(":")[0] for n in nodes}) == 3
+    assert all(n["image"] == nodes[0]["image"] and n["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller" for n in nodes)
+    for node in nodes:
+        env = node["environment"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+    init = services["kafka-init"]
+    assert set(init["depends_on"]) >= set(KAFKA_NODES)
+    assert all(init["depends_on"][n]["condition"] == "service_healthy" for n in KAFKA_NODES)
+    assert (init["environment"]["FRAUD_TOPIC_REPLICATION_FACTOR"], init["environment"]["FRAUD_TOPIC_MIN_INSYNC_REPLICAS"]) == ("3", "2")
+
+
+def test_every_kafka_client_names_all_three_brokers(services):
+    """Every container that runs platform code (and kafka-init) bootstraps from the three nodes,
+    so losing any one broker does not cut a client off."""
+    clients = {name: environment(s) for name, s in services.items() if "FRAUD_KAFKA_BOOTSTRAP_SERVERS" in environment(s)}
+    assert {"dagster-code", "scorer"} <= set(clients)
+    for name, env in clients.items():
+        assert env["FRAUD_KAFKA_BOOTSTRAP_SERVERS"] == KAFKA_BOOTSTRAP, name
+        assert (env["FRAUD_TOPIC_REPLICATION_FACTOR"], env["FRAUD_TOPIC_MIN_INSYNC_REPLICAS"]) == ("3", "2"), name
+    assert environment(services["kafka-init"])["KAFKA_BOOTSTRAP"] == KAFKA_BOOTSTRAP
 
 
 def test_secrets_reach_only_the_containers_that_use_them(services):

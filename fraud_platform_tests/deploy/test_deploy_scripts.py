@@ -63,8 +63,11 @@ def test_kafka_init_creates_exactly_the_platform_topics(tmp_path):
     }
     for call in creates:
         assert "--if-not-exists" in call
-        assert call[call.index("--bootstrap-server") + 1] == "kafka:9092"
+        assert call[call.index("--bootstrap-server") + 1] == "kafka:9092,kafka-2:9092,kafka-3:9092"
         assert call[call.index("--partitions") + 1] == str(expected.partitions)
+        # Replicated on all three brokers; acks=all needs two in sync.
+        assert call[call.index("--replication-factor") + 1] == "3"
+        assert call[call.index("--config") + 1] == "min.insync.replicas=2"
     assert _calls(log)[-1][-1] == "--list"
 
 
@@ -92,6 +95,9 @@ def test_kafka_init_follows_renamed_topics(tmp_path):
         topics.transactions, topics.transactions_dlq, topics.labels, topics.labels_dlq, topics.predictions,
     }
     assert {call[call.index("--partitions") + 1] for call in creates} == {"6"}
+    # Outside compose the defaults are the embedded broker's 1/1, the same as TopicNames'.
+    assert {call[call.index("--replication-factor") + 1] for call in creates} == {str(topics.replication_factor)} == {"1"}
+    assert {call[call.index("--config") + 1] for call in creates} == {f"min.insync.replicas={topics.min_insync_replicas}"}
 
 
 def test_kafka_init_fails_when_topic_creation_fails(tmp_path):
