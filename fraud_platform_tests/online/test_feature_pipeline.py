@@ -224,3 +224,11 @@ def test_store_outage_mid_stream_fails_the_query_visibly(kafka_settings, spark, 
         assert "feature pipeline query failed" in outcome["error"] and "online store" in outcome["error"]
     finally:
         server.stop()
+
+
+def test_the_pipeline_and_the_store_never_import_dagster():
+    code = ("import sys, spark_streaming.feature_pipeline, fraud_platform.infra.online_store; "
+            "sys.exit(1 if any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules) else 0)")
+    result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
