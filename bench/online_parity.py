@@ -171,22 +171,30 @@ def _print_scores(model, replay: pd.DataFrame, online: pd.DataFrame, reference: 
 
 
 def _print_memory(store, empty_memory: int) -> None:
-    counts = store.entity_count()
-    entities = counts["customers"] + counts["terminals"]
-    used = store.used_memory() - empty_memory
-    keys = store.client().dbsize()
-    print(f"\n(c) store after the replay: {counts['customers']:,} customers + {counts['terminals']:,} terminals, "
-          f"{keys:,} keys (incl. transaction index and claims), used_memory {used / 2**20:.1f} MiB above an empty server")
-    print(f"used_memory per 100k entities: {used / entities * 100_000 / 2**20:.1f} MiB; "
-          f"{used / entities:,.0f} bytes per entity (all keys included)")
-    per_kind = {}
+    """used_memory above an empty server, and MEMORY USAGE per kind of key (entities vs the
+    transaction index, which scales with throughput x its TTL, not with entities)."""
     client = store.client()
-    for kind in ("c", "t", "x"):
-        sample = [k for _, k in zip(range(2000), client.scan_iter(match=f"{store.prefix}{kind}:*", count=5000))]
-        if sample:
-            per_kind[kind] = np.mean([client.memory_usage(k, samples=0) or 0 for k in sample])
-    names = {"c": "customer hash", "t": "terminal hash", "x": "transaction index entry"}
-    print("MEMORY USAGE per key (mean of up to 2,000): " + ", ".join(f"{names[k]} {v:,.0f} B" for k, v in per_kind.items()))
+    used = store.used_memory() - empty_memory
+    kinds = {"c": "customer hashes", "t": "terminal hashes", "x": "transaction index", "l": "pending labels", "d": "claims"}
+    count, total = {}, {}
+    for code in kinds:
+        keys = list(client.scan_iter(match=f"{store.prefix}{code}:*", count=10_000))
+        sample = keys[:: max(1, len(keys) // 5000)]  # MEMORY USAGE on up to ~5,000 keys per kind
+        pipe = client.pipeline(transaction=False)
+        for key in sample:
+            pipe.memory_usage(key, samples=0)
+        sizes = [s or 0 for s in pipe.execute()] if sample else []
+        count[code], total[code] = len(keys), (np.mean(sizes) * len(keys) if sizes else 0.0)
+    entities = count["c"] + count["t"]
+    entity_bytes = total["c"] + total["t"]
+    print(f"\n(c) store after the replay: used_memory {used / 2**20:.1f} MiB above an empty server")
+    print(f"{'keys':<20} {'count':>9} {'bytes/key':>10} {'MiB':>7}")
+    for code, name in kinds.items():
+        if count[code]:
+            print(f"{name:<20} {count[code]:>9,} {total[code] / count[code]:>10,.0f} {total[code] / 2**20:>7.1f}")
+    print(f"entity state: {entity_bytes / entities:,.0f} bytes per entity (customers and terminals), "
+          f"{entity_bytes / entities * 100_000 / 2**20:.1f} MiB per 100k entities; "
+          f"used_memory per 100k entities, everything included: {used / entities * 100_000 / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -265,7 +265,8 @@ def cmd_run_local(args: argparse.Namespace) -> None:
     print(
         "\nDone. Browse lineage, runs and asset metadata with:\n"
         f"  DAGSTER_HOME={home} FRAUD_PLATFORM_HOME={platform_home()} .venv/bin/dagster dev\n"
-        f"The lake is in {PlatformSettings.from_env().lake.root}; stop the broker with `.venv/bin/fraud-platform broker stop`."
+        f"The lake is in {PlatformSettings.from_env().lake.root}; stop the broker with `.venv/bin/fraud-platform broker stop`"
+        " and the online store with `.venv/bin/fraud-platform online-store stop`."
     )
 
 

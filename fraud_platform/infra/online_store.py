@@ -301,6 +301,9 @@ class OnlineFeatureStore:
             socket_timeout_seconds=settings.socket_timeout_seconds,
         )
 
+    def __repr__(self) -> str:  # never the password (it may be in the URL or its own field)
+        return f"OnlineFeatureStore({self.description})"
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_client"], state["_scripts"] = None, {}

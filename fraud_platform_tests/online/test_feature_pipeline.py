@@ -65,6 +65,7 @@ def _config(tmp_path: Path, **overrides):
     return config.model_copy(update=overrides)
 
 
+@pytest.mark.slow
 def test_labels_reach_online_features(kafka_settings, online_store: OnlineFeatureStore, spark, simulation, frame, tmp_path):
     from spark_streaming.feature_pipeline import run
 
@@ -121,10 +122,10 @@ def canonical_state(store: OnlineFeatureStore) -> dict:
     return state
 
 
-def _pipeline_process(env: dict, checkpoint: Path, *extra: str) -> subprocess.Popen:
+def _pipeline_process(env: dict, checkpoint: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "spark_streaming", "features", "--checkpoint", str(checkpoint), "--trigger-seconds", "0",
-         "--max-offsets-per-trigger", "1500", *extra],
+         "--max-offsets-per-trigger", "1500"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -157,9 +158,8 @@ def test_kill_9_and_restart_leaves_the_store_as_a_clean_run(kafka_settings, onli
         partial = int(crashed.client().hget(crashed.prefix + "meta", "tx_applied"))
         assert 0 < partial < len(frame[frame["event_time"] < cutoff])
 
-        restarted = _pipeline_process(env, tmp_path / "crash-checkpoint", "--available-now")
-        output = restarted.communicate(timeout=300)[0]
-        assert restarted.returncode == 0, output[-3000:]
+        # The restart (in this process: one JVM start less) replays the uncommitted batch.
+        run(_config(tmp_path, checkpoint=tmp_path / "crash-checkpoint"), store=crashed, spark=spark)
 
         run(_config(tmp_path, checkpoint=tmp_path / "clean-checkpoint"), store=clean, spark=spark)
         assert canonical_state(crashed) == canonical_state(clean)

@@ -158,3 +158,39 @@ def test_unreachable_store_is_one_line_error():
         store.ping()
     message = str(error.value)
     assert "\n" not in message and "secret" not in message and "127.0.0.1" in message
+    assert "secret" not in repr(store) and "secret" not in repr(OnlineFeatureStore.from_url("redis://h:6379/0", password="secret"))
+
+
+def test_state_is_bounded_by_the_window_not_the_stream(online_store: OnlineFeatureStore, history: pd.DataFrame):
+    """After 40 days in daily batches, entity hashes hold only open-day events and in-window buckets."""
+    days = history["event_time"].dt.floor("D")
+    for _, batch in history.groupby(days):
+        online_store.apply_transactions(batch[EVENT_COLUMNS])
+    client = online_store.client()
+    last_day = int(online_store.client().hget(online_store.prefix + "meta", "max_day"))
+    assert last_day == (days.max() - pd.Timestamp(0, tz="UTC")).days
+    keep = last_day - online_store.open_days + 1 - online_store.config.history_days()
+    fields, compacted = 0, 0
+    for key in client.scan_iter(match=f"{online_store.prefix}c:*"):
+        # Every hash expires when idle; one not touched since the cutoff last moved waits for its
+        # next write (or its TTL) to be compacted.
+        assert 0 < client.ttl(key) <= online_store.entity_ttl_seconds
+        state = client.hgetall(key)
+        if int(state[b"k"]) != keep + online_store.config.history_days():
+            continue
+        compacted += 1
+        for name, value in state.items():
+            kind, rest = name[:2], name[2:]
+            if kind == b"e:":
+                assert int(value.split(b",")[0]) // 86_400_000_000 > last_day - online_store.open_days
+            elif kind == b"b:":
+                assert keep <= int(rest) <= last_day - online_store.open_days
+            elif kind == b"p:":
+                assert int(value) >= keep * 86_400_000_000
+            fields += 1
+    assert compacted > 0
+    for key in client.scan_iter(match=f"{online_store.prefix}t:*"):
+        state = client.hgetall(key)
+        if int(state[b"k"]) == keep + online_store.config.history_days():
+            assert all(int(name[2:]) >= keep for name in state if name[:2] == b"b:")
+    assert fields < len(history)  # folded: far fewer fields than events
