@@ -1,0 +1,242 @@
+"""Why a transaction got its score: per-decision feature contributions taken from the model itself,
+turned into sentences an analyst can read.
+
+Contributions are exact, not approximated by a surrogate: for XGBoost they are TreeSHAP values
+(``pred_contribs=True``), for a linear model ``coef * x``. Either way, contributions plus the bias
+add up to the model's margin (log-odds) for that row, which the tests check. For the training
+pipeline (imblearn ``Pipeline``: optional SMOTE, then XGBoost) the classifier step is explained on
+the input as the pipeline would transform it at predict time (samplers only act during ``fit``).
+
+Pure: no Dagster, Spark or web framework, so the decision API, the streaming scorer and the alert
+store all use this one module::
+
+    reasons = explain(model, features_frame, k=3)   # list (per row) of list[Reason], strongest first
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from fraud_platform.domain.features import DEFAULT_CONFIG
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One feature's push on a score: ``contribution`` is in log-odds (> 0 raises the fraud score)."""
+
+    feature: str
+    value: float
+    contribution: float
+    text: str
+
+    @property
+    def direction(self) -> str:
+        return "raises" if self.contribution > 0 else "lowers"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution,
+                "direction": self.direction, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Contributions:
+    """Per-row, per-feature contributions (n x f) and the bias (n): ``values.sum(1) + bias`` = margin."""
+
+    features: list[str]
+    values: np.ndarray
+    bias: np.ndarray
+
+    @property
+    def margin(self) -> np.ndarray:
+        return self.values.sum(axis=1) + self.bias
+
+
+# --------------------------------------------------------------------------------------------
+# The model's own contributions
+# --------------------------------------------------------------------------------------------
+
+
+def classifier_and_input(model: Any, X: pd.DataFrame | np.ndarray) -> tuple[Any, np.ndarray]:
+    """The final estimator of ``model`` and ``X`` as that estimator sees it at predict time.
+
+    A (sklearn or imblearn) pipeline applies its transformers; samplers such as SMOTE have no
+    ``transform`` and do nothing at predict time, exactly as ``Pipeline.predict_proba`` behaves.
+    """
+    values = np.asarray(X, dtype="float64")
+    steps = getattr(model, "steps", None)
+    if steps is None:
+        return model, values
+    for _, step in steps[:-1]:
+        if step is not None and step != "passthrough" and hasattr(step, "transform"):
+            values = np.asarray(step.transform(values), dtype="float64")
+    return steps[-1][1], values
+
+
+def booster_of(estimator: Any):
+    """The ``xgboost.Booster`` behind an XGBoost estimator (or the booster itself), else None."""
+    try:
+        import xgboost
+    except ImportError:  # pragma: no cover - xgboost is a platform dependency
+        return None
+    if isinstance(estimator, xgboost.Booster):
+        return estimator
+    if isinstance(estimator, xgboost.XGBModel):
+        return estimator.get_booster()
+    return None
+
+
+def contributions(model: Any, X: pd.DataFrame | np.ndarray, features: list[str] | None = None,
+                  nthread: int = -1) -> Contributions:
+    """Exact per-feature contributions of ``model`` for the rows of ``X`` (columns = model features;
+    pass ``features`` with a numpy ``X``). ``nthread=1`` suits a few rows (a request): OpenMP
+    threads only contend there."""
+    features = [str(c) for c in (X.columns if features is None else features)]
+    estimator, values = classifier_and_input(model, X)
+    booster = booster_of(estimator)
+    if booster is not None:
+        import xgboost
+
+        names = booster.feature_names if booster.feature_names and len(booster.feature_names) == values.shape[1] else None
+        raw = booster.predict(xgboost.DMatrix(values, feature_names=names, nthread=nthread), pred_contribs=True)
+        raw = np.asarray(raw, dtype="float64").reshape(len(values), -1)
+        return Contributions(features if values.shape[1] == len(features) else list(names or []), raw[:, :-1], raw[:, -1])
+    coef = getattr(estimator, "coef_", None)
+    if coef is not None and np.ndim(coef) == 2 and coef.shape[0] == 1:  # binary linear model
+        intercept = np.asarray(getattr(estimator, "intercept_", [0.0]), dtype="float64")[0]
+        return Contributions(features, values * coef[0], np.full(len(values), intercept))
+    raise TypeError(f"cannot explain a {type(estimator).__name__}: expected an XGBoost or binary linear classifier")
+
+
+def margin(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """The model's raw score (log-odds) for ``X``, computed by the model itself (what contributions sum to)."""
+    estimator, values = classifier_and_input(model, X)
+    booster = booster_of(estimator)
+    if booster is not None:
+        import xgboost
+
+        names = booster.feature_names if booster.feature_names and len(booster.feature_names) == values.shape[1] else None
+        return np.asarray(booster.predict(xgboost.DMatrix(values, feature_names=names), output_margin=True), dtype="float64")
+    return np.asarray(estimator.decision_function(values), dtype="float64")
+
+
+def explain(model: Any, features_frame: pd.DataFrame, k: int = 3) -> list[list[Reason]]:
+    """Top-``k`` reasons per row, strongest absolute contribution first.
+
+    ``features_frame`` holds exactly the model's feature columns in the model's order (e.g.
+    ``frame[champion.features]``); any ``transaction_id`` column must be dropped first.
+    """
+    if len(features_frame) == 0:
+        return []
+    contrib = contributions(model, features_frame)
+    return top_reasons(contrib, features_frame.to_numpy(dtype="float64"), k)
+
+
+def top_reasons(contrib: Contributions, values: np.ndarray, k: int = 3) -> list[list[Reason]]:
+    """Reasons from already computed contributions (the API computes them on its fast path)."""
+    k = max(0, min(k, len(contrib.features)))
+    if k == 0:
+        return [[] for _ in range(len(values))]
+    order = np.argsort(-np.abs(contrib.values), axis=1, kind="stable")[:, :k]
+    out = []
+    for row, picked in enumerate(order):
+        out.append([
+            Reason(contrib.features[j], float(values[row, j]), float(contrib.values[row, j]),
+                   reason_text(contrib.features[j], float(values[row, j])))
+            for j in picked
+        ])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Readable reasons (docs/features.md is the source of each phrase)
+# --------------------------------------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def _days(n: int) -> str:
+    return "day" if n == 1 else f"{n} days"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+_DELAY = DEFAULT_CONFIG.terminal_delay_days
+_BASELINE = DEFAULT_CONFIG.customer_baseline_days
+_AGE = DEFAULT_CONFIG.terminal_fraud_age_days
+_NEW_TERMINAL = DEFAULT_CONFIG.new_terminal_days
+
+
+def _delayed(n: int) -> str:
+    """FDH's delayed terminal window: the ``n`` full days ending ``delay`` days ago."""
+    return f"days {_DELAY + 1}-{_DELAY + n} ago" if n > 1 else f"the day {_DELAY + 1} days ago"
+
+
+def _terminal(kind: str, n: int, window: str, v: float) -> str:
+    if kind == "tx_count":
+        return f"terminal had {_num(v)} transactions in {window}"
+    if kind == "fraud_count":
+        return f"terminal had {_num(v)} confirmed frauds in {window}"
+    return f"terminal fraud rate {v:.1%} in {window}"
+
+
+# (pattern, phrase builder(match, value)); the first match wins. Patterns follow
+# FeatureConfig.feature_columns(), so changed window lengths still read correctly.
+_PHRASES: list[tuple[re.Pattern, Callable[[re.Match, float], str]]] = [
+    (re.compile(r"amount_eur"), lambda m, v: f"amount {_num(v)} EUR"),
+    (re.compile(r"hour"), lambda m, v: f"at {int(v):02d}h UTC"),
+    (re.compile(r"is_night"), lambda m, v: "night-time transaction (22:00-06:00 UTC)" if v else "daytime transaction"),
+    (re.compile(r"is_weekend"), lambda m, v: "weekend transaction" if v else "weekday transaction"),
+    (re.compile(r"customer_tx_count_(\d+)d"),
+     lambda m, v: f"customer made {_num(v)} transactions in the last {_days(int(m[1]))}"),
+    (re.compile(r"customer_mean_amount_(\d+)d"),
+     lambda m, v: f"customer's {m[1]}-day mean amount {_num(v)} EUR"),
+    (re.compile(r"customer_amount_to_mean_(\d+)d"),
+     lambda m, v: f"amount {v:.1f}x this customer's {m[1]}-day mean"),
+    (re.compile(r"customer_amount_to_baseline"),
+     lambda m, v: f"amount {v:.1f}x this customer's usual spend (days {_BASELINE[0] + 1}-{_BASELINE[1]} ago)"),
+    (re.compile(r"customer_mean_(\d+)d_to_baseline"),
+     lambda m, v: f"customer's {m[1]}-day mean spend {v:.1f}x their usual (days {_BASELINE[0] + 1}-{_BASELINE[1]} ago)"),
+    (re.compile(r"customer_seconds_since_prev"),
+     lambda m, v: f"{_duration(v)} since the customer's previous transaction"),
+    (re.compile(r"customer_new_terminal"),
+     lambda m, v: f"customer's first use of this terminal in {_NEW_TERMINAL} days" if v
+     else f"customer used this terminal in the last {_NEW_TERMINAL} days"),
+    (re.compile(r"terminal_(tx_count|fraud_count|fraud_rate)_recent_(\d+)d"),
+     lambda m, v: _terminal(m[1], int(m[2]), f"the last {_days(int(m[2]))}", v)),
+    (re.compile(r"terminal_(tx_count|fraud_count|fraud_rate)_(\d+)d"),
+     lambda m, v: _terminal(m[1], int(m[2]), _delayed(int(m[2])), v)),
+    (re.compile(r"terminal_days_since_(last|first)_fraud"),
+     lambda m, v: f"no known fraud at this terminal in the last {_AGE} days" if v > _AGE
+     else f"terminal's {'latest' if m[1] == 'last' else 'earliest'} known fraud was {_num(v)} days ago"),
+]
+
+
+def reason_text(feature: str, value: float) -> str:
+    """A sentence for one feature value, ending with the feature's column name for traceability."""
+    found = _phrase_of(feature)
+    if found is None:
+        return f"{feature} = {_num(value)} [{feature}]"
+    phrase, match = found
+    return f"{phrase(match, value)} [{feature}]"
+
+
+@lru_cache(maxsize=1024)
+def _phrase_of(feature: str) -> tuple[Callable[[re.Match, float], str], re.Match] | None:
+    for pattern, phrase in _PHRASES:
+        match = pattern.fullmatch(feature)
+        if match:
+            return phrase, match
+    return None
