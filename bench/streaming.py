@@ -1,13 +1,18 @@
 """Streaming scorer benchmark: sustained throughput and end-to-end latency at fixed rates and at the
-maximum rate, for the Spark job (``python -m spark_streaming``) and, on the same workload, a
-plain-Python confluent-kafka consume -> score -> produce loop using the same scorer and sinks.
+maximum rate, for the Spark job (``python -m spark_streaming``, scoring in its executor tasks) and,
+on the same workload, a plain-Python confluent-kafka consume -> score -> produce loop running the
+same task code in one process; then scale-out on a backlog (1 vs 2 executor cores) with the
+driver's CPU per record, and the scorer's RSS at the start and end of the run.
 
-    .venv/bin/python bench/streaming.py [--duration 60] [--rates 1000,5000,max]
+    .venv/bin/python bench/streaming.py [--duration 60] [--rates 5000,max] [--backlog 2000000]
 
-Everything is real and local: embedded broker, SQLite MLflow registry with an XGBoost champion
-trained on simulated data, DuckDB alert store, local lake, Spark local[2]. Latency per transaction
-= Kafka timestamp of its prediction - its event_time (stamped when the producer sends it).
-Targets (2 cores): >= 20k tx/s sustained, >= 0.5x the plain loop, p99 <= 1 s at 5k tx/s.
+Everything is real and local: embedded broker, embedded Redis online store materialised with the
+simulated history (>= 50k customers, >= 10k terminals) that every scored transaction reads and
+claims its id in, SQLite MLflow registry with an XGBoost champion trained on the simulated data,
+DuckDB alert store, local lake, Spark local[N]. Latency per transaction = Kafka timestamp of its
+prediction - its event_time (stamped when the producer sends it).
+Targets (2 cores): throughput >= 1.0x the plain loop, p99 <= 500 ms at 5k tx/s, 2 cores >= 1.6x 1 core
+on a backlog, RSS flat over a long run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,12 +43,33 @@ MODEL_NAME = "fraud_detector_bench"
 TICK = 0.05
 
 
-def simulated_pool(days: int = 2) -> pd.DataFrame:
+def simulated_pool(days: int = 2, customers: int = 60000, terminals: int = 10000) -> pd.DataFrame:
     from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulator
 
     start = date.today() - timedelta(days=days + 1)
-    sim = TransactionSimulator(SimulationConfig(start=start, days=days, n_customers=3000, n_terminals=5000))
+    sim = TransactionSimulator(SimulationConfig(start=start, days=days, n_customers=customers, n_terminals=terminals))
     return pd.concat([sim.transactions_for_day(start + timedelta(days=d)) for d in range(days)], ignore_index=True)
+
+
+def feature_input(pool: pd.DataFrame) -> pd.DataFrame:
+    """Simulated raw events in the processed shape the features read (the catalogue's one derivation)."""
+    from fraud_platform.domain.catalogue import derive_processed_rows
+
+    return derive_processed_rows(pool)
+
+
+def fill_online_store(pool: pd.DataFrame) -> dict:
+    """The simulated history materialised into the online store the scorers read (non-empty state)."""
+    from fraud_platform.domain.features import FeatureSnapshot
+    from fraud_platform.infra.online_store import OnlineFeatureStore
+    from fraud_platform.settings import OnlineStoreSettings
+
+    store = OnlineFeatureStore.from_settings(OnlineStoreSettings.from_env())
+    labels = pool.loc[pool["is_fraud"].astype(bool), ["transaction_id", "terminal_id", "event_time"]].assign(
+        is_fraud=1, label_known_at=pool["event_time"].max())
+    store.materialise(FeatureSnapshot.build(feature_input(pool), labels=labels))
+    counts = store.entity_count()
+    return {**counts, "used_memory_mib": store.used_memory() / 2**20}
 
 
 def train_champion(pool: pd.DataFrame, tracking_uri: str, artifact_root: str) -> None:
@@ -52,11 +79,9 @@ def train_champion(pool: pd.DataFrame, tracking_uri: str, artifact_root: str) ->
     from xgboost import XGBClassifier
 
     from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
-    from fraud_platform.domain.catalogue import derive_processed_rows
     from fraud_platform.ml.registry import publish_tags
 
-    frame = derive_processed_rows(pool)
-    X = compute_batch_features(frame)[FEATURE_COLUMNS]
+    X = compute_batch_features(feature_input(pool))[FEATURE_COLUMNS]
     model = XGBClassifier(n_estimators=100, max_depth=5, n_jobs=1).fit(X, pool["is_fraud"].astype(int))
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri, tracking_uri)
@@ -173,13 +198,134 @@ def plain_worker() -> None:
     parts.close()
 
 
+class ProcessTree:
+    """RSS of a scorer (driver process, and with its JVM and Python workers) and the driver's CPU."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.cpu_seconds = 0.0
+
+    def sample(self) -> dict:
+        import psutil
+
+        try:
+            children = self.process.children(recursive=True)
+            times = self.process.cpu_times()
+            self.cpu_seconds = times.user + times.system  # the driver's own Python: not the JVM, not the workers
+            driver = self.process.memory_info().rss
+            tree = driver + sum(c.memory_info().rss for c in children if c.is_running())
+        except psutil.Error:
+            return {}
+        return {"driver_rss_mib": driver / 2**20, "tree_rss_mib": tree / 2**20}
+
+
+def scorer_command(name: str, trigger: float, master: str = "local[2]", extra: tuple[str, ...] = ()) -> list[str]:
+    if name == "plain":
+        return [sys.executable, str(Path(__file__).resolve()), "--plain-worker"]
+    return [sys.executable, "-m", "spark_streaming", "--trigger-seconds", str(trigger), "--spark-master", master, *extra]
+
+
+def use_topics(home: Path, name: str) -> dict[str, str]:
+    from fraud_platform.infra.kafka import ensure_topics
+    from fraud_platform.settings import KafkaSettings
+
+    env_topics = {
+        "FRAUD_TOPIC_TRANSACTIONS": f"tx-{name}", "FRAUD_TOPIC_TRANSACTIONS_DLQ": f"tx-{name}.dlq",
+        "FRAUD_TOPIC_PREDICTIONS": f"pred-{name}", "FRAUD_LAKE_ROOT": str(home / f"lake-{name}"),
+        "FRAUD_STREAM_ALERTS_DUCKDB_PATH": str(home / f"alerts-{name}.duckdb"),
+        "FRAUD_STREAM_CHECKPOINT": str(home / f"checkpoint-{name}"),
+    }
+    os.environ.update(env_topics)
+    ensure_topics(KafkaSettings.from_env(), [env_topics["FRAUD_TOPIC_TRANSACTIONS"], env_topics["FRAUD_TOPIC_PREDICTIONS"]], partitions=2)
+    return env_topics
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    worker.send_signal(signal.SIGTERM)  # the scorer only: it stops its Spark workers itself
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+
+
+def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None], results: list, memory: list) -> None:
+    for name in args.scorers.split(","):
+        env_topics = use_topics(home, name)
+        log = open(home / f"{name}.log", "wb")
+        worker = subprocess.Popen(scorer_command(name, args.trigger_seconds), env=os.environ.copy(), stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        tree = ProcessTree(worker.pid)
+        producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
+        positions = {0: 0, 1: 0}
+        try:
+            warm = producer.run(f"warm{name}", 1000, 3)
+            if len(collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], f"warm{name}", warm, positions, 300)) < warm:
+                raise RuntimeError(f"{name} scorer did not warm up; see {home / (name + '.log')}")
+            start_memory, started = tree.sample(), time.monotonic()
+            for i, rate in enumerate(rates):
+                phase = f"{name}{i}"
+                begun = time.monotonic()
+                sent = producer.run(phase, rate or args.max_offered, args.duration)
+                produce_seconds = time.monotonic() - begun
+                pairs = collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], phase, sent, positions, 600)
+                results.append(phase_stats(name, "max" if rate is None else f"{rate:.0f}", sent, pairs, produce_seconds))
+                print(results[-1], flush=True)
+            memory.append({"scorer": name, "minutes": (time.monotonic() - started) / 60,
+                           **{f"start_{k}": v for k, v in start_memory.items()}, **{f"end_{k}": v for k, v in tree.sample().items()}})
+        finally:
+            producer.close()
+            stop_worker(worker)
+
+
+def scale_out(args, home: Path, pool: pd.DataFrame) -> list[dict]:
+    """A backlog already in the topic, producer idle: --available-now with 1 then 2 executor cores."""
+    env_topics = use_topics(home, "backlog")
+    producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
+    rows = []
+    try:
+        sent = 0
+        while sent < args.backlog:
+            sent += producer.run(f"backlog{sent}", None, 5)
+        print(f"backlog: {sent} records in {env_topics['FRAUD_TOPIC_TRANSACTIONS']}", flush=True)
+        for cores in (1, 2):
+            checkpoint = home / f"checkpoint-backlog-{cores}"
+            os.environ["FRAUD_ONLINE_STORE_PREFIX"] = f"bench-claims-{cores}:"  # fresh claims: the same ids are scored again
+            fill = fill_online_store(pool)
+            log = open(home / f"backlog-{cores}.log", "wb")
+            command = scorer_command("spark", 0.0, f"local[{cores}]", ("--available-now", "--checkpoint", str(checkpoint),
+                                                                       "--max-offsets-per-trigger", str(args.backlog_batch)))
+            worker = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            tree = ProcessTree(worker.pid)
+            while worker.poll() is None:
+                tree.sample()
+                time.sleep(0.5)
+            if worker.returncode != 0:
+                raise RuntimeError(f"backlog scorer failed; see {home / f'backlog-{cores}.log'}")
+            text = (home / f"backlog-{cores}.log").read_text()
+            batch_seconds = [float(x) for x in re.findall(r"dead-lettered; \d+ alerts; model \S+ v\S+; ([\d.]+)s", text)]
+            scored = sum(int(x) for x in re.findall(r"= (\d+) scored \+", text))
+            rows.append({"executor_cores": cores, "records": sent, "scored": scored, "batches": len(batch_seconds),
+                         "busy_s": sum(batch_seconds), "throughput/s": scored / max(sum(batch_seconds), 1e-9),
+                         "driver_cpu_us_per_record": tree.cpu_seconds / max(scored, 1) * 1e6, "entities": fill.get("customers")})
+            print(rows[-1], flush=True)
+    finally:
+        producer.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per rate (default 60)")
-    parser.add_argument("--rates", default="1000,5000,max")
+    parser.add_argument("--rates", default="5000,max")
     parser.add_argument("--scorers", default="spark,plain")
     parser.add_argument("--trigger-seconds", type=float, default=0.0, help="0: next micro-batch as soon as one ends")
     parser.add_argument("--max-offered", type=float, default=40000.0, help="send rate of the 'max' phase (above the scorer's capacity)")
+    parser.add_argument("--customers", type=int, default=60000, help="simulated customers (>= 50k distinct end up in the store)")
+    parser.add_argument("--terminals", type=int, default=10000)
+    parser.add_argument("--backlog", type=int, default=2_000_000, help="records for the scale-out phase (0 = skip)")
+    parser.add_argument("--backlog-batch", type=int, default=100_000, help="maxOffsetsPerTrigger while draining the backlog")
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_worker:
@@ -190,64 +336,51 @@ def main() -> None:
     os.environ.update({
         "FRAUD_PLATFORM_HOME": str(home), "FRAUD_STREAM_METRICS_PORT": "0", "FRAUD_MODEL_NAME": MODEL_NAME,
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "MLFLOW_REGISTRY_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "FRAUD_TOPIC_PARTITIONS": "2", "FRAUD_SPARK_MASTER": "local[2]",
+        "FRAUD_TOPIC_PARTITIONS": "2", "FRAUD_SPARK_MASTER": "local[2]", "FRAUD_ONLINE_STORE_PREFIX": "bench:",
     })
     from fraud_platform.infra.broker import EmbeddedBroker
-    from fraud_platform.infra.kafka import ensure_topics
-    from fraud_platform.settings import KafkaSettings
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
 
+    machine = machine_line()
     broker = EmbeddedBroker.default()
     broker.start()
-    results = []
+    online = EmbeddedOnlineStore.default()
+    os.environ["FRAUD_ONLINE_STORE_URL"] = online.start().url
+    results, memory, scaling = [], [], []
     try:
-        pool = simulated_pool()
+        pool = simulated_pool(customers=args.customers, terminals=args.terminals)
+        state = fill_online_store(pool)
+        print(f"online store: {state}", flush=True)
         train_champion(pool, os.environ["MLFLOW_TRACKING_URI"], (home / "artifacts").as_uri())
-        rates = [None if r == "max" else float(r) for r in args.rates.split(",")]
-        for name in args.scorers.split(","):
-            env_topics = {
-                "FRAUD_TOPIC_TRANSACTIONS": f"tx-{name}", "FRAUD_TOPIC_TRANSACTIONS_DLQ": f"tx-{name}.dlq",
-                "FRAUD_TOPIC_PREDICTIONS": f"pred-{name}", "FRAUD_LAKE_ROOT": str(home / f"lake-{name}"),
-                "FRAUD_STREAM_ALERTS_DUCKDB_PATH": str(home / f"alerts-{name}.duckdb"),
-                "FRAUD_STREAM_CHECKPOINT": str(home / f"checkpoint-{name}"),
-            }
-            os.environ.update(env_topics)
-            ensure_topics(KafkaSettings.from_env(), [env_topics["FRAUD_TOPIC_TRANSACTIONS"], env_topics["FRAUD_TOPIC_PREDICTIONS"]], partitions=2)
-            command = ([sys.executable, "-m", "spark_streaming", "--trigger-seconds", str(args.trigger_seconds)] if name == "spark"
-                       else [sys.executable, str(Path(__file__).resolve()), "--plain-worker"])
-            log = open(home / f"{name}.log", "wb")
-            worker = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
-            positions = {0: 0, 1: 0}
-            try:
-                warm = producer.run(f"warm{name}", 1000, 3)
-                if len(collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], f"warm{name}", warm, positions, 300)) < warm:
-                    raise RuntimeError(f"{name} scorer did not warm up; see {home / (name + '.log')}")
-                for i, rate in enumerate(rates):
-                    phase = f"{name}{i}"
-                    started = time.monotonic()
-                    sent = producer.run(phase, rate or args.max_offered, args.duration)
-                    produce_seconds = time.monotonic() - started
-                    pairs = collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], phase, sent, positions, 600)
-                    results.append(phase_stats(name, "max" if rate is None else f"{rate:.0f}", sent, pairs, produce_seconds))
-                    print(results[-1], flush=True)
-            finally:
-                producer.close()
-                worker.send_signal(signal.SIGTERM)  # the scorer only: it stops its Spark workers itself
-                try:
-                    worker.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(worker.pid, signal.SIGKILL)
+        rates = [None if r == "max" else float(r) for r in args.rates.split(",") if r]
+        if rates:
+            rate_phases(args, home, pool, rates, results, memory)
+        if args.backlog:
+            scaling = scale_out(args, home, pool)
     finally:
+        online.stop()
         broker.stop()
 
-    table = pd.DataFrame(results)
-    print(f"\nStreaming scorer benchmark — {machine_line()}; {args.duration:.0f}s per rate, trigger {args.trigger_seconds}s, 2 partitions")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:,.3f}" if v < 100 else f"{v:,.0f}"))
-    spark_max = table[(table.scorer == "spark") & (table.rate == "max")]
-    plain_max = table[(table.scorer == "plain") & (table.rate == "max")]
-    if len(spark_max) and len(plain_max):
-        ratio = spark_max["throughput/s"].iloc[0] / plain_max["throughput/s"].iloc[0]
-        print(f"spark / plain throughput at max rate: {ratio:.2f}x")
+    fmt = lambda v: f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"  # noqa: E731
+    print(f"\nStreaming scorer benchmark — {machine}; {args.duration:.0f}s per rate, trigger {args.trigger_seconds}s, 2 partitions")
+    print(f"online store state: {state}")
+    if results:
+        table = pd.DataFrame(results)
+        print(table.to_string(index=False, float_format=fmt))
+        spark_max = table[(table.scorer == "spark") & (table.rate == "max")]
+        plain_max = table[(table.scorer == "plain") & (table.rate == "max")]
+        if len(spark_max) and len(plain_max):
+            ratio = spark_max["throughput/s"].iloc[0] / plain_max["throughput/s"].iloc[0]
+            print(f"spark / plain throughput at max rate: {ratio:.2f}x (target >= 1.0x)")
+    if memory:
+        print("\nscorer RSS (MiB) at the start and end of the rate phases (driver = the Python driver; tree = + JVM + workers)")
+        print(pd.DataFrame(memory).to_string(index=False, float_format=fmt))
+    if scaling:
+        table = pd.DataFrame(scaling)
+        print(f"\nscale-out on a {args.backlog:,}-record backlog (available-now, {args.backlog_batch:,} per micro-batch)")
+        print(table.to_string(index=False, float_format=fmt))
+        if len(table) == 2:
+            print(f"2 cores / 1 core: {table['throughput/s'].iloc[1] / table['throughput/s'].iloc[0]:.2f}x (target >= 1.6x)")
 
 
 if __name__ == "__main__":

@@ -52,24 +52,25 @@ def read_champion(client, model_name: str, alias: str) -> ChampionInfo:
     return info
 
 
-def load_predictor(model_uri: str) -> Predictor:
-    """Fraud probability for a feature frame, whatever flavour the model was logged with."""
+def load_predictor(model_uri: str) -> tuple[Predictor, object | None]:
+    """Fraud probability for a feature frame, whatever flavour the model was logged with, and the
+    estimator itself when it is one ``fraud_platform.ml.explain`` can explain (else None)."""
     import mlflow
 
     # Model.load reads MLmodel only; get_model_info would also ask the tracking server (outage-prone).
     flavors = mlflow.models.Model.load(model_uri).flavors
     if "sklearn" in flavors:
         model = mlflow.sklearn.load_model(model_uri)
-        return lambda X: model.predict_proba(X)[:, 1]
+        return (lambda X: model.predict_proba(X)[:, 1]), model
     if "xgboost" in flavors:
         model = mlflow.xgboost.load_model(model_uri)
         if hasattr(model, "predict_proba"):
-            return lambda X: model.predict_proba(X)[:, 1]
+            return (lambda X: model.predict_proba(X)[:, 1]), model
         import xgboost
 
-        return lambda X: model.predict(xgboost.DMatrix(X))
+        return (lambda X: model.predict(xgboost.DMatrix(X))), model
     model = mlflow.pyfunc.load_model(model_uri)
-    return lambda X: np.asarray(model.predict(X), dtype="float64").reshape(len(X), -1)[:, -1]
+    return (lambda X: np.asarray(model.predict(X), dtype="float64").reshape(len(X), -1)[:, -1]), None
 
 
 def load_snapshot(lake: LakeStore | None, snapshot_uri: str | None) -> tuple[FeatureSnapshot, str]:
@@ -95,6 +96,7 @@ class ActiveModel:
     info: ChampionInfo
     predict: Predictor
     loaded_at: float
+    estimator: object | None = None  # what explain() takes apart for the reasons; None = no reasons
 
     @property
     def version(self) -> str:
@@ -107,13 +109,13 @@ class ActiveModel:
 
 def load_model(model_name: str, info: ChampionInfo) -> ActiveModel:
     """Load ``info``'s model and prove it scores one row of the feature columns; raises otherwise."""
-    predict = load_predictor(info.model_uri)
+    predict, estimator = load_predictor(info.model_uri)
     empty, _ = load_snapshot(None, None)  # an empty history: the probe needs valid columns, not values
     probe = empty.features(_probe_batch(empty))[list(info.features)]
     scores = np.asarray(predict(probe), dtype="float64")
     if scores.shape != (1,) or not np.isfinite(scores).all():
         raise ValueError(f"model {info.model_uri} returned {scores!r} for one row, expected one probability")
-    return ActiveModel(model_name, info, predict, time.time())
+    return ActiveModel(model_name, info, predict, time.time(), estimator)
 
 
 class ModelWatcher:

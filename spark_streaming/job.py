@@ -63,8 +63,8 @@ SCORER_SPARK_CONF = {
 def scorer_spark_conf() -> dict[str, str]:
     """The scorer's Spark settings; executors of a standalone cluster import this project too."""
     project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    python_path = os.pathsep.join(p for p in (project, os.environ.get("PYTHONPATH", "")) if p)
-    return {**SCORER_SPARK_CONF, "spark.executorEnv.PYTHONPATH": python_path}
+    # Spark's Python workers merge this with their own PYTHONPATH (the worker's environment).
+    return {**SCORER_SPARK_CONF, "spark.executorEnv.PYTHONPATH": project}
 
 
 def settle_heap() -> None:

@@ -8,6 +8,7 @@ and the duplicate rule).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -87,6 +88,24 @@ class ScoredBatch:
         self.kafka_timestamps_ms = self.kafka_timestamps_ms[~refused]
 
 
+def reasons_of(model: ActiveModel, features: pd.DataFrame | None, flagged: np.ndarray) -> list[str]:
+    """Top-3 readable reasons (JSON list of texts) for review/block rows; ``[]`` for approvals
+    (explaining every approval would cost more than scoring it) and for models explain() cannot
+    take apart."""
+    reasons = ["[]"] * len(flagged)
+    if features is None or model.estimator is None or not flagged.any():
+        return reasons
+    from fraud_platform.ml.explain import explain
+
+    try:
+        explained = explain(model.estimator, features[flagged], k=3)
+    except TypeError:  # an estimator explain() does not support: scoring goes on without reasons
+        return reasons
+    for i, row in zip(np.flatnonzero(flagged), explained):
+        reasons[i] = json.dumps([reason.text for reason in row])
+    return reasons
+
+
 def decide(scores: np.ndarray, review: float, block: float) -> np.ndarray:
     """approve below ``review``, block at/above ``block``, review in between."""
     return np.select([scores >= block, scores >= review], ["block", "review"], default="approve")
@@ -143,6 +162,7 @@ def score_batch(
         scores = np.zeros(0)
     frame["score"] = scores
     frame["decision"] = decide(scores, review, block) if len(frame) else np.asarray([], dtype=object)
+    frame["reasons"] = reasons_of(model, features[used] if len(frame) else None, frame["decision"].to_numpy() != "approve")
     frame["threshold"] = review
     frame["block_threshold"] = block
     frame["model_name"] = model.model_name
@@ -161,7 +181,7 @@ def processed_frame(events: pa.Table) -> pd.DataFrame:
 
 _PREDICTION_JSON = (
     '{"transaction_id":"%s","score":%r,"decision":"%s","threshold":%r,"model_name":"%s","model_version":"%s",'
-    '"feature_snapshot_version":%s,"event_time":"%s","processing_time":"%s"}'
+    '"feature_snapshot_version":%s,"event_time":"%s","processing_time":"%s","reasons":%s}'
 )
 
 
@@ -173,5 +193,6 @@ def prediction_records(scored: pd.DataFrame) -> list[bytes]:
         json_strings(scored["transaction_id"]), finite_floats(scored["score"]), json_strings(scored["decision"]),
         finite_floats(scored["threshold"]), json_strings(scored["model_name"]), json_strings(scored["model_version"]),
         json_strings_or_null(scored["feature_snapshot_version"]), iso_utc(scored["event_time"]), iso_utc(scored["processing_time"]),
+        scored["reasons"].tolist() if "reasons" in scored else ["[]"] * len(scored),
     )
     return [(_PREDICTION_JSON % row).encode() for row in rows]

@@ -46,6 +46,7 @@ ALERT_COLUMNS: dict[str, str] = {
     "kafka_partition": "INTEGER NOT NULL",
     "kafka_offset": "BIGINT NOT NULL",
     "batch_id": "BIGINT NOT NULL",
+    "reasons": "TEXT",  # JSON list of readable reasons (fraud_platform.ml.explain); added to older tables
 }
 
 
@@ -104,6 +105,7 @@ class PostgresAlertStore:
             if "." in self.table:
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
             conn.execute(create_sql(self.table))
+            conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS reasons TEXT")
 
     def upsert(self, alerts: pd.DataFrame) -> int:
         if alerts.empty:
@@ -150,6 +152,7 @@ class DuckDBAlertStore:
         if "." in self.table:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
         conn.execute(create_sql(self.table, double="DOUBLE"))
+        conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS reasons TEXT")
 
     def upsert(self, alerts: pd.DataFrame) -> int:
         if alerts.empty:

@@ -20,6 +20,7 @@ def alerts(n: int, score: float, version: str) -> pd.DataFrame:
             "score": [score] * n, "decision": ["review"] * n, "threshold": [0.5] * n,
             "model_name": ["m"] * n, "model_version": [version] * n, "feature_snapshot_version": ["s"] * n,
             "processing_time": [now] * n, "kafka_partition": [0] * n, "kafka_offset": list(range(n)), "batch_id": [3] * n,
+            "reasons": ['["amount 950 EUR is 9.1x this customer\'s 30-day mean"]'] * n,
         }
     )[list(ALERT_COLUMNS)]
 

@@ -85,11 +85,12 @@ def test_prediction_records_are_the_topic_contract():
         "model_name": ["m"], "model_version": ["3"], "feature_snapshot_version": ["s1"],
         "event_time": pd.to_datetime(["2026-01-02T03:04:05.123456Z"], utc=True),
         "processing_time": pd.to_datetime(["2026-01-02T03:04:06Z"], utc=True),
+        "reasons": ['["amount 950 EUR, 9.1x the 30-day mean"]'],
     })
     assert json.loads(prediction_records(scored)[0]) == {
         "transaction_id": "tx-1", "score": 0.25, "decision": "approve", "threshold": 0.5, "model_name": "m",
         "model_version": "3", "feature_snapshot_version": "s1", "event_time": "2026-01-02T03:04:05.123456Z",
-        "processing_time": "2026-01-02T03:04:06.000000Z",
+        "processing_time": "2026-01-02T03:04:06.000000Z", "reasons": ["amount 950 EUR, 9.1x the 30-day mean"],
     }
 
 

@@ -43,10 +43,11 @@ def test_available_now_scores_each_valid_transaction_once_and_dead_letters_the_r
     assert sorted(ids) == sorted(t["transaction_id"] for t in valid)
     for p in predictions:
         assert set(p) == {"transaction_id", "score", "decision", "threshold", "model_name", "model_version",
-                          "feature_snapshot_version", "event_time", "processing_time"}
+                          "feature_snapshot_version", "event_time", "processing_time", "reasons"}
         assert p["model_name"] == MODEL_NAME and p["model_version"] == "1"
         expected = "block" if p["score"] >= 0.9 else "review" if p["score"] >= 0.5 else "approve"
         assert p["decision"] == expected
+        assert (len(p["reasons"]) == 3) == (expected != "approve")  # top-3 readable reasons for alerts only
     by_id = {p["transaction_id"]: p for p in predictions}
     assert by_id[valid[10]["transaction_id"]]["decision"] != "approve"  # 950 EUR
     assert by_id[valid[1]["transaction_id"]]["decision"] == "approve"  # 21 EUR
@@ -66,7 +67,8 @@ def test_available_now_scores_each_valid_transaction_once_and_dead_letters_the_r
     assert duplicate["error.rule"] == "duplicate_transaction_id" and duplicate["error.value"] == resent["transaction_id"]
 
     with duckdb.connect(stream_env["FRAUD_STREAM_ALERTS_DUCKDB_PATH"], read_only=True) as conn:
-        alerts = conn.execute("SELECT transaction_id, decision, model_version FROM fraud_alerts").df()
+        alerts = conn.execute("SELECT transaction_id, decision, model_version, reasons FROM fraud_alerts").df()
+    assert all(len(json.loads(r)) == 3 for r in alerts["reasons"])
     flagged = sorted(i for i, p in by_id.items() if p["decision"] != "approve")
     assert sorted(alerts["transaction_id"]) == flagged and len(flagged) >= 30
 
