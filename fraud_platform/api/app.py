@@ -23,7 +23,7 @@ from fraud_platform.api.auth import AuthError, KeyRing, RateLimiter
 from fraud_platform.api.engine import Batcher, DecisionEngine, StoreUnavailable, masked, parse
 from fraud_platform.api.metrics import ApiMetrics
 from fraud_platform.domain.schema import TransactionEvent
-from fraud_platform.domain.validation import Rejection, TransactionValidator, looks_like_pan
+from fraud_platform.domain.validation import Rejection, TransactionValidator, looks_like_pan, mask_pans
 from spark_streaming.champion import NoChampionError
 
 log = logging.getLogger("fraud_platform.api")
@@ -144,6 +144,13 @@ def create_app(*, keys: KeyRing, limiter: RateLimiter, engine: DecisionEngine, d
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:
         return _json({"error": error.detail.model_dump()}, error.status, error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        # A defect, not bad input: logged in one line (masked) and answered in the usual error shape.
+        log.error("unexpected error on %s: %s", request.url.path, mask_pans(f"{type(error).__name__}: {error}")[:500])
+        return _json({"error": {"rule": "internal_error", "field": None, "value": None,
+                                "message": "the decision could not be made; the error is logged"}}, 500)
 
     def authorise(scope: str, x_api_key: str | None, credentials: HTTPAuthorizationCredentials | None) -> str:
         """The key's name if it may use ``scope``; 401/403 otherwise."""

@@ -668,3 +668,73 @@ def event_rows(transactions: pd.DataFrame) -> pd.DataFrame:
 def timestamps_us(values: pd.Series) -> np.ndarray:
     """UTC timestamps -> int64 microseconds since the epoch (the core's time unit)."""
     return _to_us(values)
+
+
+def features_of_one(customer_activity: list[tuple], customer_terminals: list[tuple], terminal_activity: list[tuple],
+                    terminal_frauds: list[tuple], time_us: int, amount_eur: float, terminal_id: str,
+                    config: FeatureConfig = DEFAULT_CONFIG) -> list[float]:
+    """``config.feature_columns()`` of ONE transaction at ``time_us`` over one customer's and one
+    terminal's history rows, in plain Python (the decision API's per-request path).
+
+    Rows are :meth:`EntityHistory.from_rows` tuples of this customer and this terminal only (their
+    first element, the entity key, is not looked at). Same rule
+    as :func:`_compute` ("rows with time < t"), same integer arithmetic and the same float
+    operations in the same order, so the values are identical: pandas costs milliseconds for one
+    row, this costs microseconds. ``test_features_of_one_equals_the_core`` holds them together.
+    """
+    t, day = time_us, time_us // US_PER_DAY
+    midnight = lambda d: d * US_PER_DAY  # noqa: E731 - local shorthand
+
+    def sums_before(at: int) -> tuple[int, int]:
+        n = cents = 0
+        for _, row_time, row_n, row_cents in customer_activity:
+            if row_time < at:
+                n += row_n
+                cents += row_cents
+        return n, cents
+
+    def spend(since: int, until: tuple[int, int]) -> tuple[int, float]:
+        start = sums_before(since)
+        count, cents = until[0] - start[0], until[1] - start[1]
+        return count, (cents / 100.0) / count if count > 0 else 0.0
+
+    def ratio(numerator: float, denominator: float) -> float:
+        return numerator / denominator if denominator > 0 else 1.0
+
+    hour = (t // US_PER_HOUR) % 24
+    out = [float(amount_eur), float(hour), 1.0 if hour >= 22 or hour < 6 else 0.0, 1.0 if (day + 3) % 7 >= 5 else 0.0]
+    upto = sums_before(t)
+    means: dict[int, float] = {}
+    for n in config.customer_windows:
+        count, means[n] = spend(midnight(day - n), upto)
+        out += [float(count), means[n]]
+    out += [ratio(out[0], means[n]) for n in config.amount_ratio_windows]
+    recent, oldest = config.customer_baseline_days
+    _, baseline = spend(midnight(day - oldest), sums_before(midnight(day - recent)))
+    out.append(ratio(out[0], baseline))
+    out += [ratio(means[n], baseline) for n in config.baseline_compared_windows()]
+
+    cap_us = config.gap_cap_days * US_PER_DAY
+    last_any = max((row_time for _, _, row_time in customer_terminals if row_time < t), default=-1)
+    out.append((min(t - last_any, cap_us) if last_any >= 0 else cap_us) / 1e6)
+    last_pair = max((row_time for _, term, row_time in customer_terminals if term == terminal_id and row_time < t), default=-1)
+    out.append(1.0 if last_pair < midnight(day - config.new_terminal_days) else 0.0)
+
+    def terminal_before(at: int) -> int:
+        return sum(row_n for _, row_time, row_n in terminal_activity if row_time < at)
+
+    def known_frauds(first_day: int, last_day: int) -> list[tuple[int, int]]:
+        return [(tx_day, n) for _, tx_day, known, n in terminal_frauds if first_day <= tx_day <= last_day and known < t]
+
+    windows = [(n, config.terminal_delay_days) for n in config.terminal_windows]
+    windows += [(n, 0) for n in config.terminal_recent_windows]
+    for n, delay in windows:
+        end = midnight(day - delay)
+        tx_count = terminal_before(end) - terminal_before(end - n * US_PER_DAY)
+        fraud_count = sum(k for _, k in known_frauds(day - delay - n, day - delay - 1))
+        out += [float(tx_count), float(fraud_count), fraud_count / tx_count if tx_count > 0 else 0.0]
+    age = config.terminal_fraud_age_days
+    fraud_days = [tx_day for tx_day, _ in known_frauds(day - age, day - 1)]
+    out += [float(day - max(fraud_days)) if fraud_days else float(age + 1),
+            float(day - min(fraud_days)) if fraud_days else float(age + 1)]
+    return out

@@ -428,6 +428,19 @@ class OnlineFeatureStore:
         return decode_history(customers, replies[:len(customers)], terminals,
                               replies[len(customers):len(customers) + len(terminals)]), applied
 
+    def entity_rows(self, customer: str, terminal: str) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
+        """One customer's and one terminal's state as row tuples (one pipelined round trip), for
+        :func:`fraud_platform.domain.features.features_of_one`: the decision API's per-request read."""
+
+        def run():
+            pipe = self.client().pipeline(transaction=False)
+            pipe.hgetall(self.key("c", customer))
+            pipe.hgetall(self.key("t", terminal))
+            return pipe.execute()
+
+        customer_fields, terminal_fields = self._call("read", run)
+        return decode_rows([customer], [customer_fields], [terminal], [terminal_fields])
+
     def state_version(self) -> str:
         """Changes whenever the state does: snapshot version + counts of applied transactions/labels."""
         meta = self._call("state_version", lambda: self.client().hgetall(self.prefix + "meta"))
@@ -538,6 +551,13 @@ def _bucket_rows(table: pd.DataFrame, key: str, values: list[str]):
 def decode_history(customers: list[str], customer_hashes: list[dict], terminals: list[str],
                    terminal_hashes: list[dict]) -> EntityHistory:
     """Stored hash fields (see the module docstring) -> the feature core's activity rows."""
+    return EntityHistory.from_rows(*decode_rows(customers, customer_hashes, terminals, terminal_hashes))
+
+
+def decode_rows(customers: list[str], customer_hashes: list[dict], terminals: list[str],
+                terminal_hashes: list[dict]) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
+    """Stored hash fields -> :meth:`EntityHistory.from_rows` tuples (no DataFrames: the API's
+    per-request path reads one customer and one terminal and needs microseconds, not milliseconds)."""
     activity, pairs, term_activity, frauds = [], [], [], []
     for customer, fields in zip(customers, customer_hashes):
         for name, value in fields.items():
@@ -562,7 +582,7 @@ def decode_history(customers: list[str], customer_hashes: list[dict], terminals:
             elif kind == b"s:":
                 day, known = rest.split(b":", 1)
                 frauds.append((terminal, int(day), int(known), int(value)))
-    return EntityHistory.from_rows(activity, pairs, term_activity, frauds)
+    return activity, pairs, term_activity, frauds
 
 
 __all__ = ["OnlineFeatureStore", "OnlineStoreUnavailable", "decode_history"]

@@ -16,7 +16,8 @@ store all use this one module::
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -39,7 +40,8 @@ class Reason:
         return "raises" if self.contribution > 0 else "lowers"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "direction": self.direction}
+        return {"feature": self.feature, "value": self.value, "contribution": self.contribution,
+                "direction": self.direction, "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -89,16 +91,19 @@ def booster_of(estimator: Any):
     return None
 
 
-def contributions(model: Any, X: pd.DataFrame) -> Contributions:
-    """Exact per-feature contributions of ``model`` for the rows of ``X`` (columns = model features)."""
-    features = [str(c) for c in X.columns]
+def contributions(model: Any, X: pd.DataFrame | np.ndarray, features: list[str] | None = None,
+                  nthread: int = -1) -> Contributions:
+    """Exact per-feature contributions of ``model`` for the rows of ``X`` (columns = model features;
+    pass ``features`` with a numpy ``X``). ``nthread=1`` suits a few rows (a request): OpenMP
+    threads only contend there."""
+    features = [str(c) for c in (X.columns if features is None else features)]
     estimator, values = classifier_and_input(model, X)
     booster = booster_of(estimator)
     if booster is not None:
         import xgboost
 
         names = booster.feature_names if booster.feature_names and len(booster.feature_names) == values.shape[1] else None
-        raw = booster.predict(xgboost.DMatrix(values, feature_names=names), pred_contribs=True)
+        raw = booster.predict(xgboost.DMatrix(values, feature_names=names, nthread=nthread), pred_contribs=True)
         raw = np.asarray(raw, dtype="float64").reshape(len(values), -1)
         return Contributions(features if values.shape[1] == len(features) else list(names or []), raw[:, :-1], raw[:, -1])
     coef = getattr(estimator, "coef_", None)
@@ -221,8 +226,17 @@ _PHRASES: list[tuple[re.Pattern, Callable[[re.Match, float], str]]] = [
 
 def reason_text(feature: str, value: float) -> str:
     """A sentence for one feature value, ending with the feature's column name for traceability."""
+    found = _phrase_of(feature)
+    if found is None:
+        return f"{feature} = {_num(value)} [{feature}]"
+    phrase, match = found
+    return f"{phrase(match, value)} [{feature}]"
+
+
+@lru_cache(maxsize=1024)
+def _phrase_of(feature: str) -> tuple[Callable[[re.Match, float], str], re.Match] | None:
     for pattern, phrase in _PHRASES:
         match = pattern.fullmatch(feature)
         if match:
-            return f"{phrase(match, value)} [{feature}]"
-    return f"{feature} = {_num(value)} [{feature}]"
+            return phrase, match
+    return None

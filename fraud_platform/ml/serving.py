@@ -52,7 +52,7 @@ class ServingModel:
         return np.asarray(self.model.predict_proba(pd.DataFrame(X, columns=self.features))[:, 1], dtype="float64")
 
     def contributions(self, X: np.ndarray) -> Contributions:
-        return contributions(self.model, pd.DataFrame(X, columns=self.features))
+        return contributions(self.model, X, self.features, nthread=1)
 
     def reasons(self, X: np.ndarray, k: int) -> list[list[Reason]]:
         if k <= 0:

@@ -50,7 +50,7 @@ def test_rate_limiter_refills_at_its_rate():
 
 def test_coalesced_requests_never_share_a_customer_or_terminal_within_a_round():
     frame = pd.DataFrame({"customer_key": ["a", "a", "b", "c", "b"], "terminal_id": ["t1", "t2", "t1", "t3", "t4"]})
-    parts = rounds(frame)
+    parts = rounds(frame["customer_key"].tolist(), frame["terminal_id"].tolist())
     assert sorted(i for part in parts for i in part) == [0, 1, 2, 3, 4]
     for part in parts:
         rows = frame.iloc[part]

@@ -1,0 +1,280 @@
+"""Decision API benchmark: single-transaction requests at fixed rates and at the maximum rate,
+against a real server process over a real online store holding >= 50k customers.
+
+    .venv/bin/python bench/decision_api.py [--duration 20] [--rates 200,1000,max] [--customers 50000]
+
+Everything is real and local (loopback only): the embedded Redis as the online store filled through
+its own write path, a SQLite MLflow registry whose champion is the platform's training pipeline
+(imblearn SMOTE + XGBoost, 200 trees) on the shared features, ``fraud-platform serve`` as a
+subprocess, and Locust (FastHttpUser, used as a library) as the load generator in ANOTHER process.
+Client-side latency is Locust's per-request time; server-side latency is the ``latency_ms`` each
+response carries (request arrival -> decision: queueing, features, model, reasons). The floor is the
+bare model's ``predict_proba`` on one row, measured in this process.
+Targets (2 cores): p99 <= 5 ms at 1,000 req/s with features, model and reasons; >= 3,000 req/s
+max; no errors. Request count and time are bounded by ``--duration`` per rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+MODEL_NAME = "fraud_detector_api_bench"
+TOKEN = "bench-only-key-0123456789abcdef"  # the server is on loopback for the run only
+
+
+# -- the load generator (its own process) -------------------------------------------------------
+def run_load(url: str, rate: str, duration: float, customers: int, terminals: int, out: Path) -> None:
+    """Locust users posting single transactions; writes per-request client/server latencies."""
+    import gevent  # noqa: F401  (locust monkey-patches on import; this process does nothing else)
+    import numpy as np
+    import orjson
+    from locust import FastHttpUser, constant, constant_throughput, events, task
+    from locust.env import Environment
+
+    rng = np.random.default_rng(7)
+    now = datetime.now(timezone.utc) - timedelta(seconds=30)
+    bodies = [orjson.dumps({
+        "transaction_id": f"bench-{rate}-{i:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
+        "customer_id": f"cust-{int(rng.integers(customers))}", "card_token": f"tok_{i % 997:032x}",
+        "terminal_id": f"term-{int(rng.integers(terminals))}", "amount": round(float(rng.gamma(2.0, 40.0)) + 1, 2),
+        "currency": "EUR", "merchant_category": "5411", "channel": "ecommerce", "country": "FR",
+    }) for i in range(200_000)]
+    per_user = 20.0
+    users = 64 if rate == "max" else max(1, int(np.ceil(float(rate) / per_user)))
+    counter = iter(range(len(bodies)))
+    client_ms, server_ms, errors = [], [], {}
+    answered = [0]  # every answered request, warm-up included (server CPU is measured over all of them)
+
+    class Client(FastHttpUser):
+        host = url
+        wait_time = constant(0) if rate == "max" else constant_throughput(float(rate) / users)
+
+        @task
+        def decide(self) -> None:
+            body = bodies[next(counter) % len(bodies)]
+            with self.client.post("/v1/decisions", data=body, headers={"Authorization": f"Bearer {TOKEN}",
+                                  "Content-Type": "application/json"}, catch_response=True) as response:
+                answered[0] += 1
+                if response.status_code == 200:
+                    server_ms.append(orjson.loads(response.content)["latency_ms"])
+                    response.success()
+                else:
+                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+                    response.failure(f"HTTP {response.status_code}")
+
+    def on_request(response_time, exception, **kwargs) -> None:
+        client_ms.append(response_time)
+
+    events.request.add_listener(on_request)
+    env = Environment(user_classes=[Client], events=events)
+    runner = env.create_local_runner()
+    runner.start(users, spawn_rate=users)  # all users at once: the rate is reached immediately
+    time.sleep(2.0)  # warm-up, not measured
+    client_ms.clear(), server_ms.clear(), errors.clear()
+    started = time.perf_counter()
+    time.sleep(duration)
+    measured = time.perf_counter() - started
+    c, s, e = list(client_ms), list(server_ms), dict(errors)
+    runner.quit()
+    out.write_text(json.dumps({"rate": rate, "users": users, "seconds": measured, "client_ms": c, "server_ms": s, "errors": e,
+                               "answered": answered[0]}))
+
+
+# -- set-up and report (this process) -----------------------------------------------------------
+def fill_store(store, customers: int, terminals: int, per_customer: int):
+    """``customers * per_customer`` transactions over the last 10 days, applied through the store."""
+    import numpy as np
+    import pandas as pd
+
+    from fraud_platform.domain.hashing import entity_key
+
+    rng = np.random.default_rng(1)
+    n = customers * per_customer
+    start = pd.Timestamp(datetime.now(timezone.utc) - timedelta(days=10))
+    cust = rng.permutation(np.arange(n) % customers)  # every customer has history
+    frame = pd.DataFrame({
+        "transaction_id": [f"hist-{i:09d}" for i in range(n)],
+        "event_time": start + pd.to_timedelta(np.sort(rng.uniform(0, 10 * 86400 - 120, n)), unit="s"),
+        "customer_key": [entity_key(f"cust-{c}") for c in cust],
+        "terminal_id": [f"term-{t}" for t in rng.integers(terminals, size=n)],
+        "amount_eur": np.round(rng.gamma(2.0, 40.0, n) + 1, 2),
+    })
+    for chunk in range(0, n, 50_000):
+        store.apply_transactions(frame.iloc[chunk:chunk + 50_000])
+    return frame
+
+
+def register_champion(frame, tracking_uri: str, artifact_root: str) -> None:
+    """The platform's training pipeline (SMOTE + XGBoost) on the shared features, aliased champion."""
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
+    from fraud_platform.ml.registry import publish_tags
+    from fraud_platform.ml.training import TrainingConfig, build_pipeline, model_input
+
+    sample = frame.iloc[-60_000:]
+    X = model_input(compute_batch_features(sample), FEATURE_COLUMNS)
+    y = ((X["amount_eur"] > 220) | (X["customer_amount_to_mean_7d"] > 3.5)).astype(int).to_numpy()
+    model = build_pipeline("smote", {"n_estimators": 200, "max_depth": 5, "learning_rate": 0.1}, y,
+                           TrainingConfig(max_bin=256)).fit(X, y)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri, tracking_uri)
+    experiment = client.create_experiment("api-bench", artifact_location=artifact_root)
+    with mlflow.start_run(experiment_id=experiment):
+        mlflow.sklearn.log_model(model, name="model", registered_model_name=MODEL_NAME, serialization_format="cloudpickle",
+                                 pip_requirements=["xgboost"])
+    tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, snapshot_uri=None, snapshot_key=None,
+                        snapshot_version=None, test_window="bench")
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, "1", key, value)
+    client.set_registered_model_alias(MODEL_NAME, "champion", "1")
+    return model, X
+
+
+def floor_ms(model, X) -> dict[str, float]:
+    """The bare model on one row: predict_proba on a DataFrame (what callers usually do) and the
+    API's own path (XGBoost inplace_predict on a numpy row + pred_contribs for the reasons)."""
+    import numpy as np
+
+    from fraud_platform.ml.serving import ServingModel
+
+    row = X.iloc[[0]]
+    serving = ServingModel(model, list(X.columns))
+    values = row.to_numpy(dtype="float64")
+
+    def p50_p99(fn, n=2000) -> tuple[float, float]:
+        for _ in range(50):
+            fn()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1000)
+        return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+    return {
+        "predict_proba (DataFrame row)": p50_p99(lambda: model.predict_proba(row)),
+        "inplace_predict (numpy row)": p50_p99(lambda: serving.predict(values)),
+        "inplace_predict + top-3 reasons": p50_p99(lambda: (serving.predict(values), serving.reasons(values, 3))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per rate")
+    parser.add_argument("--rates", default="200,1000,max")
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--terminals", type=int, default=10_000)
+    parser.add_argument("--per-customer", type=int, default=4, help="history transactions per customer")
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes")
+    parser.add_argument("--load", nargs=5, metavar=("URL", "RATE", "DURATION", "CUSTOMERS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        url, rate, duration, customers, out = args.load
+        run_load(url, rate, float(duration), int(customers), args.terminals, Path(out))
+        return
+
+    import httpx
+    import numpy as np
+
+    from _machine import machine_line, print_table
+    from fraud_platform.api.auth import hash_key
+    from fraud_platform.infra.broker import free_port
+
+    home = Path(tempfile.mkdtemp(prefix="api-bench-"))
+    os.environ["FRAUD_PLATFORM_HOME"] = str(home)
+    from fraud_platform.infra.online_store import OnlineFeatureStore
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+
+    print(f"machine: {machine_line()}")
+    redis = EmbeddedOnlineStore(home / "online_store")
+    state = redis.start()
+    server = None
+    try:
+        store = OnlineFeatureStore.from_url(state.url, prefix="bench:")
+        t = time.perf_counter()
+        frame = fill_store(store, args.customers, args.terminals, args.per_customer)
+        counts = store.entity_count()
+        print(f"store: {len(frame):,} transactions applied in {time.perf_counter() - t:.1f} s; "
+              f"{counts['customers']:,} customers, {counts['terminals']:,} terminals, used_memory {store.used_memory() / 2**20:.0f} MiB")
+        t = time.perf_counter()
+        tracking = f"sqlite:///{home / 'mlflow.db'}"
+        model, X = register_champion(frame, tracking, (home / "artifacts").as_uri())
+        print(f"champion: SMOTE + XGBoost (200 trees, depth 5) trained and registered in {time.perf_counter() - t:.1f} s")
+        floors = floor_ms(model, X)
+
+        port = free_port()
+        env = {**os.environ, "FRAUD_API_PORT": str(port), "FRAUD_API_WORKERS": str(args.workers),
+               "FRAUD_API_KEYS": f"bench:{hash_key(TOKEN)}", "FRAUD_API_RATE_LIMIT_PER_SECOND": "1000000",
+               "FRAUD_API_RATE_LIMIT_BURST": "100000", "MLFLOW_TRACKING_URI": tracking, "MLFLOW_REGISTRY_URI": tracking,
+               "FRAUD_MODEL_NAME": MODEL_NAME, "FRAUD_ONLINE_STORE_URL": state.url, "FRAUD_ONLINE_STORE_PREFIX": "bench:"}
+        log = open(home / "api.log", "wb")
+        server = subprocess.Popen([sys.executable, "-m", "fraud_platform.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"API did not become ready; log: {home / 'api.log'}")
+
+        def server_cpu_seconds() -> float:
+            """CPU time of the server and its worker processes: the contention-free cost per request."""
+            import psutil
+
+            processes = [psutil.Process(server.pid)] + psutil.Process(server.pid).children(recursive=True)
+            return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+
+        rows = []
+        for rate in args.rates.split(","):
+            out = home / f"load-{rate}.json"
+            cpu_before = server_cpu_seconds()
+            subprocess.run([sys.executable, __file__, "--terminals", str(args.terminals), "--load", url, rate,
+                            str(args.duration), str(args.customers), str(out)], check=True)
+            result = json.loads(out.read_text())
+            cpu_ms = (server_cpu_seconds() - cpu_before) * 1000 / max(result["answered"], 1)
+            client, served = np.asarray(result["client_ms"]), np.asarray(result["server_ms"])
+            errors = sum(result["errors"].values())
+            total = len(client)
+            pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
+            rows.append([rate, total, f"{total / result['seconds']:,.0f}", f"{errors / max(total, 1):.2%}",
+                         f"{pct(client, 50):.2f}", f"{pct(client, 95):.2f}", f"{pct(client, 99):.2f}",
+                         f"{pct(served, 50):.2f}", f"{pct(served, 95):.2f}", f"{pct(served, 99):.2f}", f"{cpu_ms:.2f}"])
+        print_table(
+            f"Decision API, {args.workers} worker(s), single-transaction requests ({args.duration:.0f} s per rate; "
+            "features from the online store, model, top-3 reasons, decision log)",
+            ["target rate", "requests", "achieved req/s", "errors", "client p50 ms", "client p95 ms", "client p99 ms",
+             "server p50 ms", "server p95 ms", "server p99 ms", "server CPU ms/decision"], rows)
+        print_table("Floor: the bare model on one row, in-process", ["call", "p50 ms", "p99 ms"],
+                    [[name, f"{p50:.3f}", f"{p99:.3f}"] for name, (p50, p99) in floors.items()])
+        metrics = httpx.get(f"{url}/metrics").text
+        values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("fraud_api_batch_events_"))
+        if "fraud_api_batch_events_count" in values:
+            total, calls = float(values["fraud_api_batch_events_sum"]), float(values["fraud_api_batch_events_count"])
+            print(f"\nrequest coalescing: {calls:,.0f} engine calls for {total:,.0f} decisions ({total / max(calls, 1):.2f} per call)")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()
