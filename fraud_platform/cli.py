@@ -1,6 +1,7 @@
 """`fraud-platform`: operational commands for the embedded platform.
 
     fraud-platform broker start|stop|status   manage the embedded Kafka-protocol broker
+    fraud-platform online-store start|stop|status   manage the embedded Redis (online feature store)
     fraud-platform topics                     create the platform's topics (idempotent)
     fraud-platform simulate ...               stream simulated transactions + delayed labels to Kafka
     fraud-platform land ...                   land topics into the lake now (what the ingestion assets run)
@@ -70,6 +71,26 @@ def cmd_broker(args: argparse.Namespace) -> None:
             if not status["running"]:
                 raise SystemExit(1)
     except BrokerError as error:
+        _fail(str(error))
+
+
+# -- online store ---------------------------------------------------------------------------------
+def cmd_online_store(args: argparse.Namespace) -> None:
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore, OnlineStoreServerError
+
+    server = EmbeddedOnlineStore.default()
+    try:
+        if args.action == "start":
+            state = server.start(port=args.port)
+            print(f"online store running at {state.url} (pid {state.pid}, data {state.data_dir}); log: {state.log_file}")
+        elif args.action == "stop":
+            print("online store stopped" if server.stop() else "online store was not running")
+        else:
+            status = server.status()
+            print(json.dumps(status, indent=1))
+            if not status["running"]:
+                raise SystemExit(1)
+    except OnlineStoreServerError as error:
         _fail(str(error))
 
 
@@ -231,6 +252,10 @@ def cmd_run_local(args: argparse.Namespace) -> None:
     home = prepare_dagster_home()
     state = EmbeddedBroker.default().start()
     print(f"broker running at {state.address}")
+    if not os.environ.get("FRAUD_ONLINE_STORE_URL"):
+        from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+
+        print(f"online store running at {EmbeddedOnlineStore.default().start().url}")
     _create_topics()
     end = datetime.now(timezone.utc).date() - timedelta(days=1)
     start = end - timedelta(days=args.days - 1)
@@ -242,7 +267,8 @@ def cmd_run_local(args: argparse.Namespace) -> None:
     print(
         "\nDone. Browse lineage, runs and asset metadata with:\n"
         f"  DAGSTER_HOME={home} FRAUD_PLATFORM_HOME={platform_home()} .venv/bin/dagster dev\n"
-        f"The lake is in {PlatformSettings.from_env().lake.root}; stop the broker with `.venv/bin/fraud-platform broker stop`."
+        f"The lake is in {PlatformSettings.from_env().lake.root}; stop the broker with `.venv/bin/fraud-platform broker stop`"
+        " and the online store with `.venv/bin/fraud-platform online-store stop`."
     )
 
 
@@ -273,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--storage", help="explicit tansu storage URL, e.g. postgres://… (default memory://tansu/)")
     broker.add_argument("--no-topics", dest="topics", action="store_false", help="do not create the platform's topics on start")
     broker.set_defaults(func=cmd_broker)
+
+    online = sub.add_parser("online-store", help="start, stop or inspect the embedded Redis (online feature store)")
+    online.add_argument("action", choices=["start", "stop", "status"])
+    online.add_argument("--port", type=int, help="listen port on 127.0.0.1 (default: the previous one if free, else a free port)")
+    online.set_defaults(func=cmd_online_store)
 
     topics = sub.add_parser("topics", help="create the platform's topics with the configured partition count")
     topics.set_defaults(func=cmd_topics)

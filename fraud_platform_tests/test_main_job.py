@@ -26,6 +26,7 @@ def test_run_local_materialises_every_asset(tmp_path: Path) -> None:
         )
     finally:
         subprocess.run([cli, "broker", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
+        subprocess.run([cli, "online-store", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
     assert "dagster dev" in result.stdout
 

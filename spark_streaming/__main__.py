@@ -1,4 +1,5 @@
-"""``python -m spark_streaming``: command-line entry of the streaming scorer.
+"""``python -m spark_streaming``: command-line entry of the streaming scorer
+(``python -m spark_streaming features``: the streaming feature pipeline, see feature_pipeline.py).
 
 Flags override FRAUD_STREAM_* env vars. Start-up problems (bad config, broker down, no champion,
 alert store unreachable, missing connector) print one line to stderr and exit with a distinct code:
@@ -29,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["features"]:  # the streaming feature pipeline (its own query and checkpoint)
+        from spark_streaming.feature_pipeline import main as features_main
+
+        return features_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "mlflow", "urllib3", "alembic"):

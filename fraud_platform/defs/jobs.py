@@ -15,7 +15,7 @@ SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if AUTOMATION_RUNNING else dg.Def
 
 RAW_ASSETS = ["raw_transactions", "raw_labels"]
 LAKE_ASSETS = ["processed_transactions", "sandbox_transactions"]
-MODEL_ASSETS = ["customer_features", "terminal_features", "transaction_features", "fraud_model", "model_evaluation", "champion_model"]
+MODEL_ASSETS = ["customer_features", "terminal_features", "online_feature_snapshot", "transaction_features", "fraud_model", "model_evaluation", "champion_model"]
 
 ingest_daily = dg.define_asset_job(
     "ingest_daily",

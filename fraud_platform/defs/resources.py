@@ -177,6 +177,32 @@ class MonitoringResource(dg.ConfigurableResource):
         return cls(**MonitoringSettings.from_env().model_dump())
 
 
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The online feature store (Redis): FRAUD_ONLINE_STORE_URL or the embedded server."""
+
+    url: Optional[str] = None
+    password: Optional[str] = None
+    key_prefix: str = "fraud:"
+    dedupe_ttl_seconds: int = 7 * 86_400
+    tx_index_ttl_seconds: int = 9 * 86_400
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> "OnlineStoreResource":
+        online = settings.online_store
+        return cls(
+            url=dg.EnvVar("FRAUD_ONLINE_STORE_URL") if online.url else None,
+            password=dg.EnvVar("FRAUD_ONLINE_STORE_PASSWORD") if online.password else None,
+            key_prefix=online.key_prefix, dedupe_ttl_seconds=online.dedupe_ttl_seconds,
+            tx_index_ttl_seconds=online.tx_index_ttl_seconds,
+        )
+
+    def store(self):
+        from fraud_platform.infra.online_store import OnlineFeatureStore
+        from fraud_platform.settings import OnlineStoreSettings
+
+        return OnlineFeatureStore.from_settings(OnlineStoreSettings(**self.model_dump()))
+
+
 def platform_environment() -> str:
     return os.environ.get("FRAUD_PLATFORM_ENV", "local")
 
@@ -198,6 +224,7 @@ def build_resources(settings: PlatformSettings | None = None) -> dict[str, objec
         "spark": SparkResource.from_settings(settings.spark),
         "mlflow": MlflowResource.from_settings(settings),
         "monitoring": MonitoringResource.from_settings(),
+        "online_store": OnlineStoreResource.from_settings(settings),
         "kafka": KafkaResource(
             bootstrap_servers=kafka.bootstrap_servers,
             security_protocol=kafka.security_protocol,

@@ -628,8 +628,8 @@ class EntityHistory:
         """Build from plain tuples (the store's decoded fields) in the column order above."""
 
         def frame(rows: list[tuple], columns: list[str], ints: list[str]) -> pd.DataFrame:
-            data = pd.DataFrame.from_records(rows, columns=columns) if rows else pd.DataFrame({c: [] for c in columns})
-            return data.astype({c: "int64" for c in ints} | {c: object for c in columns if c not in ints})
+            values = list(zip(*rows)) if rows else [()] * len(columns)
+            return pd.DataFrame({c: np.asarray(v, dtype="int64" if c in ints else object) for c, v in zip(columns, values)})
 
         return cls(
             frame(customer_activity, ["customer_key", "time", "n", "cents"], ["time", "n", "cents"]),

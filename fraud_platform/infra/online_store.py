@@ -196,6 +196,35 @@ if applied > 0 then redis.call('HINCRBY', p .. 'meta', 'labels_applied', applied
 return {applied, pending}
 """
 
+# KEYS[1]: an entity hash; ARGV: as_of_us, ttl, then field/value pairs of the snapshot's state.
+# Everything the stream stored before as_of is replaced by the snapshot (no double counting when a
+# newer snapshot is materialised under a running stream); pair last-seen times only move forward.
+_MATERIALISE = _LUA_HELPERS + """
+local key, as_of = KEYS[1], tonumber(ARGV[1])
+local h = redis.call('HGETALL', key)
+for j = 1, #h, 2 do
+  local f, v = h[j], h[j + 1]
+  local kind = string.sub(f, 1, 2)
+  local drop = false
+  if kind == 'e:' then drop = tonumber((split3(v))) < as_of
+  elseif kind == 'b:' then drop = tonumber(string.sub(f, 3)) * DAY < as_of
+  elseif kind == 'f:' then
+    local _, known = split2(v)
+    drop = tonumber(known) < as_of
+  elseif kind == 's:' then drop = true
+  end
+  if drop then redis.call('HDEL', key, f) end
+end
+for i = 3, #ARGV, 2 do
+  local f, v = ARGV[i], ARGV[i + 1]
+  local old = nil
+  if string.sub(f, 1, 2) == 'p:' then old = redis.call('HGET', key, f) end
+  if (not old) or tonumber(old) < tonumber(v) then redis.call('HSET', key, f, v) end
+end
+redis.call('EXPIRE', key, ARGV[2])
+return 1
+"""
+
 # ARGV: prefix, ttl, token, then ids (unique within the call).
 _CLAIM = """
 local p, ttl, token = ARGV[1], ARGV[2], ARGV[3]
@@ -271,6 +300,9 @@ class OnlineFeatureStore:
             dedupe_ttl_seconds=settings.dedupe_ttl_seconds, tx_index_ttl_seconds=settings.tx_index_ttl_seconds,
             socket_timeout_seconds=settings.socket_timeout_seconds,
         )
+
+    def __repr__(self) -> str:  # never the password (it may be in the URL or its own field)
+        return f"OnlineFeatureStore({self.description})"
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -462,9 +494,9 @@ class OnlineFeatureStore:
 
     # Materialisation -------------------------------------------------------------------------
     def materialise(self, snapshot: FeatureSnapshot, transactions: pd.DataFrame | None = None) -> dict:
-        """Write a batch :class:`FeatureSnapshot` (Feast's "materialize"): its buckets become the
-        state before ``snapshot.as_of``; the stream applies events from ``as_of`` on (earlier ones
-        only enter the transaction index). ``transactions`` (optional, processed-row shape) indexes
+        """Write a batch :class:`FeatureSnapshot` (Feast's "materialize"): for its entities it
+        replaces the state before ``snapshot.as_of`` (what the stream stored after it stays); the
+        stream applies events from ``as_of`` on (earlier ones only enter the transaction index). ``transactions`` (optional, processed-row shape) indexes
         the snapshot's recent transactions so their labels still arriving find their terminal.
         Returns counts and bytes for asset metadata.
         """
@@ -486,13 +518,15 @@ class OnlineFeatureStore:
         indexed = 0
         ttl = self.entity_ttl_seconds
 
+        script = self._script("materialise", _MATERIALISE)
+        head = [snapshot.as_of_us, ttl]
+
         def run():
             nonlocal indexed
             pipe = self.client().pipeline(transaction=False)
             for kind, entities in (("c", customers), ("t", terminals)):
                 for i, (name, mapping) in enumerate(entities.items()):
-                    pipe.hset(self.key(kind, name), mapping=mapping)
-                    pipe.expire(self.key(kind, name), ttl)
+                    script(keys=[self.key(kind, name)], args=head + [x for item in mapping.items() for x in item], client=pipe)
                     if i % 5000 == 4999:
                         pipe.execute()
             if transactions is not None and len(transactions):

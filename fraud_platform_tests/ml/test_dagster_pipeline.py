@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from fraud_platform.defs.features import online_feature_snapshot, transaction_features
+from fraud_platform.defs.features import feature_snapshot, transaction_features
 from fraud_platform.defs.features.assets import LATEST_SNAPSHOT_KEY, read_matrix
 from fraud_platform.defs.ml.assets import ModelTrainingResource, champion_model, fraud_model, model_evaluation
 from fraud_platform.defs.resources import LakeResource, MlflowResource
@@ -18,7 +18,7 @@ from fraud_platform_tests.ml.conftest import SMALL_SEARCH, SMALL_SPLIT, write_sa
 
 pytestmark = pytest.mark.slow
 
-FEATURE_ASSETS = [online_feature_snapshot, transaction_features]
+FEATURE_ASSETS = [feature_snapshot, transaction_features]
 ML_ASSETS = [fraud_model, model_evaluation, champion_model]
 
 

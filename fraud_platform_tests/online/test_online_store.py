@@ -116,19 +116,30 @@ def test_materialised_snapshot_then_stream_equals_batch(online_store: OnlineFeat
     labels = _labels_known_before(history, cutoff)
     online_store.apply_labels(labels)
     later = history[(history["event_time"] >= cutoff) & (history["event_time"] < cutoff + pd.Timedelta(hours=20))]
-    _assert_same(online_store.features(later[EVENT_COLUMNS]),
-                 _reference(history[history["event_time"] < cutoff + pd.Timedelta(hours=20)], labels, later.index))
+    reference = _reference(history[history["event_time"] < cutoff + pd.Timedelta(hours=20)], labels, later.index)
+    _assert_same(online_store.features(later[EVENT_COLUMNS]), reference)
+
+    # A newer snapshot (the weekly retrain) under the running stream replaces the state before its
+    # as-of without counting anything twice.
+    newer_as_of = as_of + pd.Timedelta(days=2)
+    newer = FeatureSnapshot.build(history[history["event_time"] < newer_as_of], labels=labels, as_of=newer_as_of)
+    online_store.materialise(newer)
+    _assert_same(online_store.features(later[EVENT_COLUMNS]), reference)
 
 
-def test_claims_detect_duplicates_and_expire(online_store: OnlineFeatureStore):
-    online_store.dedupe_ttl_seconds = 1
+def test_claims_detect_duplicates_and_old_ids_expire(online_store: OnlineFeatureStore):
+    online_store.dedupe_ttl_seconds = 4
     first = online_store.claim_ids(["tx-a", "tx-b", "tx-a"], token="batch-1")
     assert first.tolist() == [True, True, False]
     # The same batch replayed is not its own duplicate; another batch is.
     assert online_store.claim_ids(["tx-a", "tx-b"], token="batch-1").tolist() == [True, True]
-    assert online_store.claim_ids(["tx-b", "tx-c"], token="batch-2").tolist() == [False, True]
-    time.sleep(2.2)
-    assert online_store.claim_ids(["tx-a"], token="batch-3").tolist() == [True]
+    assert online_store.claim_ids(["tx-b"], token="batch-2").tolist() == [False]
+    time.sleep(2.0)
+    assert online_store.claim_ids(["tx-c"], token="batch-3").tolist() == [True]
+    time.sleep(2.2)  # tx-a/tx-b are older than the TTL, tx-c is not
+    assert online_store.claim_ids(["tx-a", "tx-b", "tx-c"], token="batch-4").tolist() == [True, True, False]
+    # Memory is bounded: only live claims hold keys.
+    assert online_store.client().ttl(online_store.key("d", "tx-c")) <= 4
 
 
 def test_store_is_picklable_and_reconnects(online_store: OnlineFeatureStore):
@@ -147,3 +158,39 @@ def test_unreachable_store_is_one_line_error():
         store.ping()
     message = str(error.value)
     assert "\n" not in message and "secret" not in message and "127.0.0.1" in message
+    assert "secret" not in repr(store) and "secret" not in repr(OnlineFeatureStore.from_url("redis://h:6379/0", password="secret"))
+
+
+def test_state_is_bounded_by_the_window_not_the_stream(online_store: OnlineFeatureStore, history: pd.DataFrame):
+    """After 40 days in daily batches, entity hashes hold only open-day events and in-window buckets."""
+    days = history["event_time"].dt.floor("D")
+    for _, batch in history.groupby(days):
+        online_store.apply_transactions(batch[EVENT_COLUMNS])
+    client = online_store.client()
+    last_day = int(online_store.client().hget(online_store.prefix + "meta", "max_day"))
+    assert last_day == (days.max() - pd.Timestamp(0, tz="UTC")).days
+    keep = last_day - online_store.open_days + 1 - online_store.config.history_days()
+    fields, compacted = 0, 0
+    for key in client.scan_iter(match=f"{online_store.prefix}c:*"):
+        # Every hash expires when idle; one not touched since the cutoff last moved waits for its
+        # next write (or its TTL) to be compacted.
+        assert 0 < client.ttl(key) <= online_store.entity_ttl_seconds
+        state = client.hgetall(key)
+        if int(state[b"k"]) != keep + online_store.config.history_days():
+            continue
+        compacted += 1
+        for name, value in state.items():
+            kind, rest = name[:2], name[2:]
+            if kind == b"e:":
+                assert int(value.split(b",")[0]) // 86_400_000_000 > last_day - online_store.open_days
+            elif kind == b"b:":
+                assert keep <= int(rest) <= last_day - online_store.open_days
+            elif kind == b"p:":
+                assert int(value) >= keep * 86_400_000_000
+            fields += 1
+    assert compacted > 0
+    for key in client.scan_iter(match=f"{online_store.prefix}t:*"):
+        state = client.hgetall(key)
+        if int(state[b"k"]) == keep + online_store.config.history_days():
+            assert all(int(name[2:]) >= keep for name in state if name[:2] == b"b:")
+    assert fields < len(history)  # folded: far fewer fields than events

@@ -1,6 +1,7 @@
-"""Feature assets: the online snapshot (``customer_features``, ``terminal_features``) and the
-training matrix (``transaction_features``), all computed by ``fraud_platform.domain.features`` from
-the sandbox zone, so training and the streaming scorer share one implementation."""
+"""Feature assets: the batch feature state (``customer_features``, ``terminal_features``), its
+materialisation into the online store (``online_feature_snapshot``) and the training matrix
+(``transaction_features``), all computed by ``fraud_platform.domain.features`` from the sandbox zone,
+so training, the stream and the API share one implementation."""
 
 from datetime import datetime, time, timedelta, timezone
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 
 from fraud_platform.defs.owners import ML_ENGINEERING
-from fraud_platform.defs.resources import LakeResource
+from fraud_platform.defs.resources import LakeResource, OnlineStoreResource
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot, compute_batch_features
 from fraud_platform.infra.lake import LakeStore
 from fraud_platform.reports import markdown_table
@@ -66,7 +67,7 @@ _COMMON = dict(
 
 
 @dg.multi_asset(
-    name="online_feature_snapshot",
+    name="feature_snapshot",
     specs=[
         dg.AssetSpec(
             "customer_features", **_COMMON,
@@ -80,7 +81,7 @@ _COMMON = dict(
         ),
     ],
 )
-def online_feature_snapshot(lake: LakeResource):
+def feature_snapshot(lake: LakeResource):
     """Both halves of one snapshot: built once from the sandbox, written once under one version."""
     snapshot, manifest = _publish_snapshot(lake.store())
     per_customer = snapshot.customer_activity.groupby("customer_key")["n"].sum()
@@ -95,6 +96,48 @@ def online_feature_snapshot(lake: LakeResource):
         "terminals": int(snapshot.terminal_activity["terminal_id"].nunique()),
         "terminals_with_known_fraud": int(frauds.size),
         "top_fraud_terminals": dg.MetadataValue.md(markdown_table(frauds.head(10).rename("known_frauds").reset_index())),
+    })
+
+
+def read_recent_sandbox(store: LakeStore, days: int) -> pd.DataFrame:
+    """The last ``days`` sandbox partitions (the transactions whose labels may still arrive)."""
+    dates = store.partition_dates("sandbox", "transactions")[-days:]
+    keys = [k for day in dates for k in store.parquet_keys("sandbox", "transactions", day)]
+    return store.read_parquet(keys).to_pandas() if keys else pd.DataFrame()
+
+
+@dg.asset(
+    group_name="features", owners=[ML_ENGINEERING], kinds={"redis"},
+    deps=["customer_features", "terminal_features"],
+    description="The latest feature snapshot materialised into the online store (Redis): per-customer and "
+                "per-terminal daily buckets, pair last-seen times and known frauds before its as-of, plus the "
+                "transaction index of its recent days so late labels find their terminal. The streaming feature "
+                "pipeline continues from its as-of; the scorer and the decision API read the store.",
+)
+def online_feature_snapshot(context: dg.AssetExecutionContext, lake: LakeResource,
+                            online_store: OnlineStoreResource) -> dg.MaterializeResult:
+    from fraud_platform.infra.online_store import OnlineStoreUnavailable
+
+    store = lake.store()
+    if not store.exists(LATEST_SNAPSHOT_KEY):
+        raise dg.Failure("no feature snapshot in the lake: materialise customer_features/terminal_features first")
+    latest = store.read_json(LATEST_SNAPSHOT_KEY)
+    snapshot = FeatureSnapshot.read(store, latest["key"])
+    try:
+        online = online_store.store()
+        index_days = -(-online.tx_index_ttl_seconds // 86_400)
+        metadata = online.materialise(snapshot, transactions=read_recent_sandbox(store, index_days))
+    except OnlineStoreUnavailable as error:
+        raise dg.Failure(str(error)) from None
+    entities = metadata["customers_written"] + metadata["terminals_written"]
+    context.log.info(f"materialised snapshot {snapshot.version} into {online.description}: {entities} entities")
+    return dg.MaterializeResult(metadata={
+        **{k: v for k, v in metadata.items() if k != "as_of"},
+        "as_of": dg.MetadataValue.timestamp(snapshot.as_of.to_pydatetime()),
+        "entities_written": entities,
+        "bytes_per_entity": round(metadata["bytes_added"] / entities, 1) if entities else 0.0,
+        "store": online.description,
+        "dagster/row_count": metadata["fields_written"],
     })
 
 
