@@ -18,7 +18,6 @@ import hmac
 import logging
 import secrets
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +28,7 @@ from fastapi.templating import Jinja2Templates
 
 from fraud_platform.api.auth import AuthError, KeyRing
 from fraud_platform.console.store import ALERT_DECISIONS, VERDICTS, AlertFilter, AlreadyClosed, ConsoleStore
+from fraud_platform.domain.metrics import score_shares
 from fraud_platform.domain.validation import looks_like_pan
 
 log = logging.getLogger("fraud_platform.console")
@@ -71,11 +71,8 @@ class NotSignedIn(Exception):
 
 
 def score_histogram(scores: list[float], bins: int = SCORE_BINS) -> list[dict[str, Any]]:
-    """Share of scores per equal-width bin of [0, 1]."""
-    counts = Counter(min(int(s * bins), bins - 1) for s in scores)
-    total = max(1, len(scores))
-    return [{"low": i / bins, "high": (i + 1) / bins, "count": counts.get(i, 0), "share": counts.get(i, 0) / total}
-            for i in range(bins)]
+    """Share of scores per equal-width bin of [0, 1], as table rows."""
+    return [{"low": i / bins, "high": (i + 1) / bins, "share": share} for i, share in enumerate(score_shares(scores, bins))]
 
 
 def mount_console(app: FastAPI, *, keys: KeyRing, store: ConsoleStore, champion=None, registry: Callable[[], dict] | None = None,

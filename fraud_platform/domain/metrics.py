@@ -121,3 +121,11 @@ def calibration_table(y_true: np.ndarray, scores: np.ndarray, bins: int = 10) ->
 
 def brier(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(brier_score_loss(np.asarray(y_true), np.asarray(scores)))
+
+
+def score_shares(scores: np.ndarray, bins: int = 10) -> list[float]:
+    """Share of scores in each equal-width bin of [0, 1] (the console compares live and test-window
+    score distributions with it)."""
+    scores = np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
+    counts = np.bincount(np.minimum((scores * bins).astype(int), bins - 1), minlength=bins)
+    return (counts / max(1, len(scores))).tolist()
