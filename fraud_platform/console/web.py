@@ -114,6 +114,11 @@ def mount_console(app: FastAPI, *, keys: KeyRing, store: ConsoleStore, champion=
         return AlertFilter(decision=q.get("decision") or None, min_score=number("min_score"), day=q.get("day") or None,
                            channel=q.get("channel") or None, country=q.get("country") or None)
 
+    def queue_of(f: AlertFilter) -> list[dict[str, Any]]:
+        alerts = store.open_alerts(f)
+        store.activity_counts(alerts)
+        return alerts
+
     @app.get(f"{prefix}/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_page(request: Request) -> HTMLResponse:
         return page(request, "login.html", None)
@@ -139,13 +144,13 @@ def mount_console(app: FastAPI, *, keys: KeyRing, store: ConsoleStore, champion=
     async def queue_page(request: Request) -> HTMLResponse:
         analyst = analyst_of(request)
         f = alert_filter(request)
-        return page(request, "queue.html", analyst, alerts=store.open_alerts(f), filter=f)
+        return page(request, "queue.html", analyst, alerts=queue_of(f), filter=f)
 
     @app.get(f"{prefix}/alerts", response_class=HTMLResponse, include_in_schema=False)
     async def queue_rows(request: Request) -> HTMLResponse:
         """The queue's table body alone (the live refresh swaps it in)."""
         analyst = analyst_of(request)
-        return page(request, "_alerts.html", analyst, alerts=store.open_alerts(alert_filter(request)))
+        return page(request, "_alerts.html", analyst, alerts=queue_of(alert_filter(request)))
 
     @app.get(f"{prefix}/search", include_in_schema=False)
     async def search(request: Request, id: str = "") -> Response:

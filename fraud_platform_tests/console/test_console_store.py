@@ -34,7 +34,8 @@ def test_queue_filters_close_once_audit_and_overview(decision_log):
     for i, row in enumerate(rows):
         row["decided_at"] = (now - timedelta(minutes=10 - i)).isoformat()
         row["score"] = 0.1 * (i + 1)
-    decision_log.write(rows)
+    earlier = transaction(25, when=now - timedelta(minutes=30), prefix="cs")  # term-5 again, another customer
+    decision_log.write(rows + [dict(decision_row(earlier, "approve"), decided_at=(now - timedelta(minutes=30)).isoformat())])
     store = ConsoleStore(decision_log)
 
     queue = store.open_alerts(AlertFilter())
@@ -42,6 +43,10 @@ def test_queue_filters_close_once_audit_and_overview(decision_log):
     assert [a["transaction_id"] for a in store.open_alerts(AlertFilter(decision="block"))] == [events[i]["transaction_id"] for i in (4, 1)]
     assert [a["transaction_id"] for a in store.open_alerts(AlertFilter(country="DE", channel="atm"))] == [events[4]["transaction_id"]]
     assert len(store.open_alerts(AlertFilter(min_score=0.35))) == 3
+    store.activity_counts(queue)  # decisions of the same customer/terminal in the 24 h before each alert
+    by_id = {a["transaction_id"]: a for a in queue}
+    assert (by_id[events[5]["transaction_id"]]["terminal_recent"], by_id[events[5]["transaction_id"]]["customer_recent"]) == (1, 0)
+    assert (by_id[events[0]["transaction_id"]]["terminal_recent"], by_id[events[0]["transaction_id"]]["customer_recent"]) == (0, 0)
     assert store.open_alerts(AlertFilter(day="1999-01-01")) == []
 
     # Two analysts close the same alert at once: exactly one verdict wins, the other is refused.
@@ -72,8 +77,9 @@ def test_queue_filters_close_once_audit_and_overview(decision_log):
     assert [v["transaction_id"] for v in store.unpublished_labels()] == [events[4]["transaction_id"]]
     per_day = {(r["day"], r["decision"]): r["alerts"] for r in store.alerts_per_day()}
     assert per_day[(now.date().isoformat(), "review")] + per_day[(now.date().isoformat(), "block")] == 5
-    assert len(store.live_scores()) == 6
-    assert [a["transaction_id"] for a in store.recent_activity("terminal_id", events[0]["terminal_id"])] == [events[0]["transaction_id"]]
+    assert len(store.live_scores()) == 7
+    assert [a["transaction_id"] for a in store.recent_activity("terminal_id", events[5]["terminal_id"])] == [
+        events[5]["transaction_id"], earlier["transaction_id"]]
 
     shadow = ShadowLog(decision_log.backend)
     shadow.write([{"transaction_id": r["transaction_id"], "decided_at": r["decided_at"], "source": "api", "customer_key": r["customer_key"],
