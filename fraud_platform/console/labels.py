@@ -45,10 +45,8 @@ class LabelPublisher:
     """Sends the store's unpublished verdict labels to the labels topic (keyed by transaction id)."""
 
     def __init__(self, store, kafka_settings, retry_seconds: float = 30.0) -> None:
-        from fraud_platform.infra.kafka import make_producer
-
-        self.store, self.topic = store, kafka_settings.topics.labels
-        self.producer = make_producer(kafka_settings, **{"linger.ms": 0, "message.timeout.ms": 10000})
+        self.store, self.kafka_settings, self.topic = store, kafka_settings, kafka_settings.topics.labels
+        self.producer = None  # made on first use: the API starts (and verdicts are kept) while no broker is reachable
         self.retry_seconds = retry_seconds
         self.errors = 0
         self._lock = threading.Lock()
@@ -61,6 +59,12 @@ class LabelPublisher:
         """Publish every pending verdict label; returns how many the broker acknowledged."""
         with self._lock:
             pending = self.store.unpublished_labels()
+            if not pending:
+                return 0
+            if self.producer is None:
+                from fraud_platform.infra.kafka import make_producer
+
+                self.producer = make_producer(self.kafka_settings, **{"linger.ms": 0, "message.timeout.ms": 10000})
             delivered: list[str] = []
 
             def on_delivery(error, msg) -> None:
@@ -98,4 +102,5 @@ class LabelPublisher:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=15)
-        self.producer.flush(5)
+        if self.producer is not None:
+            self.producer.flush(5)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fraud_platform.api.decision_log import COLUMNS, DecisionLog
@@ -108,6 +108,20 @@ class ConsoleStore:
         cols = ("transaction_id", "event_time", "amount_eur", "score", "decision", "channel", "country")
         return self._rows(f"SELECT {', '.join(cols)} FROM {self.decisions} WHERE {column} = ? ORDER BY event_time DESC LIMIT {int(limit)}",
                           (value,), cols)
+
+    def activity_counts(self, alerts: list[dict[str, Any]], hours: int = 24) -> None:
+        """Add ``customer_recent``/``terminal_recent`` (decisions in the ``hours`` before each
+        alert's event, itself excluded) to the queue's rows: two grouped queries for the whole page."""
+        for column, key in (("customer_key", "customer_recent"), ("terminal_id", "terminal_recent")):
+            values = sorted({a[column] for a in alerts if a.get(column)})
+            rows = self._execute(f"SELECT {column}, event_time FROM {self.decisions} WHERE {column} IN ({', '.join('?' * len(values))})",
+                                 tuple(values), fetch=True) if values else []
+            times: dict[str, list[datetime]] = {}
+            for value, event_time in rows:
+                times.setdefault(value, []).append(datetime.fromisoformat(event_time))
+            for a in alerts:
+                at = datetime.fromisoformat(a["event_time"])
+                a[key] = sum(1 for t in times.get(a[column], ()) if at - timedelta(hours=hours) <= t < at)
 
     def transaction(self, transaction_id: str) -> dict[str, Any] | None:
         row = self.log.get(transaction_id)

@@ -18,7 +18,6 @@ import hmac
 import logging
 import secrets
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +28,7 @@ from fastapi.templating import Jinja2Templates
 
 from fraud_platform.api.auth import AuthError, KeyRing
 from fraud_platform.console.store import ALERT_DECISIONS, VERDICTS, AlertFilter, AlreadyClosed, ConsoleStore
+from fraud_platform.domain.metrics import score_shares
 from fraud_platform.domain.validation import looks_like_pan
 
 log = logging.getLogger("fraud_platform.console")
@@ -71,11 +71,8 @@ class NotSignedIn(Exception):
 
 
 def score_histogram(scores: list[float], bins: int = SCORE_BINS) -> list[dict[str, Any]]:
-    """Share of scores per equal-width bin of [0, 1]."""
-    counts = Counter(min(int(s * bins), bins - 1) for s in scores)
-    total = max(1, len(scores))
-    return [{"low": i / bins, "high": (i + 1) / bins, "count": counts.get(i, 0), "share": counts.get(i, 0) / total}
-            for i in range(bins)]
+    """Share of scores per equal-width bin of [0, 1], as table rows."""
+    return [{"low": i / bins, "high": (i + 1) / bins, "share": share} for i, share in enumerate(score_shares(scores, bins))]
 
 
 def mount_console(app: FastAPI, *, keys: KeyRing, store: ConsoleStore, champion=None, registry: Callable[[], dict] | None = None,
@@ -117,6 +114,11 @@ def mount_console(app: FastAPI, *, keys: KeyRing, store: ConsoleStore, champion=
         return AlertFilter(decision=q.get("decision") or None, min_score=number("min_score"), day=q.get("day") or None,
                            channel=q.get("channel") or None, country=q.get("country") or None)
 
+    def queue_of(f: AlertFilter) -> list[dict[str, Any]]:
+        alerts = store.open_alerts(f)
+        store.activity_counts(alerts)
+        return alerts
+
     @app.get(f"{prefix}/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_page(request: Request) -> HTMLResponse:
         return page(request, "login.html", None)
@@ -142,13 +144,13 @@ def mount_console(app: FastAPI, *, keys: KeyRing, store: ConsoleStore, champion=
     async def queue_page(request: Request) -> HTMLResponse:
         analyst = analyst_of(request)
         f = alert_filter(request)
-        return page(request, "queue.html", analyst, alerts=store.open_alerts(f), filter=f)
+        return page(request, "queue.html", analyst, alerts=queue_of(f), filter=f)
 
     @app.get(f"{prefix}/alerts", response_class=HTMLResponse, include_in_schema=False)
     async def queue_rows(request: Request) -> HTMLResponse:
         """The queue's table body alone (the live refresh swaps it in)."""
         analyst = analyst_of(request)
-        return page(request, "_alerts.html", analyst, alerts=store.open_alerts(alert_filter(request)))
+        return page(request, "_alerts.html", analyst, alerts=queue_of(alert_filter(request)))
 
     @app.get(f"{prefix}/search", include_in_schema=False)
     async def search(request: Request, id: str = "") -> Response:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ def registry_facts(client, model_name: str) -> dict[str, Any]:
     """Champion (version, when its alias last moved, test metrics) and challenger, from the registry."""
     from mlflow.exceptions import MlflowException
 
-    from fraud_platform.ml.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, TAG_METRIC_PREFIX, TAG_REASON
+    from fraud_platform.ml.registry import CHALLENGER_ALIAS, CHAMPION_ALIAS, TAG_METRIC_PREFIX, TAG_REASON, TAG_SCORE_SHARES
 
     facts: dict[str, Any] = {}
     for alias in (CHAMPION_ALIAS, CHALLENGER_ALIAS):
@@ -35,9 +36,13 @@ def registry_facts(client, model_name: str) -> dict[str, Any]:
             "name": model_name, "version": str(mv.version),
             "promoted_at": datetime.fromtimestamp((mv.last_updated_timestamp or mv.creation_timestamp) / 1000, timezone.utc).isoformat(timespec="seconds"),
             "reason": tags.get(TAG_REASON, ""),
+            "score_shares": tags.get(TAG_SCORE_SHARES),
             "metrics": {k[len(TAG_METRIC_PREFIX):]: float(v) for k, v in tags.items()
                         if k.startswith(TAG_METRIC_PREFIX) and k[len(TAG_METRIC_PREFIX):] in ("average_precision", "roc_auc", "card_precision_at_100")},
         }
+    shares = facts.get(CHAMPION_ALIAS, {}).pop("score_shares", None)
+    if shares:
+        facts["training_histogram"] = json.loads(shares)
     return facts
 
 

@@ -165,3 +165,11 @@ def scenario_report(frame: pd.DataFrame, scores: np.ndarray, threshold: float, h
             "unseen_share": float((mask & unseen).sum() / frauds) if frauds else float("nan"),
         })
     return pd.DataFrame(rows)
+
+
+def score_shares(scores: np.ndarray, bins: int = 10) -> list[float]:
+    """Share of scores in each equal-width bin of [0, 1] (the console compares live and test-window
+    score distributions with it)."""
+    scores = np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
+    counts = np.bincount(np.minimum((scores * bins).astype(int), bins - 1), minlength=bins)
+    return (counts / max(1, len(scores))).tolist()

@@ -31,6 +31,7 @@ TAG_TEST_WINDOW = "fraud.test_window"
 TAG_STATUS = "fraud.status"
 TAG_REASON = "fraud.promotion_reason"
 TAG_METRIC_PREFIX = "fraud.metric."
+TAG_SCORE_SHARES = "fraud.test_score_shares"  # JSON: share of test-window scores per 0.1-wide bin
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,20 @@ browser download is not reachable here)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from fraud_platform.api.auth import new_key
 from fraud_platform.bootstrap import CHROMIUM, ensure_chromium
+from fraud_platform.ml.registry import TAG_SCORE_SHARES
 from fraud_platform_tests.streaming.conftest import MODEL_NAME
 from fraud_platform_tests.api.conftest import api_env, api_registry, keys, seeded_store, start_server  # noqa: F401 (fixtures)
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+# The champion's test-window score distribution as champion_model tags it (shares per 0.1 bin).
+TEST_WINDOW_SHARES = [0.9, 0.04, 0.02, 0.01, 0.01, 0.005, 0.005, 0.004, 0.003, 0.003]
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +42,7 @@ def console_server(tmp_path, api_registry, keys, analyst_key, online_store_url, 
     test's own labels topic, a 1 s live refresh and label retry; version 2 is the challenger in shadow."""
     api_registry.promote("1")
     api_registry.client.set_registered_model_alias(MODEL_NAME, "challenger", "2")
+    api_registry.client.set_model_version_tag(MODEL_NAME, "1", TAG_SCORE_SHARES, json.dumps(TEST_WINDOW_SHARES))
     env = api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path,
                   FRAUD_API_KEYS=f"{keys.entries};{analyst_key[1]}", FRAUD_STREAM_REVIEW_THRESHOLD="0.0",
                   FRAUD_STREAM_BLOCK_THRESHOLD="0.999999", FRAUD_CONSOLE_REFRESH_SECONDS="1",

@@ -115,6 +115,8 @@ def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key
             expect(page.locator("#recent-verdicts")).to_contain_text(target)
             expect(page.locator("#champion")).to_contain_text("version 1")
             expect(page.locator("#alerts-per-day")).to_contain_text("review")
+            expect(page.locator("#score-distribution")).to_contain_text("Test window (training)")
+            expect(page.locator("#score-distribution tbody tr").first).to_contain_text("90.0%")  # the champion's tagged shares
             page.screenshot(path=str(DOCS_IMAGES / "console-overview.png"), full_page=True)
         finally:
             browser.close()

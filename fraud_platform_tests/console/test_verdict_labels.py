@@ -1,13 +1,14 @@
 """A verdict follows the platform's label path: outbox -> labels topic (real broker) -> the
-ingestion's landing (validated, raw lake) -> the sandbox label (Spark) and the online fraud
-features of the next transaction at that terminal (real Redis). A later chargeback overrides an
-analyst's "legitimate"."""
+ingestion's landing (validated, raw lake) -> the sandbox label (Spark), and through the streaming
+feature pipeline (Spark, real Redis) to the online fraud features of the next transaction at that
+terminal. A later chargeback overrides an analyst's "legitimate", in the sandbox and online."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import pytest
 import pandas as pd
 
 from fraud_platform.api.decision_log import DecisionLog, SQLiteBackend
@@ -32,6 +33,7 @@ def decision_row(event: dict, decision: str = "review") -> dict:
             "api_key": None, "channel": event["channel"], "country": event["country"], "features": {}}
 
 
+@pytest.mark.slow
 def test_verdicts_reach_the_topic_the_lake_the_sandbox_and_online_features(kafka_settings, tmp_path, spark, online_store):
     topics = kafka_settings.topics
     yesterday = datetime.now(timezone.utc) - timedelta(days=1)
@@ -54,7 +56,6 @@ def test_verdicts_reach_the_topic_the_lake_the_sandbox_and_online_features(kafka
         log.close()
 
     # The transactions and a later chargeback for the "legitimate" one take the ordinary path.
-    chargeback_at = datetime.now(timezone.utc) + timedelta(seconds=5)
     producer = RateLimitedProducer(kafka_settings)
     producer.send(topics.transactions, [(e["transaction_id"].encode(), orjson.dumps(e)) for e in (fraud, legit)])
     producer.close()
@@ -77,36 +78,41 @@ def test_verdicts_reach_the_topic_the_lake_the_sandbox_and_online_features(kafka
         rows = build_sandbox(processed, raw_lb, 7, {yesterday.date().isoformat(): "train"}).toPandas()
         return rows.set_index("transaction_id")
 
-    labels_table = lake.read_partition(RAW_LABELS, today)
-    before = sandbox()
-    assert before.loc[fraud["transaction_id"], ["is_fraud", "label_type"]].tolist() == [1, "analyst_confirmed"]
-    assert before.loc[legit["transaction_id"], ["is_fraud", "label_type"]].tolist() == [0, "analyst_legitimate"]
+    sandboxed = sandbox()
+    assert sandboxed.loc[fraud["transaction_id"], ["is_fraud", "label_type"]].tolist() == [1, "analyst_confirmed"]
+    assert sandboxed.loc[legit["transaction_id"], ["is_fraud", "label_type"]].tolist() == [0, "analyst_legitimate"]
+
+    # Online: the streaming feature pipeline (wt-11a's, real Spark + Redis) applies the topics; the next
+    # transaction at term-3 sees the analyst-confirmed fraud, one before the verdict does not.
+    from spark_streaming.feature_pipeline import load_config, parse_args, run as run_features
+
+    config = load_config(parse_args(["--checkpoint", str(tmp_path / "features-checkpoint"), "--available-now", "--trigger-seconds", "0"]))
+    run_features(config, store=online_store, spark=spark)
+
+    def probe(i: int, when: datetime) -> pd.Series:
+        event = transaction(i, when=when, prefix="fb")
+        assert event["terminal_id"] == fraud["terminal_id"]
+        frame = pd.DataFrame({"transaction_id": [event["transaction_id"]], "event_time": pd.to_datetime([event["event_time"]], utc=True),
+                              "customer_key": [entity_key(event["customer_id"])], "terminal_id": [event["terminal_id"]],
+                              "amount_eur": [event["amount"]]})
+        return online_store.features(frame).iloc[0]
+
+    verdict_at = datetime.fromisoformat(raw_labels.loc[fraud["transaction_id"], "known_at"].isoformat())
+    before, after = probe(63, verdict_at - timedelta(seconds=30)), probe(83, datetime.now(timezone.utc) + timedelta(minutes=1))
+    assert (before["terminal_fraud_count_recent_7d"], after["terminal_fraud_count_recent_7d"]) == (0, 1)
+    assert after["terminal_days_since_last_fraud"] == 1
 
     # A chargeback arriving after the analyst said "legitimate" overrides the verdict.
+    chargeback_at = datetime.now(timezone.utc)
     producer = RateLimitedProducer(kafka_settings)
     chargeback = {"transaction_id": legit["transaction_id"], "is_fraud": True, "label_type": "chargeback",
                   "known_at": chargeback_at.isoformat().replace("+00:00", "Z"), "fraud_scenario": None}
     producer.send(topics.labels, [(legit["transaction_id"].encode(), orjson.dumps(chargeback))])
     producer.close()
     assert LandingEngine(lake, kafka_settings, labels_spec(topics)).land().valid == 1
-    after = sandbox()
-    assert after.loc[legit["transaction_id"], ["is_fraud", "label_type"]].tolist() == [1, "chargeback"]
-    assert after.loc[fraud["transaction_id"], ["is_fraud", "label_type"]].tolist() == [1, "analyst_confirmed"]
-
-    # Online: the next transaction at term-3 sees the confirmed fraud once the landed label is applied.
-    history = pd.DataFrame({"transaction_id": [fraud["transaction_id"], legit["transaction_id"]],
-                            "event_time": pd.to_datetime([fraud["event_time"], legit["event_time"]], utc=True),
-                            "customer_key": [entity_key(fraud["customer_id"]), entity_key(legit["customer_id"])],
-                            "terminal_id": [fraud["terminal_id"], legit["terminal_id"]],
-                            "amount_eur": [fraud["amount"], legit["amount"]]})
-    online_store.apply_transactions(history)
-    nxt = transaction(63, when=datetime.now(timezone.utc) + timedelta(minutes=1), prefix="fb")
-    assert nxt["terminal_id"] == fraud["terminal_id"]
-    probe = pd.DataFrame({"transaction_id": [nxt["transaction_id"]], "event_time": pd.to_datetime([nxt["event_time"]], utc=True),
-                          "customer_key": [entity_key(nxt["customer_id"])], "terminal_id": [nxt["terminal_id"]], "amount_eur": [nxt["amount"]]})
-    assert online_store.features(probe)["terminal_fraud_count_recent_7d"].iat[0] == 0
-    analyst_labels = labels_table.to_pandas()
-    online_store.apply_labels(analyst_labels[analyst_labels["transaction_id"] == fraud["transaction_id"]])
-    features = online_store.features(probe)
-    assert features["terminal_fraud_count_recent_7d"].iat[0] == 1
-    assert features["terminal_days_since_last_fraud"].iat[0] == 1
+    resandboxed = sandbox()
+    assert resandboxed.loc[legit["transaction_id"], ["is_fraud", "label_type"]].tolist() == [1, "chargeback"]
+    assert resandboxed.loc[fraud["transaction_id"], ["is_fraud", "label_type"]].tolist() == [1, "analyst_confirmed"]
+    # ... and online too: the terminal now has two known frauds.
+    run_features(config, store=online_store, spark=spark)
+    assert probe(103, datetime.now(timezone.utc) + timedelta(minutes=2))["terminal_fraud_count_recent_7d"] == 2

@@ -2,6 +2,7 @@
 test window, compared with the champion on the same rows) and ``champion_model`` (register, gate,
 promote or park as challenger). The logic lives in ``fraud_platform.ml``; these wrap it."""
 
+import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import pandas as pd
 from fraud_platform.defs.features.assets import LATEST_SNAPSHOT_KEY, read_matrix
 from fraud_platform.defs.owners import ML_ENGINEERING
 from fraud_platform.defs.resources import LakeResource, MlflowResource
+from fraud_platform.domain.metrics import score_shares
 from fraud_platform.domain.splits import SplitConfig
 from fraud_platform.ml import registry
 from fraud_platform.ml.evaluation import EvaluationConfig, evaluate_model, held_out_rows, log_evaluation
@@ -223,6 +225,8 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
         snapshot_key=snapshot.get("key"), snapshot_version=snapshot.get("version"),
         test_window="/".join(fraud_model["test_window"]),
     )
+    test_scores = model.predict_proba(model_input(test, fraud_model["features"]))[:, 1]
+    tags[registry.TAG_SCORE_SHARES] = json.dumps([round(x, 6) for x in score_shares(test_scores)])  # the console's "training" distribution
     version = registry.register_version(client, target.model_name, fraud_model["model_uri"], fraud_model["run_id"],
                                         {**tags, "fraud.variant": fraud_model["variant"]})
     alias = registry.apply_decision(client, target.model_name, version, decision)
