@@ -87,7 +87,11 @@ class Components:
 
     def close(self) -> None:
         self.watcher.stop()
-        self.outputs.producer.flush(30)
+        if self.outputs.producer.flush(30):
+            # The broker is gone: without a purge, close() waits out message.timeout.ms (5 min).
+            # These belong to a batch that failed, so was not committed and replays on restart.
+            self.outputs.producer.purge()
+            self.outputs.producer.flush(1)
         self.outputs.producer.close()  # a live idle client keeps reconnecting (and logging) after the broker goes
         self.alerts.close()
 
