@@ -47,11 +47,10 @@ COUNTS_DDL = "topic string, records long, valid long, applied long"
 def transaction_rows(values: list[bytes | None]) -> pd.DataFrame:
     """The valid transactions among raw Kafka values, in the processed-row shape (the scorer's)."""
     from fraud_platform.domain.batch_validation import validate_transactions
-    from fraud_platform.domain.validation import TransactionValidator
 
-    from spark_streaming.scoring import processed_frame
+    from spark_streaming.scoring import processed_frame, stream_validator
 
-    return processed_frame(validate_transactions(values, TransactionValidator()).accepted)
+    return processed_frame(validate_transactions(values, stream_validator()).accepted)
 
 
 def label_rows(values: list[bytes | None]) -> pd.DataFrame:

@@ -118,6 +118,12 @@ def review_block(review_threshold: float | None, block_threshold: float, champio
     return review, max(review, block_threshold)
 
 
+def stream_validator() -> TransactionValidator:
+    """The ingestion validator with the ingestion settings: the scorer and the feature pipeline
+    accept exactly what landing accepts."""
+    return TransactionValidator(accept_zero_amount=IngestionSettings.from_env().accept_zero_amount)
+
+
 def score_batch(
     batch_id: int, records: pa.Table, model: ActiveModel, store: "FeatureStore", token: str, review: float, block: float,
     validator: TransactionValidator | None = None,
@@ -132,7 +138,7 @@ def score_batch(
     offsets = records.column("offset").to_numpy(zero_copy_only=False)
     kafka_ts = records.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False) // 1000
 
-    validated = validate_transactions(values, validator or TransactionValidator(accept_zero_amount=IngestionSettings.from_env().accept_zero_amount))
+    validated = validate_transactions(values, validator or stream_validator())
     refused = dict(validated.rejections)
     ids = validated.accepted.column("transaction_id").to_pylist()
     unique = ~pd.Series(ids, dtype=object).duplicated().to_numpy()  # a record re-sent inside this range
