@@ -44,7 +44,7 @@ def scored_transactions(lake: LakeResource) -> dg.ObserveResult:
     )
 
 
-def _recent_traffic_features(store: LakeStore, recent_days: int) -> tuple[pd.DataFrame, str]:
+def _recent_traffic_features(store: LakeStore, recent_days: int, history_days: int) -> tuple[pd.DataFrame, str]:
     """Features of recent traffic: the ones the scorer scored with (the scored zone carries them, see
     ``catalogue.SCORED_TRANSACTIONS``), else computed from the processed zone with the shared
     feature module (history included so windows are complete)."""
@@ -59,7 +59,7 @@ def _recent_traffic_features(store: LakeStore, recent_days: int) -> tuple[pd.Dat
         raise dg.Failure("no recent traffic: neither the scored nor the processed zone has data")
     recent = days[-recent_days:]
     first_recent = pd.Timestamp(recent[0], tz="UTC")
-    history_start = (first_recent - pd.Timedelta(days=DEFAULT_CONFIG.history_days())).date().isoformat()
+    history_start = (first_recent - pd.Timedelta(days=history_days)).date().isoformat()
     frame = _read_days(store, PROCESSED_TRANSACTIONS, [d for d in days if d >= history_start])
     frame = frame.sort_values("event_time", kind="stable").reset_index(drop=True)
     computed = compute_batch_features(frame)
@@ -117,10 +117,14 @@ def feature_drift_report(
         raise dg.Failure("no training reference: materialise transaction_features first")
     matrix = store.read_parquet(reference_keys, columns=["event_time", *features]).to_pandas()
     reference, warmed_up = comparable_window(matrix, monitoring.recent_days, DEFAULT_CONFIG.history_days())
+    # Recent features computed from the lake get as much history as the reference rows had, so a
+    # training matrix shorter than the feature warm-up is compared like with like.
+    history = DEFAULT_CONFIG.history_days()
     if not warmed_up:
+        history = (pd.Timestamp(reference["event_time"].min()).floor("D") - pd.Timestamp(matrix["event_time"].min()).floor("D")).days
         context.log.warning(f"training matrix shorter than the {DEFAULT_CONFIG.history_days()}-day feature warm-up: "
-                            "reference uses its newest days, whose long windows are incomplete")
-    recent, source = _recent_traffic_features(store, monitoring.recent_days)
+                            f"reference and recent processed traffic both use {history} days of history")
+    recent, source = _recent_traffic_features(store, monitoring.recent_days, history)
     table = drift_table(feature_drift(reference, recent, features))
     drifting = table.loc[table["psi"] > monitoring.psi_threshold, "feature"].tolist()
     score = _score_drift(mlflow, reference, recent)
