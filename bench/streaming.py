@@ -302,17 +302,23 @@ def scale_out(args, home: Path, pool: pd.DataFrame) -> list[dict]:
                                                                        "--max-offsets-per-trigger", str(args.backlog_batch)))
             worker = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             tree = ProcessTree(worker.pid)
+            startup_cpu = None  # the driver's CPU before its first batch ended (imports, Spark, model): not per record
             while worker.poll() is None:
                 tree.sample()
+                if startup_cpu is None and "spark_streaming: batch 0:" in (home / f"backlog-{cores}.log").read_text(errors="replace"):
+                    startup_cpu = tree.cpu_seconds
                 time.sleep(0.5)
             if worker.returncode != 0:
                 raise RuntimeError(f"backlog scorer failed; see {home / f'backlog-{cores}.log'}")
             text = (home / f"backlog-{cores}.log").read_text()
             batch_seconds = [float(x) for x in re.findall(r"dead-lettered; \d+ alerts; model \S+ v\S+; ([\d.]+)s", text)]
-            scored = sum(int(x) for x in re.findall(r"= (\d+) scored \+", text))
+            per_batch = [int(x) for x in re.findall(r"= (\d+) scored \+", text)]
+            scored = sum(per_batch)
             rows.append({"executor_cores": cores, "records": sent, "scored": scored, "batches": len(batch_seconds),
                          "busy_s": sum(batch_seconds), "throughput/s": scored / max(sum(batch_seconds), 1e-9),
-                         "driver_cpu_us_per_record": tree.cpu_seconds / max(scored, 1) * 1e6, "entities": fill.get("customers")})
+                         "driver_cpu_s": tree.cpu_seconds, "driver_startup_cpu_s": startup_cpu or 0.0,
+                         "driver_cpu_us_per_record": (tree.cpu_seconds - (startup_cpu or 0.0)) / max(scored - per_batch[0], 1) * 1e6,
+                         "entities": fill.get("customers")})
             print(rows[-1], flush=True)
     finally:
         producer.close()
