@@ -264,7 +264,9 @@ def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None],
         producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
         positions = {0: 0, 1: 0}
         try:
-            warm = producer.run(f"warm{name}", 1000, 3)
+            # Long enough for every executor Python worker to start and load the model: the first
+            # batches after start-up take seconds each and would otherwise land in the 5k phase.
+            warm = producer.run(f"warm{name}", 1000, args.warmup_seconds)
             if len(collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], f"warm{name}", warm, positions, 300)) < warm:
                 raise RuntimeError(f"{name} scorer did not warm up; see {home / (name + '.log')}")
             start_memory, started = tree.sample(), time.monotonic()
@@ -332,6 +334,7 @@ def main() -> None:
     parser.add_argument("--scorers", default="spark,plain")
     parser.add_argument("--trigger-seconds", type=float, default=0.0, help="0: next micro-batch as soon as one ends")
     parser.add_argument("--max-offered", type=float, default=40000.0, help="send rate of the 'max' phase (above the scorer's capacity)")
+    parser.add_argument("--warmup-seconds", type=float, default=15.0, help="1000 tx/s before the measured phases")
     parser.add_argument("--customers", type=int, default=60000, help="simulated customers (>= 50k distinct end up in the store)")
     parser.add_argument("--terminals", type=int, default=10000)
     parser.add_argument("--backlog", type=int, default=2_000_000, help="records for the scale-out phase (0 = skip)")
