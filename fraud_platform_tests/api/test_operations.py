@@ -165,3 +165,39 @@ def test_api_and_streaming_path_give_the_same_score_over_the_same_state(tmp_path
     for i in range(len(frame)):
         offline = compute_batch_features(pd.concat([hist, frame.iloc[[i]][hist.columns]], ignore_index=True)).iloc[[-1]]
         assert float(predict(offline[features])[0]) == pytest.approx(api_scores[i], abs=1e-7)
+
+
+def test_without_a_champion_the_api_starts_unready_and_refuses_decisions(tmp_path, api_registry, keys, online_store_url,
+                                                                          seeded_store):
+    env = api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path, FRAUD_MODEL_NAME="no_such_model")
+    server = start_server(tmp_path, env)
+    try:
+        with server.client(keys.full) as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and not ready.json()["checks"]["model"]["ok"]
+            assert ready.json()["checks"]["store"]["ok"]
+            refused = client.post("/v1/decisions", json=request_body(1))
+            assert refused.status_code == 503 and refused.json()["error"]["rule"] == "model_unavailable"
+            assert "no_such_model" in refused.json()["error"]["message"]
+    finally:
+        server.stop()
+
+
+def test_startup_errors_are_one_line_with_exit_codes(tmp_path, keys):
+    import os
+    import subprocess
+    import sys
+
+    def serve(**env: str) -> subprocess.CompletedProcess:
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_API_KEYS", "FRAUD_ONLINE_STORE"))}
+        full.update({"FRAUD_PLATFORM_HOME": str(tmp_path / "home"), "FRAUD_API_PORT": "0", **env})
+        return subprocess.run([sys.executable, "-m", "fraud_platform.api"], env=full, capture_output=True, text=True, timeout=120)
+
+    no_keys = serve()
+    assert no_keys.returncode == 2, no_keys.stderr
+    assert no_keys.stderr.strip().splitlines()[-1].startswith("fraud-platform serve: no API keys configured")
+    bad_key = serve(FRAUD_API_KEYS="ops:not-a-hash")
+    assert bad_key.returncode == 2 and "expected name:sha256hex" in bad_key.stderr
+    no_store = serve(FRAUD_API_KEYS=keys.entries)  # a fresh home: no embedded Redis running, no URL
+    assert no_store.returncode == 3, no_store.stderr
+    assert "No online store configured" in no_store.stderr and "Traceback" not in no_store.stderr
