@@ -189,13 +189,16 @@ def run(config: StreamConfig, store: OnlineFeatureStore | None = None, spark=Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     try:
-        while query.isActive:
-            query.awaitTermination(0.2)
-            if stopping or (stop is not None and stop.is_set()) or (config.max_batches and handler.batches >= config.max_batches):
-                query.stop()
-        error = query.exception()
+        try:
+            while query.isActive:
+                query.awaitTermination(0.2)
+                if stopping or (stop is not None and stop.is_set()) or (config.max_batches and handler.batches >= config.max_batches):
+                    query.stop()
+            error = query.exception()
+        except Exception as failure:  # awaitTermination raises the query's exception itself
+            error = failure
         if error is not None:
-            raise RuntimeError(f"feature pipeline query failed: {one_line(error)}")
+            raise RuntimeError(f"feature pipeline query failed: {failure_reason(error)}")
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -203,6 +206,15 @@ def run(config: StreamConfig, store: OnlineFeatureStore | None = None, spark=Non
             spark.stop()
         store.close()
     return handler
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line: the store's own message when a task failed on the store (it is buried in the
+    Python traceback Spark wraps), else the error's first line."""
+    for line in str(error).splitlines():
+        if "OnlineStoreUnavailable: " in line:
+            return line.split("OnlineStoreUnavailable: ", 1)[1].strip()[:300]
+    return one_line(error)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

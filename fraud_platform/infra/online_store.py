@@ -355,6 +355,19 @@ class OnlineFeatureStore:
             self._client = None
             self._scripts = {}
 
+    def _run_script(self, name: str, source: str, head: list, rows: np.ndarray) -> list:
+        """Run a Lua script over ``rows`` (one row = one item's arguments) in chunks of ``_CHUNK``
+        items, all in one pipelined round trip; returns each chunk's reply."""
+        script = self._script(name, source)
+
+        def run():
+            pipe = self.client().pipeline(transaction=False)
+            for start in range(0, len(rows), _CHUNK):
+                script(args=head + rows[start:start + _CHUNK].ravel().tolist(), client=pipe)
+            return pipe.execute()
+
+        return self._call(name, run)
+
     # Writes ----------------------------------------------------------------------------------
     def apply_transactions(self, events: pd.DataFrame) -> dict[str, int]:
         """Add transactions to the state; idempotent (a transaction is applied once, ever within
@@ -368,15 +381,7 @@ class OnlineFeatureStore:
             rows["cents"].astype(str).to_numpy(object), rows["day"].astype(str).to_numpy(object),
         ])
         head = [self.prefix, self.tx_index_ttl_seconds, self.entity_ttl_seconds, self.open_days, self.config.history_days()]
-        script = self._script("apply_transactions", _APPLY_TRANSACTIONS)
-
-        def run():
-            pipe = self.client().pipeline(transaction=False)
-            for start in range(0, len(args), _CHUNK):
-                script(args=head + args[start:start + _CHUNK].ravel().tolist(), client=pipe)
-            return pipe.execute()
-
-        results = self._call("apply_transactions", run)
+        results = self._run_script("apply_transactions", _APPLY_TRANSACTIONS, head, args)
         return {"applied": sum(int(r[0]) for r in results), "labels": sum(int(r[1]) for r in results)}
 
     def apply_labels(self, labels: pd.DataFrame) -> dict[str, int]:
@@ -391,16 +396,7 @@ class OnlineFeatureStore:
             return {"applied": 0, "pending": 0}
         known = timestamps_us(frame[known_column]).astype(str)
         args = np.column_stack([frame["transaction_id"].astype(str).to_numpy(object), known.astype(object)])
-        head = [self.prefix, self.tx_index_ttl_seconds]
-        script = self._script("apply_labels", _APPLY_LABELS)
-
-        def run():
-            pipe = self.client().pipeline(transaction=False)
-            for start in range(0, len(args), _CHUNK):
-                script(args=head + args[start:start + _CHUNK].ravel().tolist(), client=pipe)
-            return pipe.execute()
-
-        results = self._call("apply_labels", run)
+        results = self._run_script("apply_labels", _APPLY_LABELS, [self.prefix, self.tx_index_ttl_seconds], args)
         return {"applied": sum(int(r[0]) for r in results), "pending": sum(int(r[1]) for r in results)}
 
     def claim_ids(self, transaction_ids, token: str) -> np.ndarray:
@@ -413,16 +409,9 @@ class OnlineFeatureStore:
         unique_ids = ids[first].tolist()
         if not unique_ids:
             return result
-        script = self._script("claim", _CLAIM)
-        head = [self.prefix, self.dedupe_ttl_seconds, token]
-
-        def run():
-            pipe = self.client().pipeline(transaction=False)
-            for start in range(0, len(unique_ids), _CHUNK):
-                script(args=head + unique_ids[start:start + _CHUNK], client=pipe)
-            return [flag for part in pipe.execute() for flag in part]
-
-        claimed = self._call("claim_ids", run)
+        parts = self._run_script("claim_ids", _CLAIM, [self.prefix, self.dedupe_ttl_seconds, token],
+                                 np.asarray(unique_ids, dtype=object)[:, None])
+        claimed = [flag for part in parts for flag in part]
         result[np.flatnonzero(first)] = np.asarray(claimed, dtype=bool)
         return result
 

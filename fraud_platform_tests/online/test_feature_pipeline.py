@@ -186,3 +186,49 @@ def test_unreachable_store_at_start_is_one_line_with_its_own_exit_code(kafka_set
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("spark_streaming features: online store redis://127.0.0.1:"), result.stderr
     assert not (tmp_path / "cp").exists()  # stopped before Spark started
+
+
+@pytest.mark.slow
+def test_store_outage_mid_stream_fails_the_query_visibly(kafka_settings, spark, simulation, tmp_path):
+    """A store that goes away under a running pipeline fails the batch and the query with the
+    store's one-line reason (the restart replays that batch); nothing is skipped silently."""
+    import threading
+
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+    from spark_streaming.feature_pipeline import run
+
+    server = EmbeddedOnlineStore(tmp_path / "own-redis")
+    store = OnlineFeatureStore.from_url(server.start().url, prefix="outage:", socket_timeout_seconds=1)
+    messages = _history_messages(simulation, days=2)
+    _produce(kafka_settings, kafka_settings.topics.transactions, messages[: len(messages) // 2])
+    config = _config(tmp_path).model_copy(update={"available_now": False, "trigger_seconds": 0.5})
+    outcome: dict = {}
+
+    def pipeline() -> None:
+        try:
+            run(config, store=store, spark=spark)
+        except RuntimeError as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=pipeline, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not int(store.client().hget("outage:meta", "tx_applied") or 0):
+            time.sleep(0.2)
+        assert int(store.client().hget("outage:meta", "tx_applied") or 0) > 0
+        server.stop()
+        _produce(kafka_settings, kafka_settings.topics.transactions, messages[len(messages) // 2:])
+        thread.join(180)
+        assert not thread.is_alive()
+        assert "feature pipeline query failed" in outcome["error"] and "online store" in outcome["error"]
+    finally:
+        server.stop()
+
+
+def test_the_pipeline_and_the_store_never_import_dagster():
+    code = ("import sys, spark_streaming.feature_pipeline, fraud_platform.infra.online_store; "
+            "sys.exit(1 if any(m == 'dagster' or m.startswith('dagster.') for m in sys.modules) else 0)")
+    result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
