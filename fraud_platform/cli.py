@@ -341,15 +341,72 @@ def cmd_run_local(args: argparse.Namespace) -> None:
         fraud_rate=None, label_delay_days=7, rate=None, as_fast_as_possible=True, inject_invalid=args.inject_invalid,
     ))
     materialize_everything(start, end)
+    decide_one_transaction()
     print(
         "\nDone. Browse lineage, runs and asset metadata with:\n"
         f"  DAGSTER_HOME={home} FRAUD_PLATFORM_HOME={platform_home()} .venv/bin/dagster dev\n"
         f"The lake is in {PlatformSettings.from_env().lake.root}; stop the broker with `.venv/bin/fraud-platform broker stop`"
-        " and the online store with `.venv/bin/fraud-platform online-store stop`."
+        " and the online store with `.venv/bin/fraud-platform online-store stop`.\n"
+        "Serve decisions with `.venv/bin/fraud-platform api-key NAME` then `.venv/bin/fraud-platform serve` (docs/api.md)."
     )
 
 
 # -- decision API ----------------------------------------------------------------------------------
+def decide_one_transaction(timeout: float = 180.0) -> dict:
+    """The decision API joins the main job: a real server process (``python -m fraud_platform.api``,
+    a throw-away key) decides one new transaction of a landed customer and terminal from the online
+    store and the champion the run just published, and the decision with its reasons is printed."""
+    import time
+
+    import httpx
+
+    from fraud_platform.api.auth import new_key
+    from fraud_platform.domain.catalogue import RAW_TRANSACTIONS
+    from fraud_platform.domain.schema import TRANSACTION_FIELDS
+    from fraud_platform.infra.broker import free_port
+    from fraud_platform.infra.lake import lake_store_from_settings
+
+    lake = lake_store_from_settings(PlatformSettings.from_env().lake)
+    latest = lake.partition_dates(RAW_TRANSACTIONS)[-1]
+    row = lake.read_partition(RAW_TRANSACTIONS, latest).slice(0, 1).to_pylist()[0]
+    now = datetime.now(timezone.utc)
+    event = {name: row[name] for name in TRANSACTION_FIELDS}
+    event.update(transaction_id=f"run-local-{now:%Y%m%d%H%M%S}", event_time=now.isoformat())
+    key, entry = new_key("run-local", ("decide", "read"))
+    port = free_port()
+    env = dict(os.environ, FRAUD_API_KEYS=entry, FRAUD_API_HOST="127.0.0.1", FRAUD_API_PORT=str(port), FRAUD_API_WORKERS="1")
+    log_path = platform_home() / "api" / "run-local.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    print(f"decision API: starting a server on {url} (log {log_path})", flush=True)
+    with open(log_path, "ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "fraud_platform.api"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                _fail(f"the decision API exited with {server.returncode}; see {log_path}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                _fail(f"the decision API was not ready within {timeout:.0f}s; see {log_path}")
+            time.sleep(0.5)
+        response = httpx.post(f"{url}/v1/decisions", json=event, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        if response.status_code != 200:
+            _fail(f"the decision API answered {response.status_code}: {response.text[:500]}")
+        decision = response.json()
+    finally:
+        server.terminate()
+        server.wait(30)
+    reasons = "; ".join(r["text"] for r in decision.get("reasons", []))
+    print(f"decision API: {event['transaction_id']} -> {decision['decision']} (score {decision['score']:.4f}, "
+          f"model {decision['model']['name']} v{decision['model']['version']}); reasons: {reasons}", flush=True)
+    return decision
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from fraud_platform.api.server import serve
 

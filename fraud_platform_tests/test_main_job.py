@@ -29,6 +29,9 @@ def test_run_local_materialises_every_asset(tmp_path: Path) -> None:
         subprocess.run([cli, "online-store", "stop"], cwd=REPO, env=env, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
     assert "dagster dev" in result.stdout
+    # the decision API joined the main job: a real server decided a new transaction, with reasons
+    decided = [line for line in result.stdout.splitlines() if line.startswith("decision API: run-local-")]
+    assert len(decided) == 1 and " -> " in decided[0] and "reasons: " in decided[0], result.stdout[-3000:]
 
     from fraud_platform.cli import ON_DEMAND
     from fraud_platform.definitions import defs
