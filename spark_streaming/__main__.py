@@ -43,31 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("py4j", "mlflow", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from fraud_platform.security import MissingSecretError, secure_process_start
-    from spark_streaming.config import ConfigError, StreamConfig
-    from spark_streaming.job import EXIT_CONFIG, EXIT_QUERY, StartupError, run
-
-    try:
-        secure_process_start()  # private file modes; no tokenisation key outside local -> no start
-    except MissingSecretError as error:
-        print(f"spark_streaming: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+    from spark_streaming.config import StreamConfig
+    from spark_streaming.job import run, run_cli
 
     overrides = {k: v for k, v in vars(args).items() if k != "log_level"}
-    try:
-        config = StreamConfig.load(overrides)
-        handler = run(config)
-    except ConfigError as error:
-        print(f"spark_streaming: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StartupError as error:
-        print(f"spark_streaming: {error}", file=sys.stderr)
-        return error.exit_code
-    except RuntimeError as error:
-        print(f"spark_streaming: {error}", file=sys.stderr)
-        return EXIT_QUERY
-    logging.getLogger("spark_streaming").info("stopped after %d micro-batches (last batch id %s)", handler.batches, handler.last_batch_id)
-    return 0
+    code, handler = run_cli("spark_streaming", lambda: run(StreamConfig.load(overrides)))
+    if handler is not None:
+        logging.getLogger("spark_streaming").info("stopped after %d micro-batches (last batch id %s)", handler.batches, handler.last_batch_id)
+    return code
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from fraud_platform.infra.online_store import OnlineFeatureStore, OnlineStoreUnavailable
 
 from spark_streaming.champion import one_line
-from spark_streaming.config import ConfigError, StreamConfig
+from spark_streaming.config import StreamConfig
 from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options
 
 log = logging.getLogger("spark_streaming.features")
@@ -247,18 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("py4j", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from spark_streaming.job import EXIT_CONFIG, EXIT_QUERY, StartupError
+    from spark_streaming.job import run_cli
 
-    try:
-        handler = run(load_config(args))
-    except ConfigError as error:
-        print(f"spark_streaming features: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StartupError as error:
-        print(f"spark_streaming features: {error}", file=sys.stderr)
-        return error.exit_code
-    except RuntimeError as error:
-        print(f"spark_streaming features: {error}", file=sys.stderr)
-        return EXIT_QUERY
-    log.info("stopped after %d micro-batches (last batch id %s); totals %s", handler.batches, handler.last_batch_id, handler.totals)
-    return 0
+    code, handler = run_cli("spark_streaming features", lambda: run(load_config(args)))
+    if handler is not None:
+        log.info("stopped after %d micro-batches (last batch id %s); totals %s", handler.batches, handler.last_batch_id, handler.totals)
+    return code

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 from functools import partial
 from pathlib import Path
 
@@ -320,6 +321,25 @@ def lag_listener(metrics: StreamMetrics):
             pass
 
     return LagListener()
+
+
+def run_cli(program: str, start: Callable[[], object]) -> tuple[int, object | None]:
+    """Run a streaming entry point (scorer or feature pipeline): any start-up or query failure
+    becomes one line on stderr and its exit code (listed in ``spark_streaming.__main__``)."""
+    from fraud_platform.security import MissingSecretError, secure_process_start
+    from spark_streaming.config import ConfigError
+
+    try:
+        secure_process_start()  # private file modes; no tokenisation key outside local -> no start
+        return 0, start()
+    except (ConfigError, MissingSecretError) as error:
+        message, code = f"configuration error: {error}", EXIT_CONFIG
+    except StartupError as error:
+        message, code = str(error), error.exit_code
+    except RuntimeError as error:
+        message, code = str(error), EXIT_QUERY
+    print(f"{program}: {message}", file=sys.stderr)
+    return code, None
 
 
 def start_query(spark, config: StreamConfig, handler: BatchHandler):
