@@ -54,11 +54,17 @@ def app_from_env() -> FastAPI:
     from fraud_platform.api.metrics import ApiMetrics
     from fraud_platform.infra.online_store import OnlineStoreUnavailable
 
+    import mlflow
+
     platform, settings = PlatformSettings.from_env(), ApiSettings.from_env()
     keys, store = preflight(platform, settings)
+    # models:/ URIs resolve through MLflow's process-wide URIs: point them at the platform's registry
+    registry_uri = platform.mlflow_registry_uri or platform.mlflow_tracking_uri
+    mlflow.set_tracking_uri(platform.mlflow_tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
     metrics = ApiMetrics()
     champion = ChampionHolder(
-        lambda: MlflowClient(platform.mlflow_tracking_uri, platform.mlflow_registry_uri or platform.mlflow_tracking_uri),
+        lambda: MlflowClient(platform.mlflow_tracking_uri, registry_uri),
         platform.model_name, settings.model_alias, settings.model_refresh_seconds,
         on_failure=lambda stage: metrics.refresh_failures.labels(stage).inc(),
         on_loaded=lambda loaded: metrics.model_loaded(loaded.name, loaded.version),

@@ -73,7 +73,7 @@ def bad_requests() -> list[tuple[str, bytes, str, str | None]]:
     del missing["terminal_id"]
     return [
         ("malformed", b'{"transaction_id": "x", ', "malformed_json", None),
-        ("malformed with a PAN", f'{{"card_token": "{PAN}", '.encode(), "malformed_json", None),
+        ("malformed with a PAN", f'{{"card_token": "{PAN}", '.encode(), "raw_pan", None),  # a card number anywhere is refused before any other rule
         ("not an object", b"[1, 2]", "malformed_json", None),
         ("missing field", json.dumps(missing).encode(), "missing_field", "terminal_id"),
         ("unexpected field", body(is_fraud=1), "unexpected_field", "is_fraud"),

@@ -140,9 +140,8 @@ def test_api_and_streaming_path_give_the_same_score_over_the_same_state(tmp_path
 
     from fraud_platform.domain.batch_validation import validate_transactions
     from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
-    from fraud_platform.domain.validation import TransactionValidator
     from spark_streaming.champion import load_predictor
-    from spark_streaming.scoring import processed_frame
+    from spark_streaming.scoring import processed_frame, stream_validator
 
     api_registry.promote("2")  # XGBoost: the API's inplace_predict fast path vs the stream's predict_proba
     server = start_server(tmp_path, api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path))
@@ -154,8 +153,8 @@ def test_api_and_streaming_path_give_the_same_score_over_the_same_state(tmp_path
         server.stop()
         api_registry.promote("1")
 
-    predict = load_predictor(f"models:/{MODEL_NAME}/2")
-    validated = validate_transactions([orjson.dumps(e) for e in events], TransactionValidator())
+    predict, _estimator = load_predictor(f"models:/{MODEL_NAME}/2")
+    validated = validate_transactions([orjson.dumps(e) for e in events], stream_validator())
     frame = processed_frame(validated.accepted)
     features = FEATURE_COLUMNS  # what the test registry publishes as the versions' feature list
     stream_scores = [float(predict(seeded_store.features(frame.iloc[[i]])[features])[0]) for i in range(len(frame))]

@@ -13,7 +13,7 @@ import pytest
 from fraud_platform.api.decision_log import SQLiteBackend
 from fraud_platform.defs.ml.assets import ModelTrainingResource
 from fraud_platform.defs.ml.shadow import challenger_shadow_report
-from fraud_platform.defs.resources import LakeResource, MlflowResource, MonitoringResource
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, MlflowResource
 from fraud_platform.domain.features import FEATURE_COLUMNS
 from fraud_platform.domain.hashing import entity_key
 from fraud_platform.infra.landing import LandingEngine
@@ -73,7 +73,7 @@ def run_report(uri, root, lake_root, live_evidence: bool = True) -> dg.Materiali
         "lake": LakeResource(root=str(lake_root)),
         "mlflow": MlflowResource(tracking_uri=uri, registry_uri=uri, artifact_root=(root / "artifacts").as_uri(), model_name=MODEL),
         "ml_training": ModelTrainingResource(require_live_evidence=live_evidence, live_min_labelled=100, live_min_frauds=5),
-        "monitoring": MonitoringResource(label_maturity_days=0),
+        "lake_processing": LakeProcessingResource(label_maturity_days=0),
     })
     assert result.success
     return result.asset_materializations_for_node("challenger_shadow_report")[0].metadata

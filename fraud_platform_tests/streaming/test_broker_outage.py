@@ -66,8 +66,13 @@ def test_scorer_rides_out_a_broker_outage_and_scores_everything(stream_env, regi
     broker, state = own_broker
     valid, lake, scorer = _kill_broker_mid_stream(state, stream_env, tmp_path, outage_seconds=180, batches=2)
     try:
-        time.sleep(8)  # longer than the source's 3 s timeout: the query fails and is restarted
-        assert scorer.poll() is None, (tmp_path / "scorer.log").read_text()[-3000:]
+        # The broker stays down until the scorer has met the outage (its 3 s source timeout; records
+        # the executors' consumers had already fetched may still be scored meanwhile) and restarts its query.
+        outage_seen = time.monotonic() + 180
+        while "restarting the query from its checkpoint" not in (tmp_path / "scorer.log").read_text():
+            assert scorer.poll() is None, (tmp_path / "scorer.log").read_text()[-3000:]
+            assert time.monotonic() < outage_seen, "the scorer never noticed the broker outage"
+            time.sleep(0.5)
         broker.start(port=int(state.address.rsplit(":", 1)[1]), durable=True)
         deadline = time.monotonic() + 240
         while len(lake_rows(lake)) < len(valid):

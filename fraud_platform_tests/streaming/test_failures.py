@@ -28,18 +28,22 @@ pytestmark = pytest.mark.slow
 def test_a_record_postgres_refuses_is_dead_lettered_and_the_batch_proceeds(spark, stream_env, registry_env, pg_dsn, monkeypatch):
     monkeypatch.setenv("FRAUD_ALERTS_POSTGRES_DSN", pg_dsn)
     valid = [transaction(i, amount=950.0 if i % 5 == 0 else 30.0) for i in range(60)]
-    poisoned = dict(transaction(999, amount=950.0), transaction_id="tx-nul-\u0000-byte")  # valid JSON, PostgreSQL text refuses NUL
+    # Valid for the (total) validator, refused by the sink: the alert table gets a constraint that
+    # rejects this one id, as a database refuses a row for reasons validation cannot see.
+    poisoned = dict(transaction(999, amount=950.0), transaction_id="tx-the-sink-refuses")
     produce_transactions(valid + [poisoned])
 
     config = StreamConfig.load({"available_now": True})
-    parts = build_components(config)
+    parts = build_components(config)  # creates the alert table
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE fraud_alerts ADD CONSTRAINT sink_refuses_one CHECK (transaction_id <> 'tx-the-sink-refuses')")
     run(config, spark=spark, parts=parts)
 
     letters = consume_all(stream_env["FRAUD_TOPIC_TRANSACTIONS_DLQ"])
     assert len(letters) == 1
     headers = parse_dead_letter_headers(letters[0].headers())
     assert (headers["error.rule"], headers["error.field"]) == ("sink_failed", "alerts")
-    assert "NUL" in headers["error.message"]
+    assert "sink_refuses_one" in headers["error.message"]
     assert json.loads(letters[0].value())["transaction_id"] == poisoned["transaction_id"]
 
     predicted = {json.loads(m.value())["transaction_id"] for m in consume_all(stream_env["FRAUD_TOPIC_PREDICTIONS"])}

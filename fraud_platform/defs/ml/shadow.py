@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from fraud_platform.defs.ml.assets import ModelTrainingResource
 from fraud_platform.defs.owners import ML_ENGINEERING
-from fraud_platform.defs.resources import LakeResource, MlflowResource, MonitoringResource
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, MlflowResource
 from fraud_platform.ml import registry
 from fraud_platform.ml.shadow import ShadowLog, live_promotion, shadow_report
 from fraud_platform.reports import figure_to_markdown, markdown_table
@@ -50,7 +50,7 @@ def _figure(report) -> Figure:
                 "it promotes the challenger when its live metric beats the champion's.",
 )
 def challenger_shadow_report(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
-                             ml_training: ModelTrainingResource, monitoring: MonitoringResource) -> dg.MaterializeResult:
+                             ml_training: ModelTrainingResource, lake_processing: LakeProcessingResource) -> dg.MaterializeResult:
     target = mlflow.target()
     client = target.client()
     challenger = registry.load_champion(client, target.model_name, registry.CHALLENGER_ALIAS)
@@ -58,7 +58,8 @@ def challenger_shadow_report(context: dg.AssetExecutionContext, lake: LakeResour
     if challenger is None or (champion is not None and champion.version == challenger.version):
         return dg.MaterializeResult(metadata={"challenger_version": "none", "promoted": False})
     shadow = shadow_log_from_settings().read()
-    cutoff = (datetime.now(timezone.utc) - timedelta(days=monitoring.label_maturity_days)).isoformat()
+    # the platform's one label-maturity period: only decisions whose labels are final are compared
+    cutoff = (datetime.now(timezone.utc) - timedelta(days=lake_processing.label_maturity_days)).isoformat()
     matured = shadow[(shadow["challenger_version"] == challenger.version) & (shadow["decided_at"] <= cutoff)]
     labels = _labels_since(lake.store(), matured["decided_at"].min()[:10]) if len(matured) else pd.DataFrame({"transaction_id": [], "is_fraud": []})
     report = shadow_report(matured, labels, k=ml_training.daily_alert_budget, challenger_version=challenger.version)
