@@ -106,7 +106,7 @@ def test_every_bad_input_class_is_a_422_naming_its_rule_and_never_echoes_a_pan(s
         big = client.post("/v1/decisions", content=b"{" + b" " * 2_000_000 + b"}", headers={"Content-Type": "application/json"})
         assert big.status_code == 413 and big.json()["error"]["rule"] == "body_too_large"
         metrics = client.get("/metrics").text
-    assert 'fraud_api_rejections_total{rule="raw_pan"} 3.0' in metrics
+    assert 'fraud_api_rejections_total{rule="raw_pan"} 4.0' in metrics
     assert PAN not in server.log() and "4111 1111 1111 1111" not in server.log()
 
 
