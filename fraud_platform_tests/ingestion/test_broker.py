@@ -125,6 +125,16 @@ def _produce_under_load(address: str, topic: str, producers: int, seconds: float
     return acknowledged
 
 
+def _kill_host(state) -> None:
+    """SIGKILL to broker and storage, as when the host dies; returns once the kernel has ended them
+    (a signal is delivered asynchronously: restarting at once could find the old broker still there)."""
+    os.killpg(state.process_group, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while group_members(state.process_group):
+        assert time.monotonic() < deadline, f"process group {state.process_group} survived SIGKILL"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_durable_broker_keeps_every_acknowledged_message_through_kill_9_under_load(tmp_path: Path) -> None:
     """Host-death style crash (SIGKILL to broker and storage) while 3 producers write: every
@@ -133,7 +143,7 @@ def test_durable_broker_keeps_every_acknowledged_message_through_kill_9_under_lo
     state = broker.start(durable=True)
     ensure_topics(KafkaSettings(bootstrap_servers=state.address), ["durable"], partitions=2)
     acknowledged = _produce_under_load(
-        state.address, "durable", producers=3, seconds=2.0, kill=lambda: os.killpg(state.process_group, signal.SIGKILL)
+        state.address, "durable", producers=3, seconds=2.0, kill=lambda: _kill_host(state)
     )
     assert len(acknowledged) > 1000, "the load did not get going before the kill"
     restarted = broker.start(durable=True)
@@ -166,7 +176,7 @@ def test_offsets_reserved_but_never_written_before_a_crash_are_released(tmp_path
     for i in range(300):
         producer.produce("gap", value=b"m%d" % i)
     assert producer.flush(30) == 0
-    os.killpg(state.process_group, signal.SIGKILL)
+    _kill_host(state)
     mark = next((broker.data_dir / "tansu").glob("clusters/*/topics/gap/partitions/0000000000/watermark.json"))
     watermark = json.loads(mark.read_text())
     assert watermark["high"] == 300
