@@ -137,6 +137,7 @@ def _forest_path_contributions(forest: Any, values: np.ndarray) -> tuple[np.ndar
     total = np.zeros((n_rows, n_features))
     bias = 0.0
     positive = list(forest.classes_).index(1)
+    rows = values.astype(np.float32)  # sklearn trees split on float32: convert once, not per tree
     for tree in forest.estimators_:
         structure = tree.tree_
         counts = structure.value[:, 0, :]
@@ -148,7 +149,7 @@ def _forest_path_contributions(forest: Any, values: np.ndarray) -> tuple[np.ndar
         moved = np.flatnonzero(parent >= 0)
         credit = np.zeros((structure.node_count, n_features))
         credit[moved, structure.feature[parent[moved]]] = share[moved] - share[parent[moved]]
-        total += np.asarray(tree.decision_path(values.astype(np.float32)) @ credit)
+        total += np.asarray(tree.decision_path(rows) @ credit)
         bias += share[0]
     trees = len(forest.estimators_)
     return total / trees, np.full(n_rows, bias / trees)
