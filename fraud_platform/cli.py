@@ -56,25 +56,34 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 # -- broker ---------------------------------------------------------------------------------------
+def _manage(server, action: str, name: str, start, error_type: type[Exception]) -> None:
+    """start | stop | status of an embedded server (broker, online store); status exits 1 when down."""
+    try:
+        if action == "start":
+            start()
+        elif action == "stop":
+            print(f"{name} stopped" if server.stop() else f"{name} was not running")
+        else:
+            status = server.status()
+            print(json.dumps(status, indent=1))
+            if not status["running"]:
+                raise SystemExit(1)
+    except error_type as error:
+        _fail(str(error))
+
+
 def cmd_broker(args: argparse.Namespace) -> None:
     from fraud_platform.infra.broker import BrokerError, EmbeddedBroker
 
     broker = EmbeddedBroker.default()
-    try:
-        if args.action == "start":
-            state = broker.start(port=args.port, durable=args.durable, storage=args.storage)
-            print(f"broker running at {state.address} (pid {state.pid}, storage {state.storage}); log: {state.log_file}")
-            if args.topics:
-                _create_topics()
-        elif args.action == "stop":
-            print("broker stopped" if broker.stop() else "broker was not running")
-        else:
-            status = broker.status()
-            print(json.dumps(status, indent=1))
-            if not status["running"]:
-                raise SystemExit(1)
-    except BrokerError as error:
-        _fail(str(error))
+
+    def start() -> None:
+        state = broker.start(port=args.port, durable=args.durable, storage=args.storage)
+        print(f"broker running at {state.address} (pid {state.pid}, storage {state.storage}); log: {state.log_file}")
+        if args.topics:
+            _create_topics()
+
+    _manage(broker, args.action, "broker", start, BrokerError)
 
 
 # -- online store ---------------------------------------------------------------------------------
@@ -82,19 +91,12 @@ def cmd_online_store(args: argparse.Namespace) -> None:
     from fraud_platform.infra.online_store_server import EmbeddedOnlineStore, OnlineStoreServerError
 
     server = EmbeddedOnlineStore.default()
-    try:
-        if args.action == "start":
-            state = server.start(port=args.port)
-            print(f"online store running at {state.url} (pid {state.pid}, data {state.data_dir}); log: {state.log_file}")
-        elif args.action == "stop":
-            print("online store stopped" if server.stop() else "online store was not running")
-        else:
-            status = server.status()
-            print(json.dumps(status, indent=1))
-            if not status["running"]:
-                raise SystemExit(1)
-    except OnlineStoreServerError as error:
-        _fail(str(error))
+
+    def start() -> None:
+        state = server.start(port=args.port)
+        print(f"online store running at {state.url} (pid {state.pid}, data {state.data_dir}); log: {state.log_file}")
+
+    _manage(server, args.action, "online store", start, OnlineStoreServerError)
 
 
 def _create_topics() -> dict[str, int]:
