@@ -283,7 +283,7 @@ class OnlineStoreSettings(BaseModel):
     @classmethod
     def from_env(cls) -> "OnlineStoreSettings":
         url, password = _env("FRAUD_ONLINE_STORE_URL"), _env("FRAUD_ONLINE_STORE_PASSWORD")
-        maturity_days = int(_env("FRAUD_LABEL_MATURITY_DAYS", "7"))
+        maturity_days = LakeProcessingSettings.from_env().label_maturity_days  # the one maturity setting
         return cls(
             url=SecretStr(url) if url else None,
             password=SecretStr(password) if password else None,
