@@ -359,6 +359,7 @@ def decide_one_transaction(timeout: float = 180.0) -> dict:
     a throw-away key) decides one new transaction of a landed customer and terminal from the online
     store and the champion the run just published, and the decision with its reasons is printed."""
     import time
+    import uuid
 
     import httpx
 
@@ -373,7 +374,8 @@ def decide_one_transaction(timeout: float = 180.0) -> dict:
     row = lake.read_partition(RAW_TRANSACTIONS, latest).slice(0, 1).to_pylist()[0]
     now = datetime.now(timezone.utc)
     event = {name: row[name] for name in TRANSACTION_FIELDS}
-    event.update(transaction_id=f"run-local-{now:%Y%m%d%H%M%S}", event_time=now.isoformat())
+    # A hex id: a digits-only timestamp id is Luhn-valid one time in ten and is refused as raw_pan.
+    event.update(transaction_id=f"run-local-{uuid.uuid4().hex[:16]}", event_time=now.isoformat())
     key, entry = new_key("run-local", ("decide", "read"))
     port = free_port()
     env = dict(os.environ, FRAUD_API_KEYS=entry, FRAUD_API_HOST="127.0.0.1", FRAUD_API_PORT=str(port), FRAUD_API_WORKERS="1")
