@@ -49,7 +49,7 @@ def app_from_env() -> FastAPI:
     from fraud_platform.api.app import create_app
     from fraud_platform.api.auth import RateLimiter
     from fraud_platform.api.champion import ChampionHolder
-    from fraud_platform.api.decision_log import DecisionLog
+    from fraud_platform.infra.decision_log import DecisionLog
     from fraud_platform.api.engine import DecisionEngine
     from fraud_platform.api.metrics import ApiMetrics
     from fraud_platform.infra.online_store import OnlineStoreUnavailable

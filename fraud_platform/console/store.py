@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fraud_platform.api.decision_log import COLUMNS, DecisionLog
+from fraud_platform.infra.decision_log import COLUMNS, DecisionLog
 from fraud_platform.infra.decision_tables import execute
 
 VERDICTS = ("fraud", "legitimate", "unsure")

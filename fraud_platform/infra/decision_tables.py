@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fraud_platform.api.decision_log import PostgresBackend
+from fraud_platform.infra.decision_log import PostgresBackend
 
 
 def is_postgres(backend: Any) -> bool:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fraud_platform.api.auth import AuthError, KeyRing, RateLimiter, new_key, parse_entries
-from fraud_platform.api.decision_log import DecisionLog, PostgresBackend, SQLiteBackend
+from fraud_platform.infra.decision_log import DecisionLog, PostgresBackend, SQLiteBackend
 from fraud_platform.api.engine import rounds
 from fraud_platform_tests.streaming.conftest import PG_ADMIN_DSN
 

@@ -122,7 +122,7 @@ def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key
             browser.close()
 
     # The challenger (v2) scored every decision in shadow; the API acted on the champion (v1) only.
-    from fraud_platform.api.decision_log import SQLiteBackend
+    from fraud_platform.infra.decision_log import SQLiteBackend
     from fraud_platform.ml.shadow import ShadowLog
 
     shadow = ShadowLog(SQLiteBackend(Path(console_server.env["FRAUD_DECISIONS_SQLITE_PATH"]), "api_decisions")).read().set_index("transaction_id")

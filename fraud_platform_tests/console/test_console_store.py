@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fraud_platform.api.decision_log import DecisionLog, PostgresBackend, SQLiteBackend
+from fraud_platform.infra.decision_log import DecisionLog, PostgresBackend, SQLiteBackend
 from fraud_platform.console.store import AlertFilter, AlreadyClosed, ConsoleStore
 from fraud_platform.ml.shadow import ShadowLog
 from fraud_platform_tests.console.test_verdict_labels import decision_row

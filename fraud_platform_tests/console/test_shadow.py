@@ -10,7 +10,7 @@ import dagster as dg
 import orjson
 import pytest
 
-from fraud_platform.api.decision_log import SQLiteBackend
+from fraud_platform.infra.decision_log import SQLiteBackend
 from fraud_platform.defs.ml.assets import ModelTrainingResource
 from fraud_platform.defs.ml.shadow import challenger_shadow_report
 from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, MlflowResource

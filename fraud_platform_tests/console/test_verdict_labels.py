@@ -11,7 +11,7 @@ import orjson
 import pytest
 import pandas as pd
 
-from fraud_platform.api.decision_log import DecisionLog, SQLiteBackend
+from fraud_platform.infra.decision_log import DecisionLog, SQLiteBackend
 from fraud_platform.console.labels import LabelPublisher
 from fraud_platform.console.store import ConsoleStore
 from fraud_platform.domain.hashing import entity_key

@@ -18,13 +18,10 @@ from fraud_platform.settings import ApiSettings
 
 
 def shadow_log_from_settings(settings: "ApiSettings | None" = None) -> ShadowLog:
-    """The shadow table beside the decision API's decision log (Postgres when configured, else SQLite)."""
-    from fraud_platform.api.decision_log import PostgresBackend, SQLiteBackend
+    """The shadow table beside the decision log, API and stream rows alike (Postgres when configured, else SQLite)."""
+    from fraud_platform.infra.decision_log import DecisionLogTarget
 
-    settings = settings or ApiSettings.from_env()
-    if settings.decisions_postgres_dsn:
-        return ShadowLog(PostgresBackend(settings.decisions_postgres_dsn.get_secret_value(), settings.decisions_table))
-    return ShadowLog(SQLiteBackend(settings.decisions_sqlite_path, settings.decisions_table))
+    return ShadowLog(DecisionLogTarget.from_settings(settings or ApiSettings.from_env()).backend())
 
 
 def _labels_since(store, first_day: str) -> pd.DataFrame:
