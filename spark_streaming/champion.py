@@ -193,6 +193,38 @@ class ModelWatcher:
             self._thread.join(timeout=30)
 
 
+class ChallengerWatcher(ModelWatcher):
+    """The ``challenger`` alias for shadow scoring: its registry entry, or None while there is none.
+
+    Only the entry is read here (no model on the driver): the plan names the version and each
+    executor worker loads it once, as it does the champion's. A missing alias is the normal case,
+    not a failure; a registry outage keeps the last entry seen.
+    """
+
+    _info: ChampionInfo | None = None
+
+    def refresh(self) -> bool:
+        """One alias check; True if the challenger appeared, moved or went away. Never raises."""
+        try:
+            info = read_champion(self._client_factory(), self.model_name, self.alias)
+        except NoChampionError:
+            info = None
+        except Exception as error:
+            log.warning("challenger refresh: registry check failed, keeping %s: %s", self._info and self._info.version, one_line(error))
+            self._on_failure("registry", error)
+            return False
+        with self._lock:
+            changed = (info and info.version) != (self._info and self._info.version)
+            self._info = info
+        if changed:
+            log.info("challenger: %s", f"{self.model_name} version {info.version} scores in shadow" if info else "none")
+        return changed
+
+    def info(self) -> ChampionInfo | None:
+        with self._lock:
+            return self._info
+
+
 def _probe_batch(snapshot: FeatureSnapshot) -> pd.DataFrame:
     return pd.DataFrame(
         {"transaction_id": ["probe-0000"], "customer_key": ["probe"], "terminal_id": ["probe"],

@@ -10,11 +10,13 @@ micro-batch). What is expensive to build — the model, the Kafka producer, the 
 PostgreSQL connection — is cached at module level, i.e. once per executor Python worker
 (``spark.python.worker.reuse``), and the model cache is keyed by version: when the driver's watcher
 sees the ``champion`` alias move, the next plan names the new version and each worker loads it once.
+The ``challenger`` (shadow scoring, :mod:`spark_streaming.decisions`) is cached the same way, apart.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -25,13 +27,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraud_platform.infra.decision_log import DecisionLogTarget
 from fraud_platform.ml.registry import ChampionInfo
 from fraud_platform.settings import KafkaSettings, LakeSettings
 
-from spark_streaming.champion import ActiveModel, load_model
+from spark_streaming.champion import ActiveModel, load_model, one_line
+from spark_streaming.decisions import ShadowPlan, record_decisions
 from spark_streaming.metrics import LATENCY_BUCKETS
 from spark_streaming.online import FeatureStore
 from spark_streaming.scoring import DECISIONS, ScoredBatch, score_batch
+
+log = logging.getLogger(__name__)
 
 RESULT_ARROW_SCHEMA = pa.schema(
     [("batch_id", pa.int64()), ("kafka_partition", pa.int32()), ("start_offset", pa.int64()), ("end_offset", pa.int64()),
@@ -61,6 +67,8 @@ class TaskPlan:
     alerts_table: str
     mlflow_tracking_uri: str
     mlflow_registry_uri: str
+    decision_log: DecisionLogTarget | None = None  # every decision upserted here from the tasks
+    shadow: ShadowPlan | None = None  # the challenger scoring in shadow, if one is aliased
 
     def token(self, partition: int) -> str:
         return f"{self.query_id}/{self.batch_id}/{partition}"
@@ -99,24 +107,43 @@ class TaskResult:
 # -- per-worker caches ---------------------------------------------------------------------------
 _LOCK = threading.Lock()
 _MODEL: dict[tuple, ActiveModel] = {}
+_CHALLENGER: dict[tuple, ActiveModel | None] = {}
 _CLIENTS: dict[tuple, object] = {}
 
 
 def worker_model(plan: TaskPlan) -> ActiveModel:
     """The plan's model version, loaded once per worker; an older version is dropped (bounded memory)."""
-    key = (plan.model_name, plan.champion.version, plan.champion.model_uri)
+    return _worker_load(_MODEL, plan, plan.champion)
+
+
+def worker_challenger(plan: TaskPlan) -> ActiveModel | None:
+    """The plan's challenger, loaded once per worker and version; None without one or when it
+    does not load (remembered: a broken challenger is not retried every batch, nor fails one)."""
+    if plan.shadow is None:
+        return None
+    try:
+        return _worker_load(_CHALLENGER, plan, plan.shadow.challenger)
+    except Exception as error:
+        log.warning("challenger v%s not loaded, no shadow scoring: %s", plan.shadow.challenger.version, one_line(error))
+        with _LOCK:
+            _CHALLENGER[(plan.model_name, plan.shadow.challenger.version, plan.shadow.challenger.model_uri)] = None
+        return None
+
+
+def _worker_load(cache: dict, plan: TaskPlan, info: ChampionInfo) -> ActiveModel | None:
+    key = (plan.model_name, info.version, info.model_uri)
     with _LOCK:
-        if key not in _MODEL:
+        if key not in cache:
             import mlflow
 
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, the task fails visibly
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             mlflow.set_tracking_uri(plan.mlflow_tracking_uri)
             mlflow.set_registry_uri(plan.mlflow_registry_uri)
-            model = load_model(plan.model_name, plan.champion)
-            _MODEL.clear()
-            _MODEL[key] = model
-        return _MODEL[key]
+            model = load_model(plan.model_name, info)
+            cache.clear()
+            cache[key] = model
+        return cache[key]
 
 
 def _client(kind: str, key: object, build):
@@ -149,6 +176,17 @@ def worker_alert_store(plan: TaskPlan):
     return _client("postgres", (plan.alerts_dsn, plan.alerts_table), lambda: PostgresAlertStore(plan.alerts_dsn, plan.alerts_table))
 
 
+def worker_decision_log(plan: TaskPlan):
+    return _client("decision_log", plan.decision_log, plan.decision_log.backend)
+
+
+def worker_shadow_log(plan: TaskPlan):
+    from fraud_platform.ml.shadow import ShadowLog
+
+    backend = worker_decision_log(plan)
+    return _client("shadow_log", plan.decision_log, lambda: ShadowLog(backend))
+
+
 # -- the task ---------------------------------------------------------------------------------------
 def worker_store(plan: TaskPlan) -> FeatureStore:
     """The plan's store with this worker's open connection (one per worker, not one per task)."""
@@ -164,6 +202,10 @@ def process_range(plan: TaskPlan, records: pa.Table) -> TaskResult:
     offsets = records.column("offset").to_numpy(zero_copy_only=False)
     model = worker_model(plan)
     batch = score_batch(plan.batch_id, records, model, worker_store(plan), plan.token(partition), plan.review, plan.block)
+    if plan.decision_log is not None:  # first: a row the log refuses is dead-lettered before any other sink sees it
+        challenger = worker_challenger(plan)
+        record_decisions(batch, records, worker_decision_log(plan), plan.shadow, challenger,
+                         worker_shadow_log(plan) if challenger is not None else None)
 
     alerts = alerts_of(batch)
     staged = None

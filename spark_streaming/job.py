@@ -1,5 +1,6 @@
 """The streaming scorer: Kafka ``transactions`` -> validate -> features -> champion model ->
-``fraud_predictions`` + alerts + lake ``scored`` zone (+ ``transactions.dlq`` for bad records).
+decision log + ``fraud_predictions`` + alerts + lake ``scored`` zone (+ ``transactions.dlq`` for bad
+records), and the ``challenger`` alias in shadow when one exists.
 
 Run with ``python -m spark_streaming`` or ``spark-submit spark_streaming/job.py`` (same flags).
 Imports only fraud_platform.domain/infra/settings/ml — never Dagster — so it deploys on its own.
@@ -25,9 +26,11 @@ if __package__ in (None, ""):  # spark-submit runs this file as a script
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fraud_platform.infra.lake import lake_store_from_settings  # noqa: E402
+from fraud_platform.ml.registry import CHALLENGER_ALIAS  # noqa: E402
 
-from spark_streaming.champion import ModelWatcher, NoChampionError, one_line  # noqa: E402
+from spark_streaming.champion import ChallengerWatcher, ModelWatcher, NoChampionError, one_line  # noqa: E402
 from spark_streaming.config import StreamConfig  # noqa: E402
+from spark_streaming.decisions import ShadowPlan  # noqa: E402
 from spark_streaming.executor import TASK_RESULT_SCHEMA, TaskPlan, score_task  # noqa: E402
 from spark_streaming.metrics import StreamMetrics  # noqa: E402
 from spark_streaming.online import OnlineStoreUnavailable, open_feature_store  # noqa: E402
@@ -89,9 +92,13 @@ class Components:
     alerts: object | None  # the driver's DuckDB store; None when the tasks upsert into PostgreSQL
     kafka: object  # KafkaSettings with the bootstrap resolved for the executors
     store: object  # the online FeatureStore (picklable; each executor worker connects itself)
+    challenger: ChallengerWatcher | None = None  # the `challenger` alias, scored in shadow
+    decision_log: object | None = None  # DecisionLogTarget the tasks write every decision to
 
     def close(self) -> None:
         self.watcher.stop()
+        if self.challenger is not None:
+            self.challenger.stop()
         if self.alerts is not None:
             self.alerts.close()
 
@@ -122,9 +129,11 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
         metrics.model_version.labels(model.model_name).set(float(model.version) if model.version.isdigit() else -1)
         metrics.model_info.info({"model_name": model.model_name, "version": model.version, "feature_snapshot_version": model.snapshot_version})
 
+    def client_factory():
+        return MlflowClient(tracking_uri=platform.mlflow_tracking_uri, registry_uri=registry_uri)
+
     watcher = ModelWatcher(
-        lambda: MlflowClient(tracking_uri=platform.mlflow_tracking_uri, registry_uri=registry_uri),
-        platform.model_name, config.model_alias, config.model_refresh_seconds,
+        client_factory, platform.model_name, config.model_alias, config.model_refresh_seconds,
         on_loaded=on_loaded, on_failure=lambda stage, error: metrics.refresh_failures.labels(stage).inc(),
     )
     import mlflow
@@ -143,8 +152,11 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
         store.ping()
     except OnlineStoreUnavailable as error:
         raise StartupError(f"online feature store unavailable: {error}", EXIT_STORE) from None
+    challenger = ChallengerWatcher(client_factory, platform.model_name, CHALLENGER_ALIAS, config.model_refresh_seconds,
+                                   on_failure=lambda stage, error: metrics.refresh_failures.labels(f"challenger_{stage}").inc())
+    challenger.refresh()
     parts = Components(config=config, metrics=metrics, watcher=watcher, lake=lake_store_from_settings(platform.lake),
-                       alerts=None, kafka=kafka, store=store)
+                       alerts=None, kafka=kafka, store=store, challenger=challenger, decision_log=decision_log_target())
 
     if config.alerts_postgres_dsn is not None:
         alerts = PostgresAlertStore(config.alerts_postgres_dsn.get_secret_value(), config.alerts_table)
@@ -157,7 +169,19 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
     finally:
         if parts.alerts is None:
             alerts.close()  # the tasks connect themselves; the driver needed it for the schema only
+    try:
+        parts.decision_log.backend().close()  # creates the table once; the tasks connect themselves
+    except Exception as error:
+        raise StartupError(f"decision log unavailable ({parts.decision_log.description}): {one_line(error)}", EXIT_ALERTS) from None
     return parts
+
+
+def decision_log_target():
+    """The decision API's decision log (``FRAUD_DECISIONS_*``): API and stream decisions in one table."""
+    from fraud_platform.infra.decision_log import DecisionLogTarget
+    from fraud_platform.settings import ApiSettings
+
+    return DecisionLogTarget.from_settings(ApiSettings.from_env())
 
 
 class BatchHandler:
@@ -181,12 +205,17 @@ class BatchHandler:
         platform = cfg.platform
         if self.query_id is None:
             self.query_id = checkpoint_query_id(cfg.checkpoint)
+        challenger = p.challenger.info() if p.challenger is not None else None
+        shadow = None
+        if challenger is not None and challenger.version != model.version:  # a promoted challenger is the champion
+            shadow = ShadowPlan(challenger, *review_block(cfg.review_threshold, cfg.block_threshold, challenger.threshold))
         return TaskPlan(
             batch_id=batch_id, query_id=self.query_id, model_name=model.model_name, champion=model.info,
             review=review, block=block, kafka=p.kafka, lake=platform.lake, store=p.store,
             alerts_dsn=cfg.alerts_postgres_dsn.get_secret_value() if cfg.alerts_postgres_dsn else None,
             alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow_tracking_uri,
             mlflow_registry_uri=platform.mlflow_registry_uri or platform.mlflow_tracking_uri,
+            decision_log=p.decision_log, shadow=shadow,
         )
 
     def __call__(self, frame, batch_id: int) -> None:
@@ -417,6 +446,8 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
     listener = lag_listener(parts.metrics)
     spark.streams.addListener(listener)
     parts.watcher.start()
+    if parts.challenger is not None:
+        parts.challenger.start()
     stopping = []
 
     def request_stop(signum, _frame) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 
@@ -53,6 +53,9 @@ class ScoredBatch:
     dead_letters: list[DeadLetter]
     kafka_timestamps_ms: np.ndarray
     model: ActiveModel | None
+    # transaction_id -> its reasons in full (feature, value, contribution, direction, text) for the
+    # decision log; ``scored["reasons"]`` keeps the texts only (the topic and alert contract)
+    reason_details: dict[str, list[dict]] = field(default_factory=dict)
 
     def reconcile(self) -> None:
         """Fail the batch (so it is retried, not half-committed) if any record went missing."""
@@ -88,22 +91,25 @@ class ScoredBatch:
         self.kafka_timestamps_ms = self.kafka_timestamps_ms[~refused]
 
 
-def reasons_of(model: ActiveModel, features: pd.DataFrame | None, flagged: np.ndarray) -> list[str]:
+def reasons_of(model: ActiveModel, features: pd.DataFrame | None, flagged: np.ndarray,
+               ids: list[str] | None = None) -> tuple[list[str], dict[str, list[dict]]]:
     """Top-3 readable reasons (JSON list of texts) for review/block rows; ``[]`` for approvals
     (explaining every approval would cost more than scoring it) and for models explain() cannot
-    take apart."""
-    reasons = ["[]"] * len(flagged)
+    take apart. Also the same reasons in full by transaction id (``ids``), for the decision log."""
+    reasons, details = ["[]"] * len(flagged), {}
     if features is None or model.estimator is None or not flagged.any():
-        return reasons
+        return reasons, details
     from fraud_platform.ml.explain import explain
 
     try:
         explained = explain(model.estimator, features[flagged], k=3)
     except TypeError:  # an estimator explain() does not support: scoring goes on without reasons
-        return reasons
+        return reasons, details
     for i, row in zip(np.flatnonzero(flagged), explained):
         reasons[i] = json.dumps([reason.text for reason in row])
-    return reasons
+        if ids is not None:
+            details[ids[i]] = [reason.as_dict() for reason in row]
+    return reasons, details
 
 
 def decide(scores: np.ndarray, review: float, block: float) -> np.ndarray:
@@ -168,7 +174,8 @@ def score_batch(
         scores = np.zeros(0)
     frame["score"] = scores
     frame["decision"] = decide(scores, review, block) if len(frame) else np.asarray([], dtype=object)
-    frame["reasons"] = reasons_of(model, features[used] if len(frame) else None, frame["decision"].to_numpy() != "approve")
+    frame["reasons"], details = reasons_of(model, features[used] if len(frame) else None, frame["decision"].to_numpy() != "approve",
+                                           frame["transaction_id"].tolist())
     frame["threshold"] = review
     frame["block_threshold"] = block
     frame["model_name"] = model.model_name
@@ -176,7 +183,7 @@ def score_batch(
     frame["feature_snapshot_version"] = store.state_version() if len(frame) else ""
     frame["processing_time"] = pd.Timestamp(datetime.now(timezone.utc))
     return ScoredBatch(batch_id=batch_id, rows_in=len(values), scored=frame, dead_letters=dead,
-                       kafka_timestamps_ms=kafka_ts[kept], model=model)
+                       kafka_timestamps_ms=kafka_ts[kept], model=model, reason_details=details)
 
 
 def processed_frame(events: pa.Table) -> pd.DataFrame:

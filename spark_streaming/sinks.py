@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -234,28 +234,35 @@ class StagedAlerts:
 
 
 def upsert_isolating(store, alerts: pd.DataFrame, connection_errors: tuple[type[BaseException], ...]) -> dict[str, str]:
-    """Upsert ``alerts``; if the batch is refused, retry row by row and return the refused rows.
+    """Upsert ``alerts``; if the batch is refused, retry row by row and return the refused rows
+    (see :func:`write_isolating`)."""
+    return write_isolating(lambda rows: store.upsert(alerts.iloc[rows]), alerts["transaction_id"].astype(str).tolist(), connection_errors)
 
-    Returns ``transaction_id -> error`` for rows the store refused on their own (e.g. a NUL byte
+
+def write_isolating(write: Callable[[slice], object], ids: list[str], connection_errors: tuple[type[BaseException], ...]) -> dict[str, str]:
+    """``write(slice)`` the rows of ``ids`` at once; if the sink refuses, row by row.
+
+    Returns ``transaction_id -> error`` for rows the sink refused on their own (e.g. a NUL byte
     PostgreSQL cannot hold), so the caller dead-letters them and the rest proceeds. A lost
     connection (``connection_errors``) is not a record's fault: it propagates and fails the task.
     """
+    if not ids:
+        return {}
     try:
-        store.upsert(alerts)
+        write(slice(0, len(ids)))
         return {}
     except connection_errors:
         raise
     except Exception:  # noqa: BLE001 - which record is at fault is found below
         pass
     refused: dict[str, str] = {}
-    for i in range(len(alerts)):
-        row = alerts.iloc[i:i + 1]
+    for i, tx_id in enumerate(ids):
         try:
-            store.upsert(row)
+            write(slice(i, i + 1))
         except connection_errors:
             raise
         except Exception as error:  # noqa: BLE001 - the record's own problem: dead-letter it
-            refused[str(row["transaction_id"].iloc[0])] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            refused[tx_id] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     return refused
 
 

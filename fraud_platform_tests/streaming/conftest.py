@@ -32,7 +32,7 @@ def broker(platform_home):
 
 @pytest.fixture()
 def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker, online_store_url) -> dict[str, str]:
-    """Unique topics, lake, checkpoint, DuckDB file and online-store key prefix for one test (env vars)."""
+    """Unique topics, lake, checkpoint, DuckDB file, decision log and online-store key prefix for one test (env vars)."""
     suffix = uuid.uuid4().hex[:8]
     env = {
         "FRAUD_TOPIC_TRANSACTIONS": f"tx-{suffix}",
@@ -42,6 +42,7 @@ def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker, online_s
         "FRAUD_LAKE_ROOT": str(tmp_path / "lake"),
         "FRAUD_STREAM_CHECKPOINT": str(tmp_path / "checkpoint"),
         "FRAUD_STREAM_ALERTS_DUCKDB_PATH": str(tmp_path / "alerts.duckdb"),
+        "FRAUD_DECISIONS_SQLITE_PATH": str(tmp_path / "decisions.sqlite"),
         "FRAUD_STREAM_METRICS_PORT": "0",
         "FRAUD_STREAM_BLOCK_THRESHOLD": "0.9",
         "FRAUD_STREAM_REVIEW_THRESHOLD": "0.5",
@@ -52,6 +53,7 @@ def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker, online_s
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("FRAUD_ALERTS_POSTGRES_DSN", raising=False)
+    monkeypatch.delenv("FRAUD_DECISIONS_POSTGRES_DSN", raising=False)
     from fraud_platform.infra.kafka import ensure_topics
     from fraud_platform.settings import KafkaSettings
 
