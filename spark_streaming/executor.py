@@ -32,7 +32,7 @@ from fraud_platform.ml.registry import ChampionInfo
 from fraud_platform.settings import KafkaSettings, LakeSettings
 
 from spark_streaming.champion import ActiveModel, load_model, one_line
-from spark_streaming.decisions import ShadowPlan, record_decisions
+from spark_streaming.decisions import ShadowPlan, forget_decisions, record_decisions
 from spark_streaming.metrics import LATENCY_BUCKETS
 from spark_streaming.online import FeatureStore
 from spark_streaming.scoring import DECISIONS, ScoredBatch, score_batch
@@ -214,6 +214,8 @@ def process_range(plan: TaskPlan, records: pa.Table) -> TaskResult:
 
         refused = upsert_isolating(worker_alert_store(plan), alerts, (psycopg.OperationalError, psycopg.InterfaceError))
         batch.dead_letter_failed(refused, "alerts", records)
+        if refused and plan.decision_log is not None:
+            forget_decisions(worker_decision_log(plan), list(refused), worker_shadow_log(plan) if plan.shadow else None)
         alerts = alerts[~alerts["transaction_id"].isin(list(refused))]
     else:
         staged = StagedAlerts(worker_lake(plan)).stage(alerts, plan.batch_id, partition)

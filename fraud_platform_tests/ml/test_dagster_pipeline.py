@@ -71,6 +71,35 @@ def test_features_train_evaluate_promote_then_keep_champion(sandbox_frame, tmp_p
     assert (outcome["version"], outcome["alias"], outcome["promoted"]) == ("2", "challenger", False)
     assert registry.load_champion(client, "fraud_detector").version == "1"
 
+    # Live-evidence gate: against a weak champion the trained model wins offline, yet champion_model
+    # only parks it as `challenger` (scored in shadow; `challenger_shadow_report` promotes it on live AP,
+    # fraud_platform_tests/console/test_shadow.py). The assets are invoked directly: no retraining.
+    weak = _register_weak_champion(client, matrix, second.output_for_node("fraud_model")["features"], tmp_path)
+    gated = ModelTrainingResource(**{**resources["ml_training"].model_dump(), "require_live_evidence": True})
+    trained = second.output_for_node("fraud_model")
+    evaluation = model_evaluation(lake=resources["lake"], mlflow=mlflow, ml_training=gated, fraud_model=trained).value
+    assert evaluation["champion_version"] == weak
+    assert evaluation["metrics"]["average_precision"] > evaluation["champion_metrics"]["average_precision"]
+    parked = champion_model(lake=resources["lake"], mlflow=mlflow, ml_training=gated, fraud_model=trained, model_evaluation=evaluation).value
+    assert (parked["alias"], parked["promoted"]) == ("challenger", False) and "awaiting live evidence" in parked["reason"]
+    assert registry.load_champion(client, "fraud_detector").version == weak
+    assert registry.load_champion(client, "fraud_detector", registry.CHALLENGER_ALIAS).version == parked["version"]
+
+
+def _register_weak_champion(client, matrix: pd.DataFrame, features: list[str], tmp_path) -> str:
+    """A constant-score model on the same features, registered and aliased `champion`."""
+    import mlflow as mlflow_lib
+    from sklearn.dummy import DummyClassifier
+
+    weak = DummyClassifier(strategy="prior").fit(matrix[features].astype("float64"), matrix["is_fraud"].astype(int))
+    experiment = client.create_experiment("weak-champion", artifact_location=(tmp_path / "weak").as_uri())
+    with mlflow_lib.start_run(experiment_id=experiment) as run:
+        info = mlflow_lib.sklearn.log_model(weak, name="model", pip_requirements=["scikit-learn"])
+    tags = registry.publish_tags({}, features=features, threshold=0.5, snapshot_uri=None, snapshot_key=None, snapshot_version=None, test_window="t")
+    version = registry.register_version(client, "fraud_detector", info.model_uri, run.info.run_id, tags)
+    registry.apply_decision(client, "fraud_detector", version, registry.Decision(True, "a weak champion for the test"))
+    return version
+
 
 def test_explicit_windows_and_rolling_backtest_through_dagster(sandbox_frame, tmp_path):
     """Run config picks the windows; `model_backtest` reports mean ± spread in its metadata."""

@@ -1,4 +1,5 @@
-"""kill -9 mid-stream, restart from the checkpoint: nothing lost, nothing twice in Postgres or the lake."""
+"""kill -9 mid-stream, restart from the checkpoint: nothing lost, nothing twice in Postgres (alerts and
+the decision log) or the lake."""
 
 from __future__ import annotations
 
@@ -59,9 +60,13 @@ def test_kill_9_and_restart_from_checkpoint_is_exactly_once_in_postgres_and_lake
     with psycopg.connect(pg_dsn) as conn:
         total, distinct = conn.execute("SELECT count(*), count(DISTINCT transaction_id) FROM fraud_alerts").fetchone()
         alerted = {r[0] for r in conn.execute("SELECT transaction_id FROM fraud_alerts")}
+        logged = dict(conn.execute("SELECT transaction_id, decision FROM api_decisions WHERE source = 'stream'").fetchall())
+        logged_rows = conn.execute("SELECT count(*) FROM api_decisions").fetchone()[0]
     assert total == distinct == len(alerted)
     assert alerted == {tx for tx, decision in rows if decision != "approve"}
     assert len(alerted) >= len(valid) // 10
+    # The decision log (FRAUD_DECISIONS_* falls back to the alerts' DSN): one row per transaction, as in the lake.
+    assert logged_rows == len(logged) == len(valid) and logged == dict(rows)
 
     # Kafka outputs are at-least-once: every id present, duplicates only from the replayed batch.
     predicted = [json.loads(m.value())["transaction_id"] for m in consume_all(stream_env["FRAUD_TOPIC_PREDICTIONS"])]

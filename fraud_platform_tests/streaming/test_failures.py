@@ -26,33 +26,40 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_record_postgres_refuses_is_dead_lettered_and_the_batch_proceeds(spark, stream_env, registry_env, pg_dsn, monkeypatch):
-    monkeypatch.setenv("FRAUD_ALERTS_POSTGRES_DSN", pg_dsn)
+    monkeypatch.setenv("FRAUD_ALERTS_POSTGRES_DSN", pg_dsn)  # the decision log follows it into the same database
     valid = [transaction(i, amount=950.0 if i % 5 == 0 else 30.0) for i in range(60)]
-    # Valid for the (total) validator, refused by the sink: the alert table gets a constraint that
-    # rejects this one id, as a database refuses a row for reasons validation cannot see.
+    # Valid for the (total) validator, refused by a sink: the alert table and the decision log each
+    # get a constraint that rejects one id, as a database refuses a row for reasons validation cannot see.
     poisoned = dict(transaction(999, amount=950.0), transaction_id="tx-the-sink-refuses")
-    produce_transactions(valid + [poisoned])
+    unlogged = dict(transaction(998, amount=30.0), transaction_id="tx-the-log-refuses")
+    produce_transactions(valid + [poisoned, unlogged])
 
     config = StreamConfig.load({"available_now": True})
-    parts = build_components(config)  # creates the alert table
+    parts = build_components(config)  # creates the alert table and the decision log
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE fraud_alerts ADD CONSTRAINT sink_refuses_one CHECK (transaction_id <> 'tx-the-sink-refuses')")
+        conn.execute("ALTER TABLE api_decisions ADD CONSTRAINT log_refuses_one CHECK (transaction_id <> 'tx-the-log-refuses')")
     run(config, spark=spark, parts=parts)
 
-    letters = consume_all(stream_env["FRAUD_TOPIC_TRANSACTIONS_DLQ"])
-    assert len(letters) == 1
-    headers = parse_dead_letter_headers(letters[0].headers())
+    letters = {json.loads(m.value())["transaction_id"]: parse_dead_letter_headers(m.headers())
+               for m in consume_all(stream_env["FRAUD_TOPIC_TRANSACTIONS_DLQ"])}
+    assert set(letters) == {poisoned["transaction_id"], unlogged["transaction_id"]}
+    headers = letters[poisoned["transaction_id"]]
     assert (headers["error.rule"], headers["error.field"]) == ("sink_failed", "alerts")
     assert "sink_refuses_one" in headers["error.message"]
-    assert json.loads(letters[0].value())["transaction_id"] == poisoned["transaction_id"]
+    headers = letters[unlogged["transaction_id"]]
+    assert (headers["error.rule"], headers["error.field"]) == ("sink_failed", "decision_log")
+    assert "log_refuses_one" in headers["error.message"]
 
     predicted = {json.loads(m.value())["transaction_id"] for m in consume_all(stream_env["FRAUD_TOPIC_PREDICTIONS"])}
     assert predicted == {t["transaction_id"] for t in valid}
     assert sorted(tx for tx, _ in lake_rows(stream_env["FRAUD_LAKE_ROOT"])) == sorted(predicted)
     with psycopg.connect(pg_dsn) as conn:
         alerted = {r[0] for r in conn.execute("SELECT transaction_id FROM fraud_alerts")}
+        logged = {r[0] for r in conn.execute("SELECT transaction_id FROM api_decisions WHERE source = 'stream'")}
     assert alerted == {t["transaction_id"] for t in valid if t["amount"] == 950.0}
-    assert parts.metrics.value("fraud_stream_dead_letters_total", {"rule": "sink_failed"}) == 1
+    assert logged == predicted  # a dead-lettered record has no decision, whichever sink refused it
+    assert parts.metrics.value("fraud_stream_dead_letters_total", {"rule": "sink_failed"}) == 2
 
 
 def scorer(args: list[str], env: dict[str, str], log_path) -> subprocess.Popen:
