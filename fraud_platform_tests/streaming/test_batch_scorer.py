@@ -105,3 +105,25 @@ def test_metrics_endpoint_serves_the_scorer_metrics():
     assert 'fraud_stream_end_to_end_latency_seconds_bucket{le="0.5"} 3.0' in body
     assert "fraud_stream_end_to_end_latency_seconds_count 4.0" in body
     assert metrics.latency.quantile(0.5) == 0.5
+
+
+def test_challenger_watcher_follows_the_alias_and_is_quiet_without_one(registry):
+    """No challenger is the normal case (None, no failure); it appears, moves and goes away with the alias."""
+    from mlflow import MlflowClient
+
+    from spark_streaming.champion import ChallengerWatcher
+
+    from .conftest import MODEL_NAME
+
+    failures = []
+    watcher = ChallengerWatcher(lambda: MlflowClient(registry.tracking_uri, registry.tracking_uri), MODEL_NAME, "challenger", 60,
+                                on_failure=lambda stage, error: failures.append(stage))
+    assert watcher.refresh() is False and watcher.info() is None
+    registry.client.set_registered_model_alias(MODEL_NAME, "challenger", "2")
+    try:
+        assert watcher.refresh() is True and watcher.info().version == "2"
+        assert watcher.refresh() is False  # unchanged
+    finally:
+        registry.client.delete_registered_model_alias(MODEL_NAME, "challenger")
+    assert watcher.refresh() is True and watcher.info() is None
+    assert failures == []
