@@ -17,7 +17,9 @@ def run_module(args: list[str], env: dict[str, str], timeout: float = 180) -> su
 
 
 def test_importing_the_scorer_never_imports_dagster():
-    code = "import sys, spark_streaming.job, spark_streaming.__main__; assert 'dagster' not in sys.modules, 'dagster imported'"
+    code = ("import sys, spark_streaming.job, spark_streaming.__main__, spark_streaming.decisions, fraud_platform.ml.shadow; "
+            "assert 'dagster' not in sys.modules, 'dagster imported'; "
+            "assert not [m for m in sys.modules if m.startswith('fraud_platform.api')], 'the API package imported'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
