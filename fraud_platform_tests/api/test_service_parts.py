@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fraud_platform.api.auth import AuthError, KeyRing, RateLimiter, new_key, parse_entries
-from fraud_platform.infra.decision_log import DecisionLog, PostgresBackend, SQLiteBackend
+from fraud_platform.infra.decision_log import DecisionLog, PostgresBackend, SQLiteBackend, as_row
 from fraud_platform.api.engine import rounds
 from fraud_platform_tests.streaming.conftest import PG_ADMIN_DSN
 
@@ -71,6 +71,12 @@ def _round_trip(log: DecisionLog) -> None:
     assert log.get("tx-00000001")["score"] == 0.3
     assert log.get("tx-00000002")["reasons"] == [{"feature": "amount_eur", "text": "x"}]
     assert log.get("tx-missing") is None
+    # The streaming scorer's way: one synchronous upsert of a whole micro-batch (COPY on PostgreSQL),
+    # over existing rows and with an id twice in the batch: the latest decision wins.
+    batch = [_decision(f"tx-batch-{i:05d}", 0.5) for i in range(500)] + [_decision("tx-batch-00007", 0.9), _decision("tx-00000002", 0.7)]
+    log.backend.write_rows([as_row(d) for d in batch])
+    assert (log.get("tx-batch-00007")["score"], log.get("tx-00000002")["score"], log.get("tx-batch-00499")["score"]) == (0.9, 0.7, 0.5)
+    assert log.get("tx-batch-00499")["reasons"] == [{"feature": "amount_eur", "text": "x"}]
     log.close()
 
 
