@@ -169,8 +169,12 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
     finally:
         if parts.alerts is None:
             alerts.close()  # the tasks connect themselves; the driver needed it for the schema only
-    try:
-        parts.decision_log.backend().close()  # creates the table once; the tasks connect themselves
+    try:  # creates the decision log and its shadow table once, before tasks race to; the tasks connect themselves
+        from fraud_platform.ml.shadow import ShadowLog
+
+        backend = parts.decision_log.backend()
+        ShadowLog(backend)
+        backend.close()
     except Exception as error:
         raise StartupError(f"decision log unavailable ({parts.decision_log.description}): {one_line(error)}", EXIT_ALERTS) from None
     return parts

@@ -102,6 +102,8 @@ class PostgresAlertStore:
     def ensure_schema(self) -> None:
         conn = self._connection()
         with conn.transaction():
+            # replicas starting together would collide in the catalog despite IF NOT EXISTS: one at a time
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
             if "." in self.table:
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
             conn.execute(create_sql(self.table))
