@@ -61,6 +61,11 @@ def secret_env(field: FieldInfo) -> str | None:
     return extra.get("secret_env") if isinstance(extra, dict) else None
 
 
+def _secret_values(model: type[BaseModel]) -> dict[str, str]:
+    """field -> value, for ``model``'s secret fields whose env var is set."""
+    return _env_values(**{name: env for name, field in model.model_fields.items() if (env := secret_env(field))})
+
+
 class TopicNames(BaseModel):
     """Kafka topic names; each configurable so a shared cluster can use its own naming scheme."""
 
@@ -135,10 +140,9 @@ class KafkaSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> "KafkaSettings":
-        return cls(topics=TopicNames.from_env(), **_env_values(
+        return cls(topics=TopicNames.from_env(), **_secret_values(cls), **_env_values(
             bootstrap_servers="FRAUD_KAFKA_BOOTSTRAP_SERVERS", security_protocol="FRAUD_KAFKA_SECURITY_PROTOCOL",
             sasl_mechanism="FRAUD_KAFKA_SASL_MECHANISM", sasl_username="FRAUD_KAFKA_SASL_USERNAME",
-            sasl_password="FRAUD_KAFKA_SASL_PASSWORD",
         ))
 
     def resolved_bootstrap(self) -> str:
@@ -241,11 +245,10 @@ class WarehouseSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> "WarehouseSettings":
-        return cls(**{"duckdb_path": str(platform_home() / "warehouse" / "fraud.duckdb"), **_env_values(
+        return cls(**{"duckdb_path": str(platform_home() / "warehouse" / "fraud.duckdb"), **_secret_values(cls), **_env_values(
             target="FRAUD_DBT_TARGET", duckdb_path="FRAUD_DUCKDB_PATH", pg_host="FRAUD_WAREHOUSE_PG_HOST",
-            pg_port="FRAUD_WAREHOUSE_PG_PORT", pg_user="FRAUD_WAREHOUSE_PG_USER", pg_password="FRAUD_WAREHOUSE_PG_PASSWORD",
-            pg_database="FRAUD_WAREHOUSE_PG_DATABASE", pg_schema="FRAUD_WAREHOUSE_PG_SCHEMA",
-            pg_source_schema="FRAUD_WAREHOUSE_PG_SOURCE_SCHEMA",
+            pg_port="FRAUD_WAREHOUSE_PG_PORT", pg_user="FRAUD_WAREHOUSE_PG_USER", pg_database="FRAUD_WAREHOUSE_PG_DATABASE",
+            pg_schema="FRAUD_WAREHOUSE_PG_SCHEMA", pg_source_schema="FRAUD_WAREHOUSE_PG_SOURCE_SCHEMA",
         )})
 
 
@@ -253,7 +256,7 @@ class OrchestrationSettings(BaseModel):
     """How the Dagster code location runs: environment (executor choice), the first daily partition,
     whether schedules/sensors start running on a fresh instance, and the Dagster instance folder."""
 
-    environment: Literal["local", "docker"] = "local"
+    environment: Literal["local", "docker"] = Field(description="FRAUD_PLATFORM_ENV (settings.platform_env)")
     partitions_start: str = Field("2026-01-01", description="First daily partition (UTC date)")
     automation_running: bool = Field(True, description="Schedules and sensors start running (FRAUD_AUTOMATION_DEFAULT_STATUS=running, else stopped)")
     dagster_home: Path = Field(description="DAGSTER_HOME (default $FRAUD_PLATFORM_HOME/dagster)")
@@ -326,10 +329,9 @@ class OnlineStoreSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> "OnlineStoreSettings":
-        return cls(**_env_values(
-            url="FRAUD_ONLINE_STORE_URL", password="FRAUD_ONLINE_STORE_PASSWORD", key_prefix="FRAUD_ONLINE_STORE_PREFIX",
-            dedupe_ttl_seconds="FRAUD_ONLINE_STORE_DEDUPE_TTL_SECONDS", tx_index_ttl_seconds="FRAUD_ONLINE_STORE_TX_INDEX_TTL_SECONDS",
-            socket_timeout_seconds="FRAUD_ONLINE_STORE_TIMEOUT_SECONDS",
+        return cls(**_secret_values(cls), **_env_values(
+            key_prefix="FRAUD_ONLINE_STORE_PREFIX", dedupe_ttl_seconds="FRAUD_ONLINE_STORE_DEDUPE_TTL_SECONDS",
+            tx_index_ttl_seconds="FRAUD_ONLINE_STORE_TX_INDEX_TTL_SECONDS", socket_timeout_seconds="FRAUD_ONLINE_STORE_TIMEOUT_SECONDS",
         ))
 
     def resolved_url(self) -> str:
