@@ -256,7 +256,9 @@ class OrchestrationSettings(BaseModel):
     """How the Dagster code location runs: environment (executor choice), the first daily partition,
     whether schedules/sensors start running on a fresh instance, and the Dagster instance folder."""
 
-    environment: Literal["local", "docker"] = Field(description="FRAUD_PLATFORM_ENV (settings.platform_env)")
+    # FRAUD_PLATFORM_ENV, read once by platform_env(): "docker" runs steps in parallel processes; any
+    # value other than "local" also makes a missing tokenisation key fatal (fraud_platform.security).
+    environment: str = Field(description="FRAUD_PLATFORM_ENV: local (default), docker, or any deployment name")
     partitions_start: str = Field("2026-01-01", description="First daily partition (UTC date)")
     automation_running: bool = Field(True, description="Schedules and sensors start running (FRAUD_AUTOMATION_DEFAULT_STATUS=running, else stopped)")
     dagster_home: Path = Field(description="DAGSTER_HOME (default $FRAUD_PLATFORM_HOME/dagster)")

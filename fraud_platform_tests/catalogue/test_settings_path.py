@@ -177,3 +177,16 @@ def test_automation_status_keeps_its_meaning(monkeypatch, value: str, running: b
 
     monkeypatch.setenv("FRAUD_AUTOMATION_DEFAULT_STATUS", value)
     assert OrchestrationSettings.from_env().automation_running is running
+
+
+def test_platform_env_is_one_setting(monkeypatch) -> None:
+    """FRAUD_PLATFORM_ENV is read once: the orchestration environment and the tokenisation-key rule
+    agree on it, and a deployment name other than local/docker is accepted by both."""
+    from fraud_platform.security import MissingSecretError, tokenisation_key
+    from fraud_platform.settings import OrchestrationSettings
+
+    monkeypatch.setenv("FRAUD_PLATFORM_ENV", "Production")
+    monkeypatch.delenv("FRAUD_TOKENISATION_KEY", raising=False)
+    assert OrchestrationSettings.from_env().environment == "production"
+    with pytest.raises(MissingSecretError):
+        tokenisation_key()
