@@ -137,8 +137,7 @@ def register_champion(frame, tracking_uri: str, artifact_root: str) -> None:
     with mlflow.start_run(experiment_id=experiment):
         mlflow.sklearn.log_model(model, name="model", registered_model_name=MODEL_NAME, serialization_format="cloudpickle",
                                  pip_requirements=["xgboost"])
-    tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, snapshot_uri=None, snapshot_key=None,
-                        snapshot_version=None, test_window="bench")
+    tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, test_window="bench")
     for key, value in tags.items():
         client.set_model_version_tag(MODEL_NAME, "1", key, value)
     client.set_registered_model_alias(MODEL_NAME, "champion", "1")

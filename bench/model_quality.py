@@ -168,8 +168,8 @@ def main() -> None:
                             budget_seconds=args.budget_seconds)
     print(f"machine: {machine_note()}")
     workdir = Path(tempfile.mkdtemp(prefix="fraud-bench-"))
-    TrackingTarget(args.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}", (workdir / "artifacts").as_uri(),
-                   experiment_name="bench_model_quality").activate()
+    TrackingTarget(tracking_uri=args.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}",
+                   artifact_root=(workdir / "artifacts").as_uri(), experiment_name="bench_model_quality").activate()
     sources = [("history", None)] if args.history else [(f"seed {s}", int(s)) for s in args.seeds.split(",")]
     results = []
     for label, seed in sources:

@@ -220,12 +220,14 @@ def cmd_import(args: argparse.Namespace) -> None:
 # -- run-local ------------------------------------------------------------------------------------
 def prepare_dagster_home() -> Path:
     """DAGSTER_HOME under the platform home, with the local instance config (pools, SQLite)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or platform_home() / "dagster").resolve()
+    from fraud_platform.settings import OrchestrationSettings
+
+    home = OrchestrationSettings.from_env().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     template = REPO_ROOT / "deploy" / "dagster.local.yaml"
     if template.exists() and not (home / "dagster.yaml").exists():
         shutil.copy(template, home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home)  # plumbing: for Dagster in this process and the dg/dagster children
     return home
 
 
@@ -292,7 +294,7 @@ def dg_launch(arguments: list[str]) -> subprocess.CompletedProcess:
     """`dg launch -m fraud_platform.definitions ...` (the current Dagster CLI; `dagster asset
     materialize` is superseded) against the platform's DAGSTER_HOME, created on first use."""
     prepare_dagster_home()
-    os.environ.setdefault("FRAUD_PLATFORM_HOME", str(platform_home()))
+    os.environ.setdefault("FRAUD_PLATFORM_HOME", str(platform_home()))  # plumbing: the child resolves the same home
     command = [str(Path(sys.executable).parent / "dg"), "launch", "-m", "fraud_platform.definitions", *arguments]
     print("$ dg " + " ".join(command[1:]), flush=True)
     return subprocess.run(command, cwd=REPO_ROOT)
@@ -327,11 +329,12 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
 def cmd_run_local(args: argparse.Namespace) -> None:
     from fraud_platform.infra.broker import EmbeddedBroker
+    from fraud_platform.settings import OnlineStoreSettings
 
     home = prepare_dagster_home()
     state = EmbeddedBroker.default().start()
     print(f"broker running at {state.address}")
-    if not os.environ.get("FRAUD_ONLINE_STORE_URL"):
+    if OnlineStoreSettings.from_env().url is None:
         from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
 
         print(f"online store running at {EmbeddedOnlineStore.default().start().url}")

@@ -19,6 +19,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from fraud_platform.settings import platform_env, platform_home, tokenisation_key_from_env
+
 log = logging.getLogger(__name__)
 
 KEY_ENV = "FRAUD_TOKENISATION_KEY"
@@ -31,14 +33,9 @@ class MissingSecretError(RuntimeError):
     """A secret the platform needs outside local development is not set."""
 
 
-def platform_env() -> str:
-    """``local`` (embedded defaults, the default) or anything else, e.g. ``production``."""
-    return (os.environ.get(ENV_ENV) or "local").strip().lower()
-
-
 def tokenisation_key() -> str:
     """The pseudonymisation key: the env var, else (local only) the generated per-home key."""
-    return _resolve_key(os.environ.get(KEY_ENV) or None, platform_env(), os.environ.get("FRAUD_PLATFORM_HOME", ".fraud_platform"))
+    return _resolve_key(tokenisation_key_from_env(), platform_env(), str(platform_home()))
 
 
 @lru_cache(maxsize=8)

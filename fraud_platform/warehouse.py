@@ -33,12 +33,12 @@ def lake_uri(lake: LakeSettings) -> str:
     return f"s3://{lake.bucket}/{lake.root.strip('/')}".rstrip("/")
 
 
-def dbt_env(warehouse: WarehouseSettings, duckdb_path: str | Path, lake_root_uri: str) -> dict[str, str]:
+def dbt_env(warehouse: WarehouseSettings, lake_root_uri: str) -> dict[str, str]:
     """Env vars dbt/profiles.yml and the sources read, resolved from the platform's settings so a
     dbt subprocess never falls back to its relative defaults."""
     env = {
         "FRAUD_DBT_TARGET": warehouse.target,
-        "FRAUD_DUCKDB_PATH": str(Path(duckdb_path).resolve()),
+        "FRAUD_DUCKDB_PATH": str(Path(warehouse.duckdb_path).resolve()),
         "FRAUD_LAKE_ROOT": lake_root_uri,
         "FRAUD_WAREHOUSE_PG_HOST": warehouse.pg_host,
         "FRAUD_WAREHOUSE_PG_PORT": str(warehouse.pg_port),
@@ -49,12 +49,12 @@ def dbt_env(warehouse: WarehouseSettings, duckdb_path: str | Path, lake_root_uri
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     if warehouse.pg_password is not None:
-        env["FRAUD_WAREHOUSE_PG_PASSWORD"] = warehouse.pg_password.get_secret_value()
+        env["FRAUD_WAREHOUSE_PG_PASSWORD"] = warehouse.pg_password
     return env
 
 
 def dbt_env_from_settings(settings: PlatformSettings) -> dict[str, str]:
-    return dbt_env(settings.warehouse, settings.duckdb_path, lake_uri(settings.lake))
+    return dbt_env(settings.warehouse, lake_uri(settings.lake))
 
 
 @contextmanager
@@ -96,7 +96,7 @@ def duckdb_write_lock(duckdb_path: str | Path, on_wait: Callable[[], None] | Non
 def pg_conninfo(warehouse: WarehouseSettings) -> str:
     from psycopg.conninfo import make_conninfo
 
-    password = warehouse.pg_password.get_secret_value() if warehouse.pg_password else None
+    password = warehouse.pg_password
     return make_conninfo(
         host=warehouse.pg_host,
         port=warehouse.pg_port,
@@ -106,12 +106,12 @@ def pg_conninfo(warehouse: WarehouseSettings) -> str:
     )
 
 
-def read_relation(name: str, warehouse: WarehouseSettings, duckdb_path: str | Path) -> pd.DataFrame:
+def read_relation(name: str, warehouse: WarehouseSettings) -> pd.DataFrame:
     """A model built by dbt, read back from whichever warehouse the target points at."""
     if warehouse.target == "duckdb":
         import duckdb
 
-        with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        with duckdb.connect(str(warehouse.duckdb_path), read_only=True) as con:
             return con.sql(f'select * from main."{name}"').df()
     import psycopg
     from psycopg import sql

@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", choices=["python", "native"], help="Kafka source implementation (FRAUD_STREAM_SOURCE)")
     parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="where a new checkpoint starts")
     parser.add_argument("--model-refresh-seconds", type=float, help="champion alias check interval")
-    parser.add_argument("--spark-master", help="Spark master (FRAUD_SPARK_MASTER), default local[2]")
+    parser.add_argument("--spark-master", help="Spark master (FRAUD_SPARK_MASTER), default local[*]")
     parser.add_argument("--replica-index", type=int, help="this scorer's index among --replica-count replicas (FRAUD_STREAM_REPLICA_INDEX)")
     parser.add_argument("--replica-count", type=int, help="scorers splitting the topic's partitions (FRAUD_STREAM_REPLICA_COUNT)")
     parser.add_argument("--log-level", default="INFO")

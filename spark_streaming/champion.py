@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
-from fraud_platform.infra.lake import LakeStore
 from fraud_platform.ml.registry import ChampionInfo, load_champion
 
 log = logging.getLogger(__name__)
@@ -73,19 +72,13 @@ def load_predictor(model_uri: str) -> tuple[Predictor, object | None]:
     return (lambda X: np.asarray(model.predict(X), dtype="float64").reshape(len(X), -1)[:, -1]), None
 
 
-def load_snapshot(lake: LakeStore | None, snapshot_uri: str | None) -> tuple[FeatureSnapshot, str]:
-    """The champion's online feature snapshot (lake prefix or URI under the lake root) and its version."""
-    if not snapshot_uri:
-        empty = pd.DataFrame(
-            {"transaction_id": [], "customer_key": [], "terminal_id": [], "amount_eur": [],
-             "event_time": pd.to_datetime([], utc=True)}
-        )
-        return FeatureSnapshot.build(empty, as_of="1970-01-01T00:00:00Z"), "none"
-    root = lake.uri().rstrip("/") + "/"
-    prefix = snapshot_uri[len(root):] if snapshot_uri.startswith(root) else snapshot_uri
-    prefix = prefix.removeprefix("file://").rstrip("/")
-    snapshot = FeatureSnapshot.read(lake, prefix)
-    return snapshot, snapshot.version
+def _empty_history() -> FeatureSnapshot:
+    """A feature history with no rows: the load probe needs valid feature columns, not values."""
+    empty = pd.DataFrame(
+        {"transaction_id": [], "customer_key": [], "terminal_id": [], "amount_eur": [],
+         "event_time": pd.to_datetime([], utc=True)}
+    )
+    return FeatureSnapshot.build(empty, as_of="1970-01-01T00:00:00Z")
 
 
 @dataclass
@@ -102,15 +95,11 @@ class ActiveModel:
     def version(self) -> str:
         return self.info.version
 
-    @property
-    def snapshot_version(self) -> str:
-        return self.info.snapshot_version or "none"
-
 
 def load_model(model_name: str, info: ChampionInfo) -> ActiveModel:
     """Load ``info``'s model and prove it scores one row of the feature columns; raises otherwise."""
     predict, estimator = load_predictor(info.model_uri)
-    empty, _ = load_snapshot(None, None)  # an empty history: the probe needs valid columns, not values
+    empty = _empty_history()
     probe = empty.features(_probe_batch(empty))[list(info.features)]
     scores = np.asarray(predict(probe), dtype="float64")
     if scores.shape != (1,) or not np.isfinite(scores).all():

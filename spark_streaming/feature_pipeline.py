@@ -225,21 +225,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--available-now", action="store_true", default=None, help="process what is in the topics now, then exit")
     parser.add_argument("--max-batches", type=int, help="stop after this many micro-batches")
     parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="where a new checkpoint starts")
-    parser.add_argument("--spark-master", help="Spark master (FRAUD_SPARK_MASTER), default local[2]")
+    parser.add_argument("--spark-master", help="Spark master (FRAUD_SPARK_MASTER), default local[*]")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> StreamConfig:
-    """The scorer's typed config (one place), with this query's own checkpoint."""
-    import os
-
-    from fraud_platform.settings import platform_home
-
-    overrides = {k: v for k, v in vars(args).items() if k != "log_level"}
-    overrides["checkpoint"] = (args.checkpoint or os.environ.get("FRAUD_FEATURES_CHECKPOINT")
-                               or str(platform_home() / "streaming" / "features-checkpoint"))
-    return StreamConfig.load(overrides)
+    """The scorer's typed config (one place), with this query's own checkpoint (``features_checkpoint``)."""
+    overrides = {k: v for k, v in vars(args).items() if k not in ("log_level", "checkpoint")}
+    config = StreamConfig.load({**overrides, "features_checkpoint": args.checkpoint})
+    return config.model_copy(update={"checkpoint": config.features_checkpoint})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,37 +122,37 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
     from mlflow import MlflowClient
 
     platform = config.platform
-    registry_uri = platform.mlflow_registry_uri or platform.mlflow_tracking_uri
+    registry_uri = platform.mlflow.resolved_registry_uri
 
     def on_loaded(model) -> None:
         metrics.model_swaps.inc()
         metrics.model_version.labels(model.model_name).set(float(model.version) if model.version.isdigit() else -1)
-        metrics.model_info.info({"model_name": model.model_name, "version": model.version, "feature_snapshot_version": model.snapshot_version})
+        metrics.model_info.info({"model_name": model.model_name, "version": model.version})
 
     def client_factory():
-        return MlflowClient(tracking_uri=platform.mlflow_tracking_uri, registry_uri=registry_uri)
+        return MlflowClient(tracking_uri=platform.mlflow.tracking_uri, registry_uri=registry_uri)
 
     watcher = ModelWatcher(
-        client_factory, platform.model_name, config.model_alias, config.model_refresh_seconds,
+        client_factory, platform.mlflow.model_name, config.model_alias, config.model_refresh_seconds,
         on_loaded=on_loaded, on_failure=lambda stage, error: metrics.refresh_failures.labels(stage).inc(),
     )
     import mlflow
 
-    mlflow.set_tracking_uri(platform.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(platform.mlflow.tracking_uri)
     mlflow.set_registry_uri(registry_uri)
     try:
         watcher.load()
     except NoChampionError as error:
         raise StartupError(f"no model to score with: {error} in registry {registry_uri} (train and promote one first)", EXIT_MODEL) from None
     except Exception as error:
-        raise StartupError(f"cannot load the {config.model_alias} of {platform.model_name!r} from {registry_uri}: {one_line(error)}", EXIT_MODEL) from None
+        raise StartupError(f"cannot load the {config.model_alias} of {platform.mlflow.model_name!r} from {registry_uri}: {one_line(error)}", EXIT_MODEL) from None
 
     try:
         store = open_feature_store(config)
         store.ping()
     except OnlineStoreUnavailable as error:
         raise StartupError(f"online feature store unavailable: {error}", EXIT_STORE) from None
-    challenger = ChallengerWatcher(client_factory, platform.model_name, CHALLENGER_ALIAS, config.model_refresh_seconds,
+    challenger = ChallengerWatcher(client_factory, platform.mlflow.model_name, CHALLENGER_ALIAS, config.model_refresh_seconds,
                                    on_failure=lambda stage, error: metrics.refresh_failures.labels(f"challenger_{stage}").inc())
     challenger.refresh()
     parts = Components(config=config, metrics=metrics, watcher=watcher, lake=lake_store_from_settings(platform.lake),
@@ -217,8 +217,8 @@ class BatchHandler:
             batch_id=batch_id, query_id=self.query_id, model_name=model.model_name, champion=model.info,
             review=review, block=block, kafka=p.kafka, lake=platform.lake, store=p.store,
             alerts_dsn=cfg.alerts_postgres_dsn.get_secret_value() if cfg.alerts_postgres_dsn else None,
-            alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow_tracking_uri,
-            mlflow_registry_uri=platform.mlflow_registry_uri or platform.mlflow_tracking_uri,
+            alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow.tracking_uri,
+            mlflow_registry_uri=platform.mlflow.resolved_registry_uri,
             decision_log=p.decision_log, shadow=shadow,
         )
 

@@ -59,13 +59,13 @@ def app_from_env() -> FastAPI:
     platform, settings = PlatformSettings.from_env(), ApiSettings.from_env()
     keys, store = preflight(platform, settings)
     # models:/ URIs resolve through MLflow's process-wide URIs: point them at the platform's registry
-    registry_uri = platform.mlflow_registry_uri or platform.mlflow_tracking_uri
-    mlflow.set_tracking_uri(platform.mlflow_tracking_uri)
+    registry_uri = platform.mlflow.resolved_registry_uri
+    mlflow.set_tracking_uri(platform.mlflow.tracking_uri)
     mlflow.set_registry_uri(registry_uri)
     metrics = ApiMetrics()
     champion = ChampionHolder(
-        lambda: MlflowClient(platform.mlflow_tracking_uri, registry_uri),
-        platform.model_name, settings.model_alias, settings.model_refresh_seconds,
+        lambda: MlflowClient(platform.mlflow.tracking_uri, registry_uri),
+        platform.mlflow.model_name, settings.model_alias, settings.model_refresh_seconds,
         on_failure=lambda stage: metrics.refresh_failures.labels(stage).inc(),
         on_loaded=lambda loaded: metrics.model_loaded(loaded.name, loaded.version),
     )
@@ -77,7 +77,7 @@ def app_from_env() -> FastAPI:
     from fraud_platform.ml.shadow import ShadowLog, ShadowScorer, challenger_holder
 
     console = Console.from_settings(platform, decision_log)
-    challenger = challenger_holder(champion._client_factory, platform.model_name, settings.model_refresh_seconds)
+    challenger = challenger_holder(champion._client_factory, platform.mlflow.model_name, settings.model_refresh_seconds)
     challenger.refresh()
     challenger.start()
     shadow = ShadowScorer(challenger, ShadowLog(decision_log.backend), settings.review_threshold, settings.block_threshold)
@@ -99,7 +99,7 @@ def app_from_env() -> FastAPI:
         decision_log.close()
         store.close()
 
-    log.info("decision API: model %s@%s, store %s, decision log %s, %d key(s)", platform.model_name,
+    log.info("decision API: model %s@%s, store %s, decision log %s, %d key(s)", platform.mlflow.model_name,
              settings.model_alias, store.description, decision_log.kind, len(keys))
     app = create_app(
         keys=keys, limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst), engine=engine,

@@ -88,8 +88,8 @@ class Console:
         platform = self.platform
 
         def registry() -> dict[str, Any]:
-            client = MlflowClient(platform.mlflow_tracking_uri, platform.mlflow_registry_uri or platform.mlflow_tracking_uri)
-            return registry_facts(client, platform.model_name)
+            client = MlflowClient(platform.mlflow.tracking_uri, platform.mlflow.resolved_registry_uri)
+            return registry_facts(client, platform.mlflow.model_name)
 
         mount_console(
             app, keys=keys, store=self.store, registry=registry,

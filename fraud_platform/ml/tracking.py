@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from fraud_platform.settings import MlflowSettings
 
 if TYPE_CHECKING:  # mlflow is imported lazily: resources.py imports this module at load time
     from mlflow import MlflowClient
 
 
-@dataclass(frozen=True)
-class TrackingTarget:
-    """Where runs and models go. The experiment is created with an explicit artifact location so
-    artifacts land under the platform home (a SQLite store would otherwise use ./mlruns)."""
-
-    tracking_uri: str
-    artifact_root: str
-    registry_uri: str | None = None
-    experiment_name: str = "fraud_detection"
-    model_name: str = "fraud_detector"
+class TrackingTarget(MlflowSettings):
+    """The MLflow settings and the two calls that use them (the Dagster ``MlflowResource`` is one)."""
 
     def activate(self) -> str:
         """Point the mlflow fluent API here and return the experiment id (created if missing)."""
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
+        mlflow.set_registry_uri(self.resolved_registry_uri)
         client = self.client()
         experiment = client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
@@ -41,7 +34,7 @@ class TrackingTarget:
     def client(self) -> "MlflowClient":
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.resolved_registry_uri)
 
 
 def git_commit(path: Path | None = None) -> str | None:

@@ -202,7 +202,7 @@ def _register_champion(root) -> object:
 
     from fraud_platform.ml import registry
 
-    target = _mlflow(root).target()
+    target = _mlflow(root)
     mlflow.set_tracking_uri(target.tracking_uri)
     mlflow.set_registry_uri(target.tracking_uri)
     rng = np.random.default_rng(0)

@@ -48,3 +48,12 @@ def test_scored_zone_schema_carries_the_model_features() -> None:
 
     names = catalogue.SCORED_TRANSACTIONS.schema.names
     assert set(FEATURE_COLUMNS) <= set(names) and {"score", "decision", "model_version"} <= set(names)
+
+
+def test_champion_model_depends_on_what_it_reads() -> None:
+    """champion_model reads the matrix's held-out rows and its two upstream outputs; the scorer's
+    features come from the online store, so it no longer depends on the batch feature state."""
+    from fraud_platform.defs.ml.assets import champion_model
+
+    assert {key.to_user_string() for key in champion_model.asset_deps[champion_model.key]} == {
+        "transaction_features", "fraud_model", "model_evaluation"}

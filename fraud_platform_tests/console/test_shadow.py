@@ -51,7 +51,7 @@ def shadow_registry(tmp_path_factory):
     for flavor, model in models:
         with mlflow.start_run(experiment_id=experiment):
             getattr(mlflow, flavor).log_model(model, name="model", registered_model_name=MODEL, pip_requirements=[flavor])
-    tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, snapshot_uri=None, snapshot_key=None, snapshot_version=None, test_window="t")
+    tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, test_window="t")
     for version in ("1", "2", "3"):
         for key, value in tags.items():
             client.set_model_version_tag(MODEL, version, key, value)

@@ -146,6 +146,9 @@ _ENV_READ_CALL = re.compile(
 # os.environ["NAME"] as a read (an assignment os.environ["NAME"] = ... only sets it).
 _ENV_SUBSCRIPT = re.compile(r"""os\.environ\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\](?!\s*=[^=])""")
 
+# fraud_platform/settings.py names variables as keyword arguments: _env_values(tracking_uri="MLFLOW_TRACKING_URI").
+_SETTINGS_ENV_KEYWORD = re.compile(r"""\b[a-z][a-z0-9_]*=["']([A-Z][A-Z0-9_]*)["']""")
+
 CODE_ROOTS = ("fraud_platform", "spark_streaming")
 
 
@@ -157,6 +160,8 @@ def env_vars_read_by_code() -> dict[str, list[str]]:
     for path in files:
         text = path.read_text()
         names = set(_QUOTED_FRAUD_NAME.findall(text)) | set(_ENV_READ_CALL.findall(text)) | set(_ENV_SUBSCRIPT.findall(text))
+        if path.name == "settings.py":
+            names |= set(_SETTINGS_ENV_KEYWORD.findall(text))
         for name in names:
             found.setdefault(name, []).append(str(path.relative_to(REPO)))
     return found

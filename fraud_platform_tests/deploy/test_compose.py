@@ -189,10 +189,10 @@ def test_compose_environment_builds_the_intended_platform_settings(services, mon
     assert settings.kafka.resolved_bootstrap() == KAFKA_BOOTSTRAP
     assert (settings.kafka.topics.replication_factor, settings.kafka.topics.min_insync_replicas) == (3, 2)
     assert settings.kafka.security_protocol == "PLAINTEXT" and settings.kafka.sasl_password is None
-    assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+    assert settings.mlflow.tracking_uri == "http://mlflow:5000"
     assert settings.spark.master == "spark://spark-master:7077"
     assert settings.tokenisation_key.get_secret_value() == parse_env_file()["FRAUD_TOKENISATION_KEY"]
-    assert str(settings.duckdb_path).startswith("/var/lib/fraud_platform/")
+    assert settings.warehouse.duckdb_path.startswith("/var/lib/fraud_platform/")
     assert settings.warehouse.pg_host == "postgres"
     assert settings.kafka.topics.model_dump()["transactions"] == "transactions"
 

@@ -130,14 +130,13 @@ def test_worse_model_is_not_promoted_and_champion_alias_stays(trained, matrix, t
     decision = registry.decide(first.metrics, None, gates)
     assert decision.promote and gates.passed
     tags = registry.publish_tags(first.metrics, features=FEATURE_COLUMNS, threshold=first.metrics["threshold"],
-                                 snapshot_uri="/lake/features/online/version=v1", snapshot_key="features/online/version=v1",
-                                 snapshot_version="v1", test_window="2026-01-25/2026-01-28")
+                                 test_window="2026-01-25/2026-01-28")
     v1 = registry.register_version(client, MODEL, trained.model_uri, trained.run_id, tags)
     assert registry.apply_decision(client, MODEL, v1, decision) == "champion"
 
     champion = registry.load_champion(client, MODEL)
     assert (champion.version, champion.model_uri, champion.features) == (v1, trained.model_uri, FEATURE_COLUMNS)
-    assert champion.threshold == first.metrics["threshold"] and champion.snapshot_version == "v1"
+    assert champion.threshold == first.metrics["threshold"]
     champion_model = registry.load_model(champion)
 
     worse, worse_uri, worse_run = _log_worse_model(matrix, tracking)

@@ -104,8 +104,7 @@ class Registry:
                 getattr(mlflow, flavor).log_model(model, name="model", registered_model_name=MODEL_NAME, pip_requirements=[flavor])
         from fraud_platform.ml.registry import publish_tags
 
-        tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, snapshot_uri=None, snapshot_key=None,
-                            snapshot_version=None, test_window="synthetic")
+        tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, test_window="synthetic")
         for version in ("1", "2"):
             for key, value in tags.items():
                 self.client.set_model_version_tag(MODEL_NAME, version, key, value)

@@ -56,7 +56,7 @@ def test_scoring_reads_the_online_store_and_gives_the_batch_features(online_stor
         seen.append(X.copy())
         return np.where(X["amount_eur"] > 220, 0.95, 0.05)
 
-    info = ChampionInfo("m", "7", "models:/m/7", None, 0.5, FEATURE_COLUMNS, None, None, None)
+    info = ChampionInfo("m", "7", "models:/m/7", None, 0.5, FEATURE_COLUMNS)
     model = ActiveModel("m", info, predict, 0.0)
     batch = score_batch(0, records(first), model, online_store, "q/0/0", 0.5, 0.9)
     batch.reconcile()

@@ -44,7 +44,7 @@ def _blocking_model(online_store) -> ActiveModel:
         "amount_eur": [10.0, 20.0], "event_time": [as_of - timedelta(hours=2), as_of - timedelta(hours=1)],
     })
     online_store.materialise(FeatureSnapshot.build(history, as_of=as_of))
-    info = ChampionInfo("m", "1", "models:/m/1", None, 0.5, FEATURE_COLUMNS, None, None, "v1")
+    info = ChampionInfo("m", "1", "models:/m/1", None, 0.5, FEATURE_COLUMNS)
     return ActiveModel("m", info, lambda X: np.full(len(X), 0.99), 0.0)
 
 

@@ -18,8 +18,7 @@ def warehouse_settings(lake_root: Path, duckdb_path: Path, **warehouse: object) 
     return base.model_copy(
         update={
             "lake": LakeSettings(root=str(lake_root)),
-            "duckdb_path": duckdb_path,
-            "warehouse": base.warehouse.model_copy(update=warehouse),
+            "warehouse": base.warehouse.model_copy(update={"duckdb_path": str(duckdb_path), **warehouse}),
         }
     )
 

@@ -33,7 +33,7 @@ def build(crafted_lake, tmp_path_factory):
 
 def mart(build, name: str) -> pd.DataFrame:
     _, settings, _ = build
-    return read_relation(name, settings.warehouse, settings.duckdb_path)
+    return read_relation(name, settings.warehouse)
 
 
 def test_build_materializes_every_model_and_every_dbt_test_passes_as_an_asset_check(build):

@@ -4,6 +4,7 @@ from the lake by the Dagster step, marts equal to the pandas computation."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import psycopg
@@ -40,7 +41,7 @@ def test_postgres_target_builds_the_same_marts(postgres_settings):
     result = materialize_warehouse(settings)
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    assert not (settings.duckdb_path).exists()  # nothing went to DuckDB
+    assert not Path(settings.warehouse.duckdb_path).exists()  # nothing went to DuckDB
 
     with psycopg.connect(pg_conninfo(settings.warehouse)) as conn:
         loaded = conn.execute(
@@ -50,7 +51,7 @@ def test_postgres_target_builds_the_same_marts(postgres_settings):
 
     counts = ["transaction_count", "fraud_count", "matured_count"]
     floats = ["amount_eur", "fraud_amount_eur", "fraud_rate"]
-    actual = expected.normalise(read_relation("mart_daily_fraud_kpis", settings.warehouse, settings.duckdb_path),
+    actual = expected.normalise(read_relation("mart_daily_fraud_kpis", settings.warehouse),
                                 expected.GRAIN, counts, floats)
     wanted = expected.normalise(expected.daily_kpis(fixture), expected.GRAIN, counts, floats)
     pd.testing.assert_frame_equal(actual, wanted, check_exact=False, rtol=1e-9)

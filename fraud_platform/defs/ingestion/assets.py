@@ -84,8 +84,7 @@ def landing_asset(
         deps=deps,
     )
     def _landing(context: dg.AssetExecutionContext, lake: LakeResource, kafka: KafkaResource) -> dg.MaterializeResult:
-        settings = kafka.settings()
-        engine = LandingEngine(lake.store(), settings, spec_for(settings.topics))
+        engine = LandingEngine(lake.store(), kafka, spec_for(kafka.topics))
         result = engine.land()
         context.log.info(
             f"{name}: consumed {result.consumed} = {result.valid} landed + {result.dead_lettered} dead-lettered "
@@ -178,7 +177,7 @@ def _reconciliation_check(asset: dg.AssetsDefinition, spec_for: Callable[[TopicN
         "ranges are contiguous with no overlap.",
     )
     def _check(lake: LakeResource, kafka: KafkaResource) -> dg.AssetCheckResult:
-        engine = LandingEngine(lake.store(), kafka.settings(), spec_for(kafka.settings().topics))
+        engine = LandingEngine(lake.store(), kafka, spec_for(kafka.topics))
         problems, totals = reconcile_manifests(engine)
         return dg.AssetCheckResult(
             passed=not problems,

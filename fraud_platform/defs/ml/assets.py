@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from fraud_platform.defs.features.assets import LATEST_SNAPSHOT_KEY, read_matrix
+from fraud_platform.defs.features.assets import read_matrix
 from fraud_platform.defs.owners import ML_ENGINEERING
 from fraud_platform.defs.resources import LakeResource, MlflowResource
 from fraud_platform.domain.metrics import score_shares
@@ -98,7 +98,7 @@ def _window(value: list[str]) -> tuple[date, date]:
 def fraud_model(context: dg.AssetExecutionContext, config: TrainingWindowConfig, lake: LakeResource,
                 mlflow: MlflowResource, ml_training: ModelTrainingResource) -> dg.Output[dict]:
     matrix = read_matrix(lake.store())
-    mlflow.target().activate()
+    mlflow.activate()
     partitions = sorted(pd.to_datetime(matrix["event_date"]).dt.date.astype(str).unique())
     result = train_model(
         matrix, ml_training.training_config(config.windows()), source_partitions=partitions,
@@ -153,12 +153,11 @@ def model_evaluation(lake: LakeResource, mlflow: MlflowResource, ml_training: Mo
                      fraud_model: dict) -> dg.Output[dict]:
     import mlflow as mlflow_lib
 
-    target = mlflow.target()
-    target.activate()
-    client = target.client()
+    mlflow.activate()
+    client = mlflow.client()
     matrix = read_matrix(lake.store())
     model = mlflow_lib.sklearn.load_model(fraud_model["model_uri"])
-    info, champ_model = _champion(client, target.model_name, set(matrix.columns))
+    info, champ_model = _champion(client, mlflow.model_name, set(matrix.columns))
     champion = (info.version, champ_model, info.features) if champ_model is not None else None
     evaluation = evaluate_model(model, fraud_model["features"], matrix, _window(fraud_model["test_window"]),
                                 ml_training.evaluation_config(), champion=champion,
@@ -188,8 +187,8 @@ def model_evaluation(lake: LakeResource, mlflow: MlflowResource, ml_training: Mo
 
 @dg.asset(
     **_COMMON, kinds={"mlflow"},
-    # Reads the held-out rows of the matrix and the snapshot pointer the scorer will load with the model.
-    deps=[dg.AssetKey("transaction_features"), dg.AssetKey("customer_features"), dg.AssetKey("terminal_features")],
+    # Reads the held-out rows of the matrix (the scorer's features come from the online store).
+    deps=[dg.AssetKey("transaction_features")],
     description="Registers the trained version and moves the `champion` alias to it only if it beats the "
                 "current champion on the same test rows by the margin and passes the sanity gates; "
                 "otherwise aliases it `challenger` with the reason. Tags carry what the scorer needs.",
@@ -198,17 +197,15 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
                    fraud_model: dict, model_evaluation: dict) -> dg.Output[dict]:
     import mlflow as mlflow_lib
 
-    target = mlflow.target()
-    target.activate()
-    client = target.client()
-    store = lake.store()
+    mlflow.activate()
+    client = mlflow.client()
     policy = ml_training.promotion_policy()
-    matrix = read_matrix(store)
+    matrix = read_matrix(lake.store())
     test, _ = held_out_rows(matrix, _window(fraud_model["test_window"]), _window(fraud_model["train_window"])[0])
     model = mlflow_lib.sklearn.load_model(fraud_model["model_uri"])
     gates = registry.sanity_gates(model, model_input(test, fraud_model["features"]), policy)
 
-    current = registry.load_champion(client, target.model_name)
+    current = registry.load_champion(client, mlflow.model_name)
     if current is not None and current.version != model_evaluation["champion_version"]:
         decision = registry.Decision(False, f"champion changed to v{current.version} after evaluation; re-evaluate")
     elif not model_evaluation["champion_comparable"]:
@@ -218,23 +215,20 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
     if decision.promote and current is not None and ml_training.require_live_evidence:
         decision = registry.Decision(False, f"awaiting live evidence in shadow (offline: {decision.reason})")
 
-    snapshot = store.read_json(LATEST_SNAPSHOT_KEY) if store.exists(LATEST_SNAPSHOT_KEY) else {}
     tags = registry.publish_tags(
         model_evaluation["metrics"], features=fraud_model["features"],
-        threshold=model_evaluation["metrics"]["threshold"], snapshot_uri=snapshot.get("uri"),
-        snapshot_key=snapshot.get("key"), snapshot_version=snapshot.get("version"),
-        test_window="/".join(fraud_model["test_window"]),
+        threshold=model_evaluation["metrics"]["threshold"], test_window="/".join(fraud_model["test_window"]),
     )
     test_scores = model.predict_proba(model_input(test, fraud_model["features"]))[:, 1]
     tags[registry.TAG_SCORE_SHARES] = json.dumps([round(x, 6) for x in score_shares(test_scores)])  # the console's "training" distribution
-    version = registry.register_version(client, target.model_name, fraud_model["model_uri"], fraud_model["run_id"],
+    version = registry.register_version(client, mlflow.model_name, fraud_model["model_uri"], fraud_model["run_id"],
                                         {**tags, "fraud.variant": fraud_model["variant"]})
-    alias = registry.apply_decision(client, target.model_name, version, decision)
-    champion = registry.load_champion(client, target.model_name)
+    alias = registry.apply_decision(client, mlflow.model_name, version, decision)
+    champion = registry.load_champion(client, mlflow.model_name)
     value = {"version": version, "alias": alias, "promoted": decision.promote, "reason": decision.reason,
              "champion_version": champion.version if champion else None}
     return dg.Output(value, metadata={
-        "model_name": target.model_name,
+        "model_name": mlflow.model_name,
         "version": version,
         "alias": alias,
         "promoted": decision.promote,
@@ -243,7 +237,6 @@ def champion_model(lake: LakeResource, mlflow: MlflowResource, ml_training: Mode
         "gate_failures": ", ".join(gates.failures) or "none",
         "latency_ms_per_1k": float(gates.latency_ms_per_1k),
         "score_mean": float(gates.score_mean),
-        "snapshot_version": snapshot.get("version", "none"),
     })
 
 
@@ -269,7 +262,7 @@ def model_backtest(config: BacktestConfig, lake: LakeResource, mlflow: MlflowRes
     from fraud_platform.ml.backtest import backtest_windows, rolling_backtest
 
     matrix = read_matrix(lake.store())
-    mlflow.target().activate()
+    mlflow.activate()
     last = pd.to_datetime(matrix["event_date"]).dt.date.max()
     start = date.fromisoformat(config.test_start) if config.test_start else \
         last - timedelta(days=config.windows * config.test_days - 1)

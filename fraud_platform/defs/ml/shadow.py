@@ -48,10 +48,9 @@ def _figure(report) -> Figure:
 )
 def challenger_shadow_report(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource,
                              ml_training: ModelTrainingResource, lake_processing: LakeProcessingResource) -> dg.MaterializeResult:
-    target = mlflow.target()
-    client = target.client()
-    challenger = registry.load_champion(client, target.model_name, registry.CHALLENGER_ALIAS)
-    champion = registry.load_champion(client, target.model_name)
+    client = mlflow.client()
+    challenger = registry.load_champion(client, mlflow.model_name, registry.CHALLENGER_ALIAS)
+    champion = registry.load_champion(client, mlflow.model_name)
     if challenger is None or (champion is not None and champion.version == challenger.version):
         return dg.MaterializeResult(metadata={"challenger_version": "none", "promoted": False})
     shadow = shadow_log_from_settings().read()
@@ -64,8 +63,8 @@ def challenger_shadow_report(context: dg.AssetExecutionContext, lake: LakeResour
                               ml_training.live_min_labelled, ml_training.live_min_frauds)
     promoted = decision.promote and ml_training.require_live_evidence
     if promoted:
-        registry.apply_decision(client, target.model_name, challenger.version, decision)
-        client.delete_registered_model_alias(target.model_name, registry.CHALLENGER_ALIAS)  # it is the champion now
+        registry.apply_decision(client, mlflow.model_name, challenger.version, decision)
+        client.delete_registered_model_alias(mlflow.model_name, registry.CHALLENGER_ALIAS)  # it is the champion now
         context.log.info("promoted challenger v%s: %s", challenger.version, decision.reason)
     else:
         context.log.info("challenger v%s stays in shadow: %s", challenger.version, decision.reason)

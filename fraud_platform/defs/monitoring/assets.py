@@ -72,11 +72,10 @@ def _score_drift(mlflow: MlflowResource, reference: pd.DataFrame, recent: pd.Dat
     traffic (None when the scorer logged no scores or nothing is published yet)."""
     if "score" not in recent.columns:
         return None
-    target = mlflow.target()
-    info = registry.load_champion(target.client(), target.model_name)
+    info = registry.load_champion(mlflow.client(), mlflow.model_name)
     if info is None or not set(info.features) <= set(reference.columns):
         return None
-    model = registry.load_model(info, tracking_uri=target.tracking_uri)
+    model = registry.load_model(info, tracking_uri=mlflow.tracking_uri)
     reference_scores = model.predict_proba(reference[info.features].astype("float64"))[:, 1]
     recent_scores = recent["score"].to_numpy(dtype=float)
     return {

@@ -56,10 +56,9 @@ def warehouse_dbt_assets(context: dg.AssetExecutionContext, dbt: WarehouseDbtRes
     """`dbt build` of the selected models and their tests. The KPI mart's events are held back
     until dbt exits, because DuckDB cannot be read while dbt still holds it for writing; then the
     mart's output gets the trend plots and its checks follow it."""
-    warehouse = dbt.warehouse()
-    if warehouse.target == "postgres":
-        loaded = load_lake_sources(lake.store(), warehouse)
-        context.log.info(f"Loaded lake sources into Postgres schema {warehouse.pg_source_schema}: {loaded}")
+    if dbt.target == "postgres":
+        loaded = load_lake_sources(lake.store(), dbt)
+        context.log.info(f"Loaded lake sources into Postgres schema {dbt.pg_source_schema}: {loaded}")
     with dbt.write_lock(on_wait=lambda: context.log.info(WAITING_FOR_WRITE_LOCK)):
         invocation = dbt.cli(["build"], context=context, raise_on_error=False)
         held: list[Any] = []
