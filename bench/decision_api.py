@@ -46,7 +46,7 @@ def run_load(url: str, rate: str, duration: float, customers: int, terminals: in
     rng = np.random.default_rng(7)
     now = datetime.now(timezone.utc) - timedelta(seconds=30)
     bodies = [orjson.dumps({
-        "transaction_id": f"bench-{rate}-{i:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
+        "transaction_id": f"bench-{rate}-tx{i:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
         "customer_id": f"cust-{int(rng.integers(customers))}", "card_token": f"tok_{i % 997:032x}",
         "terminal_id": f"term-{int(rng.integers(terminals))}", "amount": round(float(rng.gamma(2.0, 40.0)) + 1, 2),
         "currency": "EUR", "merchant_category": "5411", "channel": "ecommerce", "country": "FR",
@@ -124,13 +124,13 @@ def register_champion(frame, tracking_uri: str, artifact_root: str) -> None:
 
     from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
     from fraud_platform.ml.registry import publish_tags
-    from fraud_platform.ml.training import TrainingConfig, build_pipeline, model_input
+    from fraud_platform.ml.training import Candidate, TrainingConfig, build_pipeline, model_input
 
     sample = frame.iloc[-60_000:]
     X = model_input(compute_batch_features(sample), FEATURE_COLUMNS)
     y = ((X["amount_eur"] > 220) | (X["customer_amount_to_mean_7d"] > 3.5)).astype(int).to_numpy()
-    model = build_pipeline("smote", {"n_estimators": 200, "max_depth": 5, "learning_rate": 0.1}, y,
-                           TrainingConfig(max_bin=256)).fit(X, y)
+    candidate = Candidate("xgboost", "smote", {"n_estimators": 200, "max_depth": 5, "learning_rate": 0.1})
+    model = build_pipeline(candidate, y, TrainingConfig(max_bin=256)).fit(X, y)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri, tracking_uri)
     experiment = client.create_experiment("api-bench", artifact_location=artifact_root)
@@ -146,8 +146,9 @@ def register_champion(frame, tracking_uri: str, artifact_root: str) -> None:
 
 
 def floor_ms(model, X) -> dict[str, float]:
-    """The bare model on one row: predict_proba on a DataFrame (what callers usually do) and the
-    API's own path (XGBoost inplace_predict on a numpy row + pred_contribs for the reasons)."""
+    """The bare model on one row: predict_proba on a DataFrame (what callers usually do),
+    inplace_predict on a numpy row, with XGBoost's own pred_contribs for reasons, and the API's
+    path (score and reasons from the tabulated TreeSHAP, ``ServingModel.score_and_reasons``)."""
     import numpy as np
 
     from fraud_platform.ml.serving import ServingModel
@@ -166,10 +167,16 @@ def floor_ms(model, X) -> dict[str, float]:
             times.append((time.perf_counter() - t) * 1000)
         return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
+    from fraud_platform.ml.explain import contributions, top_reasons
+
+    def xgboost_reasons():
+        return top_reasons(contributions(model, values, list(X.columns), nthread=1), values, 3)
+
     return {
         "predict_proba (DataFrame row)": p50_p99(lambda: model.predict_proba(row)),
         "inplace_predict (numpy row)": p50_p99(lambda: serving.predict(values)),
-        "inplace_predict + top-3 reasons": p50_p99(lambda: (serving.predict(values), serving.reasons(values, 3))),
+        "inplace_predict + top-3 reasons by XGBoost pred_contribs": p50_p99(lambda: (serving.predict(values), xgboost_reasons())),
+        "API: score + top-3 reasons, tabulated TreeSHAP": p50_p99(lambda: serving.score_and_reasons(values, 3)),
     }
 
 
@@ -180,7 +187,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--terminals", type=int, default=10_000)
     parser.add_argument("--per-customer", type=int, default=4, help="history transactions per customer")
-    parser.add_argument("--workers", type=int, default=1, help="API worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--load", nargs=5, metavar=("URL", "RATE", "DURATION", "CUSTOMERS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
