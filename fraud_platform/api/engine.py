@@ -1,8 +1,8 @@
 """Deciding transactions: the streaming scorer's steps, for requests instead of Kafka records.
 
-1. ``parse``: a card number in ANY field is refused as ``raw_pan`` first (the ingestion validator
-   only looks at ``card_token``); then the ingestion validator itself
-   (``validate_transactions``), so a request is refused for exactly the rules a Kafka record is.
+1. ``parse``: the ingestion validator itself (``TransactionValidator.parse``, which refuses a card
+   number in ANY field as ``raw_pan`` first), so a request is refused for exactly the rules a
+   Kafka record is.
 2. ``decide``: the events' pseudonymised keys and EUR amounts (as the stream's ``processed_frame``
    derives them), the shared feature module over the online store, the champion, its reasons, and
    the stream's thresholds and ``decide``.
@@ -11,17 +11,16 @@ State: a decision READS the online store and never writes it. The transaction st
 Kafka (the authorising system publishes it on ``transactions``), and the streaming feature
 pipeline applies it exactly once; the API writing too would count it twice or race the stream.
 
-Concurrent requests are coalesced by :class:`Batcher` (one worker thread): whatever is queued when
-the worker is free is decided in one call, so a burst costs one feature lookup and one model call
-instead of one per request. Requests in one call are still decided independently: rows sharing a
-customer or terminal go to separate rounds, so no request sees another request's transaction.
+Concurrent requests are coalesced by :class:`Batcher` on the event loop: the requests that arrive
+in one loop iteration are decided in one call, so a burst costs one Redis round trip (features,
+state version and rate-limit checks) and one model pass instead of one per request. Requests in
+one call are still decided independently: each over the stored state only (large calls: rows
+sharing a customer or terminal in separate rounds), so no request sees another request's transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -136,7 +135,6 @@ class Job:
     events: list[TransactionEvent]
     started: float  # perf_counter when the request arrived
     api_key: str
-    done: Callable[[list[dict] | BaseException], None]  # unused by the loop's Batcher
     cost: int = 1  # rate-limit tokens (a batch: one per event)
 
 
@@ -260,7 +258,7 @@ class Batcher:
         future: asyncio.Future = loop.create_future()
         if not self._pending:
             loop.call_soon(self._run)
-        self._pending.append((Job(events, started, api_key, lambda result: None, cost), future))
+        self._pending.append((Job(events, started, api_key, cost), future))
         return await future
 
     def _run(self) -> None:

@@ -204,15 +204,25 @@ class TreeShapTable:
 
     @classmethod
     def of(cls, booster, probe: np.ndarray, max_entries: int = 8_000_000) -> "TreeShapTable | None":
+        """The table of ``booster`` if it reproduces XGBoost's contributions on ``probe`` rows, else
+        None (never raises: the model is then served and explained by XGBoost itself)."""
+        try:
+            return cls._of(booster, probe, max_entries)
+        except Exception:  # an unforeseen model layout costs speed, never the model
+            return None
+
+    @classmethod
+    def _of(cls, booster, probe: np.ndarray, max_entries: int) -> "TreeShapTable | None":
         import json
 
         import xgboost
 
         model = json.loads(booster.save_raw("json"))["learner"]
         gbm = model["gradient_booster"]
-        if gbm.get("name") != "gbtree" or int(model["learner_model_param"].get("num_class", "0")) > 1:
+        params = model["learner_model_param"]
+        if gbm.get("name") != "gbtree" or int(params.get("num_class", "0")) > 1 or int(params.get("num_target", "1")) > 1:
             return None
-        n_features = int(model["learner_model_param"]["num_feature"])
+        n_features = int(params["num_feature"])
         per_tree = [_leaf_paths(tree) for tree in gbm["model"]["trees"]]
         if any(paths is None for paths in per_tree):
             return None
@@ -236,7 +246,7 @@ class TreeShapTable:
                 high[rows, k] = [paths[i][1][k][3] for i in rows]
                 missing[rows, k] = [paths[i][1][k][4] for i in rows]
             weights = np.array([math.factorial(s) * math.factorial(m - 1 - s) / math.factorial(m) for s in range(m)]) if m else np.zeros(0)
-            for pattern in range(1 << width):
+            for pattern in range(1 << m):  # padding bits are never set
                 o = np.array([(pattern >> k) & 1 for k in range(m)], dtype=float)
                 for i in range(m):
                     poly = np.zeros((len(rows), m))
@@ -250,7 +260,7 @@ class TreeShapTable:
         names = booster.feature_names if booster.feature_names and len(booster.feature_names) == probe.shape[1] else None
         reference = np.asarray(booster.predict(xgboost.DMatrix(probe, feature_names=names), pred_contribs=True), dtype="float64")
         logistic = model["objective"].get("name") == "binary:logistic" and not stumps
-        base = float(str(model["learner_model_param"]["base_score"]).strip("[]")) if logistic else 0.5
+        base = float(str(params["base_score"]).strip("[]")) if logistic else 0.5
         explainer = cls(n_features, features, low, high, missing, table, float(reference[0, -1]),
                         np.array([p[0] for p in paths]), np.float32(-np.log(1 / base - 1)) if logistic else None)
         (values, bias), scores = explainer.explain(probe)
