@@ -17,7 +17,7 @@ from fraud_platform_tests.api.conftest import MODEL_NAME, api_env, history, requ
 pytestmark = pytest.mark.slow
 
 
-def wait_until_ready(server, workers: int = 2, timeout: float = 90) -> None:
+def wait_until_ready(server, workers: int = 2, timeout: float = 240) -> None:
     """Until every worker process has started (each logs its own startup)."""
     deadline = time.monotonic() + timeout
     while server.log().count("Application startup complete") < workers:
@@ -30,7 +30,7 @@ def test_rate_limit_is_per_key_with_retry_after(tmp_path, api_registry, keys, on
     api_registry.promote("1")
     env = api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path,
                   FRAUD_API_RATE_LIMIT_PER_SECOND="1", FRAUD_API_RATE_LIMIT_BURST="3", FRAUD_API_WORKERS="2")
-    server = start_server(tmp_path, env)
+    server = start_server(tmp_path, env, timeout=240)  # two processes loading the model on a busy machine
     try:
         wait_until_ready(server)
         # Eight concurrent requests on their own connections (spread over both workers): buckets per
