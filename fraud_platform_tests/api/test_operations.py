@@ -34,15 +34,17 @@ def test_rate_limit_is_per_key_with_retry_after(tmp_path, api_registry, keys, on
     try:
         wait_until_ready(server)
         # Eight concurrent requests on their own connections (spread over both workers): buckets per
-        # worker would let up to six through; the shared one lets three through (four if a token
-        # refills meanwhile).
+        # worker would let up to six through; the shared one lets three through, plus one per
+        # second the burst took (the refill).
         def one(i: int) -> int:
             with server.client(keys.decide_only) as fresh:
                 return fresh.post("/v1/decisions", json=request_body(100 + i)).status_code
 
+        started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             burst = list(pool.map(one, range(8)))
-        assert burst.count(200) in (3, 4) and burst.count(429) == 8 - burst.count(200), burst
+        refilled = int(time.monotonic() - started)
+        assert 3 <= burst.count(200) <= 3 + refilled and burst.count(429) == 8 - burst.count(200), (burst, refilled)
         with server.client(keys.full) as client:
             statuses = [client.post("/v1/decisions", json=request_body(i)).status_code for i in range(5)]
             assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:], statuses
