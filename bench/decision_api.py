@@ -6,10 +6,14 @@ against a real server process over a real online store holding >= 50k customers.
 Everything is real and local (loopback only): the embedded Redis as the online store filled through
 its own write path, a SQLite MLflow registry whose champion is the platform's training pipeline
 (imblearn SMOTE + XGBoost, 200 trees) on the shared features, ``fraud-platform serve`` as a
-subprocess, and Locust (FastHttpUser, used as a library) as the load generator in ANOTHER process.
-Client-side latency is Locust's per-request time; server-side latency is the ``latency_ms`` each
-response carries (request arrival -> decision: queueing, features, model, reasons). The floor is the
-bare model's ``predict_proba`` on one row, measured in this process.
+subprocess (2 workers by default), and the load generator in ANOTHER process: Locust
+(FastHttpUser, used as a library) for the fixed rates, and for "max" Debian's ``wrk`` when it is
+installed (``apt-get install wrk``; Locust otherwise): on 2 shared cores the load generator's own
+CPU is taken from the server, and wrk spends ~20 us a request where Locust spends hundreds.
+Client-side latency is the tool's per-request time; server-side latency is the ``latency_ms`` each
+response carries (request arrival -> decision: queueing, features, model, reasons). Server CPU per
+decision (the API processes' CPU time / answered requests) is the figure that does not depend on
+what else runs on the machine. The floor is the bare model on one row, measured in this process.
 Targets (2 cores): p99 <= 5 ms at 1,000 req/s with features, model and reasons; >= 3,000 req/s
 max; no errors. Request count and time are bounded by ``--duration`` per rate.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +51,7 @@ def run_load(url: str, rate: str, duration: float, customers: int, terminals: in
     rng = np.random.default_rng(7)
     now = datetime.now(timezone.utc) - timedelta(seconds=30)
     bodies = [orjson.dumps({
-        "transaction_id": f"bench-{rate}-{i:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
+        "transaction_id": f"bench-{rate}-tx{i:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
         "customer_id": f"cust-{int(rng.integers(customers))}", "card_token": f"tok_{i % 997:032x}",
         "terminal_id": f"term-{int(rng.integers(terminals))}", "amount": round(float(rng.gamma(2.0, 40.0)) + 1, 2),
         "currency": "EUR", "merchant_category": "5411", "channel": "ecommerce", "country": "FR",
@@ -92,6 +97,77 @@ def run_load(url: str, rate: str, duration: float, customers: int, terminals: in
                                "answered": answered[0]}))
 
 
+_WRK_SCRIPT = r"""
+local bodies, i = {}, 0
+served = {}  -- a global: done() reads it with thread:get
+init = function(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  i = tonumber(args[2])  -- each thread starts elsewhere in the bodies
+end
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/v1/decisions", {["Authorization"] = "Bearer " .. args_token,
+                    ["Content-Type"] = "application/json"}, bodies[(i % #bodies) + 1])
+end
+response = function(status, headers, body)
+  if status == 200 then served[#served + 1] = tonumber(string.match(body, '"latency_ms":([%d%.eE+-]+)')) end
+end
+"""
+
+
+def run_wrk(url: str, duration: float, customers: int, terminals: int, out: Path) -> None:
+    """The "max" rate with wrk (Debian's, C + epoll): ~20 us of client CPU a request where
+    Locust spends a few hundred, which on 2 shared cores is taken from the server. One thread,
+    64 connections; a 2 s warm-up run first (not measured)."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    import orjson
+
+    folder = Path(tempfile.mkdtemp(prefix="wrk-"))
+    rng = np.random.default_rng(7)
+    now = datetime.now(timezone.utc) - timedelta(seconds=30)
+    (folder / "bodies.jsonl").write_bytes(b"\n".join(orjson.dumps({
+        "transaction_id": f"bench-wrk-{run}-tx{i:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
+        "customer_id": f"cust-{int(rng.integers(customers))}", "card_token": f"tok_{i % 997:032x}",
+        "terminal_id": f"term-{int(rng.integers(terminals))}", "amount": round(float(rng.gamma(2.0, 40.0)) + 1, 2),
+        "currency": "EUR", "merchant_category": "5411", "channel": "ecommerce", "country": "FR",
+    }) for run in ("w", "m") for i in range(50_000)))
+    report = folder / "report.json"
+    script = folder / "post.lua"
+    script.write_text(_WRK_SCRIPT.replace("args_token", repr(TOKEN).replace("'", '"')) + f"""
+threads = {{}}
+setup = function(thread) threads[#threads + 1] = thread end
+done = function(summary, latency, requests)
+  local f = io.open("{report}", "w")
+  local e = summary.errors
+  f:write(string.format('{{"requests": %d, "micros": %d, "errors": %d, "p50": %f, "p95": %f, "p99": %f, "served": [',
+          summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
+          latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+  local first = true
+  for _, thread in ipairs(threads) do
+    for _, v in ipairs(thread:get("served")) do
+      f:write((first and "" or ",") .. string.format("%f", v))
+      first = false
+    end
+  end
+  f:write("]}}")
+  f:close()
+end
+""")
+    answered = 0
+    for seconds, start in ((2, 0), (duration, 50_000)):
+        subprocess.run(["wrk", "-t1", "-c64", f"-d{seconds:g}s", "-s", str(script), url, "--", str(folder / "bodies.jsonl"),
+                        str(start)], check=True, capture_output=True)
+        result = json.loads(report.read_text())
+        answered += result["requests"]
+    out.write_text(json.dumps({"rate": "max", "users": 64, "seconds": result["micros"] / 1e6, "tool": "wrk",
+                               "client_ms": [], "client_pct": {q: result[f"p{q}"] / 1000 for q in (50, 95, 99)},
+                               "requests": result["requests"], "server_ms": result["served"],
+                               "errors": {"wrk": result["errors"]} if result["errors"] else {}, "answered": answered}))
+
+
 # -- set-up and report (this process) -----------------------------------------------------------
 def fill_store(store, customers: int, terminals: int, per_customer: int):
     """``customers * per_customer`` transactions over the last 10 days, applied through the store."""
@@ -124,13 +200,13 @@ def register_champion(frame, tracking_uri: str, artifact_root: str) -> None:
 
     from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
     from fraud_platform.ml.registry import publish_tags
-    from fraud_platform.ml.training import TrainingConfig, build_pipeline, model_input
+    from fraud_platform.ml.training import Candidate, TrainingConfig, build_pipeline, model_input
 
     sample = frame.iloc[-60_000:]
     X = model_input(compute_batch_features(sample), FEATURE_COLUMNS)
     y = ((X["amount_eur"] > 220) | (X["customer_amount_to_mean_7d"] > 3.5)).astype(int).to_numpy()
-    model = build_pipeline("smote", {"n_estimators": 200, "max_depth": 5, "learning_rate": 0.1}, y,
-                           TrainingConfig(max_bin=256)).fit(X, y)
+    candidate = Candidate("xgboost", "smote", {"n_estimators": 200, "max_depth": 5, "learning_rate": 0.1})
+    model = build_pipeline(candidate, y, TrainingConfig(max_bin=256)).fit(X, y)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri, tracking_uri)
     experiment = client.create_experiment("api-bench", artifact_location=artifact_root)
@@ -145,8 +221,9 @@ def register_champion(frame, tracking_uri: str, artifact_root: str) -> None:
 
 
 def floor_ms(model, X) -> dict[str, float]:
-    """The bare model on one row: predict_proba on a DataFrame (what callers usually do) and the
-    API's own path (XGBoost inplace_predict on a numpy row + pred_contribs for the reasons)."""
+    """The bare model on one row: predict_proba on a DataFrame (what callers usually do),
+    inplace_predict on a numpy row, with XGBoost's own pred_contribs for reasons, and the API's
+    path (score and reasons from the tabulated TreeSHAP, ``ServingModel.score_and_reasons``)."""
     import numpy as np
 
     from fraud_platform.ml.serving import ServingModel
@@ -165,10 +242,16 @@ def floor_ms(model, X) -> dict[str, float]:
             times.append((time.perf_counter() - t) * 1000)
         return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
+    from fraud_platform.ml.explain import contributions, top_reasons
+
+    def xgboost_reasons():
+        return top_reasons(contributions(model, values, list(X.columns), nthread=1), values, 3)
+
     return {
         "predict_proba (DataFrame row)": p50_p99(lambda: model.predict_proba(row)),
         "inplace_predict (numpy row)": p50_p99(lambda: serving.predict(values)),
-        "inplace_predict + top-3 reasons": p50_p99(lambda: (serving.predict(values), serving.reasons(values, 3))),
+        "inplace_predict + top-3 reasons by XGBoost pred_contribs": p50_p99(lambda: (serving.predict(values), xgboost_reasons())),
+        "API: score + top-3 reasons, tabulated TreeSHAP": p50_p99(lambda: serving.score_and_reasons(values, 3)),
     }
 
 
@@ -179,12 +262,17 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--terminals", type=int, default=10_000)
     parser.add_argument("--per-customer", type=int, default=4, help="history transactions per customer")
-    parser.add_argument("--workers", type=int, default=1, help="API worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes")
+    parser.add_argument("--max-tool", choices=("wrk", "locust"), default="wrk" if shutil.which("wrk") else "locust",
+                        help="load tool of the 'max' rate (wrk when installed: `apt-get install wrk`)")
     parser.add_argument("--load", nargs=5, metavar=("URL", "RATE", "DURATION", "CUSTOMERS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         url, rate, duration, customers, out = args.load
-        run_load(url, rate, float(duration), int(customers), args.terminals, Path(out))
+        if rate == "max" and args.max_tool == "wrk":
+            run_wrk(url, float(duration), int(customers), args.terminals, Path(out))
+        else:
+            run_load(url, rate, float(duration), int(customers), args.terminals, Path(out))
         return
 
     import httpx
@@ -245,22 +333,27 @@ def main() -> None:
         for rate in args.rates.split(","):
             out = home / f"load-{rate}.json"
             cpu_before = server_cpu_seconds()
-            subprocess.run([sys.executable, __file__, "--terminals", str(args.terminals), "--load", url, rate,
-                            str(args.duration), str(args.customers), str(out)], check=True)
+            load_started = os.getloadavg()[0]
+            subprocess.run([sys.executable, __file__, "--terminals", str(args.terminals), "--max-tool", args.max_tool,
+                            "--load", url, rate, str(args.duration), str(args.customers), str(out)], check=True)
             result = json.loads(out.read_text())
             cpu_ms = (server_cpu_seconds() - cpu_before) * 1000 / max(result["answered"], 1)
             client, served = np.asarray(result["client_ms"]), np.asarray(result["server_ms"])
             errors = sum(result["errors"].values())
-            total = len(client)
+            total = result.get("requests", len(client))
             pct = lambda a, q: float(np.percentile(a, q)) if len(a) else float("nan")  # noqa: E731
-            rows.append([rate, total, f"{total / result['seconds']:,.0f}", f"{errors / max(total, 1):.2%}",
-                         f"{pct(client, 50):.2f}", f"{pct(client, 95):.2f}", f"{pct(client, 99):.2f}",
-                         f"{pct(served, 50):.2f}", f"{pct(served, 95):.2f}", f"{pct(served, 99):.2f}", f"{cpu_ms:.2f}"])
+            client_pct = {int(q): v for q, v in result["client_pct"].items()} if "client_pct" in result else {
+                q: pct(client, q) for q in (50, 95, 99)}
+            rows.append([f"{rate} ({result.get('tool', 'locust')})", total, f"{total / result['seconds']:,.0f}",
+                         f"{errors / max(total, 1):.2%}",
+                         f"{client_pct[50]:.2f}", f"{client_pct[95]:.2f}", f"{client_pct[99]:.2f}",
+                         f"{pct(served, 50):.2f}", f"{pct(served, 95):.2f}", f"{pct(served, 99):.2f}", f"{cpu_ms:.2f}",
+                         f"{load_started:.1f}-{os.getloadavg()[0]:.1f}"])
         print_table(
             f"Decision API, {args.workers} worker(s), single-transaction requests ({args.duration:.0f} s per rate; "
             "features from the online store, model, top-3 reasons, decision log)",
             ["target rate", "requests", "achieved req/s", "errors", "client p50 ms", "client p95 ms", "client p99 ms",
-             "server p50 ms", "server p95 ms", "server p99 ms", "server CPU ms/decision"], rows)
+             "server p50 ms", "server p95 ms", "server p99 ms", "server CPU ms/decision", "load avg (1 min)"], rows)
         print_table("Floor: the bare model on one row, in-process", ["call", "p50 ms", "p99 ms"],
                     [[name, f"{p50:.3f}", f"{p99:.3f}"] for name, (p50, p99) in floors.items()])
         metrics = httpx.get(f"{url}/metrics").text

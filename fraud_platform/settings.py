@@ -544,7 +544,7 @@ class ApiSettings(DecisionSettings):
     workers: int = Field(1, ge=1)
     api_keys: SecretStr | None = None
     api_keys_file: Path | None = None
-    rate_limit_per_second: float = Field(2000.0, gt=0, description="Per key and per worker process")
+    rate_limit_per_second: float = Field(2000.0, gt=0, description="Per key, shared by all worker processes (counted in the online store's Redis)")
     rate_limit_burst: int = Field(200, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_batch: int = Field(1000, ge=1, le=10_000)

@@ -1,4 +1,5 @@
-"""API keys (stored as SHA-256 hashes only), scopes, and a per-key token-bucket rate limit.
+"""API keys (stored as SHA-256 hashes only), scopes, and a per-key token-bucket rate limit shared
+by every worker process (a GCRA counter in the online store's Redis).
 
 Keys are 32 random bytes (``fraud-platform api-key``), so an unsalted SHA-256 is enough: there is
 nothing to brute-force, and the hash is what the configuration and any leaked file hold. A key
@@ -14,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from fraud_platform.infra.online_store import LuaScript, execute_loading
 
 SCOPES = ("decide", "read")
 
@@ -88,7 +91,8 @@ class KeyRing:
 
 
 class RateLimiter:
-    """Token bucket per key name: ``rate`` requests/s sustained, ``burst`` at once (per process)."""
+    """Token bucket per key name: ``rate`` requests/s sustained, ``burst`` at once (this process only:
+    :class:`SharedRateLimiter`'s fallback while Redis is unreachable)."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, float(burst)
@@ -106,3 +110,62 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (cost - tokens) / self.rate
+
+
+# ARGV: us per request (1/rate), tolerance (burst x that), then (key, cost) pairs, checked in order.
+# GCRA is a token bucket of ``burst`` tokens refilled at ``rate`` kept as ONE number per key, its
+# theoretical arrival time: a request is allowed when the new arrival time is at most ``burst``
+# intervals ahead of now. Returns per pair 0 (allowed) or the microseconds to wait. Redis' clock,
+# so every worker and host agrees; one call for all the requests of an engine call.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 2 do
+  local key, cost = ARGV[i], tonumber(ARGV[i + 1])
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + cost * interval
+  local wait = new_tat - tolerance - now
+  if wait > 0 then
+    out[#out + 1] = math.ceil(wait)
+  else
+    redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+_GCRA_SCRIPT = LuaScript(_GCRA)
+
+
+class SharedRateLimiter:
+    """The per-key token bucket (``rate`` requests/s, ``burst`` at once) counted in Redis, so N
+    worker processes together allow what one would. The decision path queues its checks on the same
+    pipeline as its feature reads (:meth:`queue` / :meth:`waits_of`: no extra round trip); other
+    requests call :meth:`acquire`. When Redis cannot be reached, the per-process bucket decides.
+    """
+
+    def __init__(self, client, prefix: str, rate: float, burst: int) -> None:
+        self.client, self.prefix, self.rate, self.burst = client, prefix, rate, float(burst)
+        self.local = RateLimiter(rate, burst)
+        self._head = [f"{1e6 / rate:.6f}", f"{1e6 / rate * burst:.6f}"]
+
+    def queue(self, pipe, requests: list[tuple[str, float]]) -> None:
+        """Queue one check of every ``(key name, cost)``, in order (a cost is capped at ``burst``)."""
+        _GCRA_SCRIPT.queue(pipe, [], self._head + [x for key, cost in requests
+                                                   for x in (f"{self.prefix}rl:{key}", f"{min(cost, self.burst):g}")])
+
+    @staticmethod
+    def waits_of(reply) -> list[float]:
+        """Seconds to wait per request (0: allowed) from the reply of a :meth:`queue` d check."""
+        return [int(wait) / 1e6 for wait in reply]
+
+    def acquire(self, key: str, cost: float = 1.0) -> float:
+        """0 if allowed, else the seconds to wait before ``cost`` tokens are available."""
+        try:
+            (reply,) = execute_loading(self.client(), lambda pipe: self.queue(pipe, [(key, cost)]))
+        except Exception:  # Redis unreachable: this process' own bucket keeps limiting
+            return self.local.acquire(key, min(cost, self.burst))
+        return self.waits_of(reply)[0]

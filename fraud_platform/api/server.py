@@ -2,7 +2,8 @@
 
 ``fraud-platform serve`` and ``python -m fraud_platform.api`` end here. With ``--workers N``
 uvicorn starts N processes, each building its own app (:func:`app_from_env`): its own champion
-holder, store connection, rate-limit buckets and metrics, sharing the decision log file/table.
+holder, store connection and metrics, sharing the decision log file/table and the rate-limit
+counters (in the online store's Redis).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def app_from_env() -> FastAPI:
     from mlflow import MlflowClient
 
     from fraud_platform.api.app import create_app
-    from fraud_platform.api.auth import RateLimiter
+    from fraud_platform.api.auth import SharedRateLimiter
     from fraud_platform.api.champion import ChampionHolder
     from fraud_platform.infra.decision_log import DecisionLog
     from fraud_platform.api.engine import DecisionEngine
@@ -86,9 +87,10 @@ def app_from_env() -> FastAPI:
         decision_log.write(decisions)
         shadow.submit(decisions)  # the challenger scores them too, off the request path, never acted on
 
+    limiter = SharedRateLimiter(store.client, store.prefix, settings.rate_limit_per_second, settings.rate_limit_burst)
     engine = DecisionEngine(
         champion, store, settings.review_threshold, settings.block_threshold, settings.reasons,
-        on_decided=decided, unavailable_errors=(OnlineStoreUnavailable,),
+        on_decided=decided, unavailable_errors=(OnlineStoreUnavailable,), limiter=limiter,
     )
 
     def shutdown() -> None:
@@ -102,7 +104,7 @@ def app_from_env() -> FastAPI:
     log.info("decision API: model %s@%s, store %s, decision log %s, %d key(s)", platform.mlflow.model_name,
              settings.model_alias, store.description, decision_log.kind, len(keys))
     app = create_app(
-        keys=keys, limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst), engine=engine,
+        keys=keys, limiter=limiter, engine=engine,
         decision_log=decision_log, store_ping=store.ping, max_body_bytes=settings.max_body_bytes,
         max_batch=settings.max_batch, metrics=metrics, on_shutdown=shutdown,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -16,12 +17,34 @@ from fraud_platform_tests.api.conftest import MODEL_NAME, api_env, history, requ
 pytestmark = pytest.mark.slow
 
 
+def wait_until_ready(server, workers: int = 2, timeout: float = 240) -> None:
+    """Until every worker process has started (each logs its own startup)."""
+    deadline = time.monotonic() + timeout
+    while server.log().count("Application startup complete") < workers:
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.2)
+
+
 def test_rate_limit_is_per_key_with_retry_after(tmp_path, api_registry, keys, online_store_url, seeded_store):
+    """Two worker processes share each key's bucket (it lives in the online store's Redis)."""
     api_registry.promote("1")
     env = api_env(api_registry, keys, online_store_url, seeded_store.prefix, tmp_path,
-                  FRAUD_API_RATE_LIMIT_PER_SECOND="1", FRAUD_API_RATE_LIMIT_BURST="3")
-    server = start_server(tmp_path, env)
+                  FRAUD_API_RATE_LIMIT_PER_SECOND="1", FRAUD_API_RATE_LIMIT_BURST="3", FRAUD_API_WORKERS="2")
+    server = start_server(tmp_path, env, timeout=240)  # two processes loading the model on a busy machine
     try:
+        wait_until_ready(server)
+        # Eight concurrent requests on their own connections (spread over both workers): buckets per
+        # worker would let up to six through; the shared one lets three through, plus one per
+        # second the burst took (the refill).
+        def one(i: int) -> int:
+            with server.client(keys.decide_only) as fresh:
+                return fresh.post("/v1/decisions", json=request_body(100 + i)).status_code
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            burst = list(pool.map(one, range(8)))
+        refilled = int(time.monotonic() - started)
+        assert 3 <= burst.count(200) <= 3 + refilled and burst.count(429) == 8 - burst.count(200), (burst, refilled)
         with server.client(keys.full) as client:
             statuses = [client.post("/v1/decisions", json=request_body(i)).status_code for i in range(5)]
             assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:], statuses
@@ -29,7 +52,7 @@ def test_rate_limit_is_per_key_with_retry_after(tmp_path, api_registry, keys, on
             assert limited.status_code == 429 and limited.json()["error"]["rule"] == "rate_limited"
             assert int(limited.headers["Retry-After"]) >= 1
             # another key has its own bucket
-            assert server.client(keys.decide_only).post("/v1/decisions", json=request_body(10)).status_code == 200
+            assert server.client(keys.read_only).get("/v1/transactions/tx-unknown-0001").status_code == 404
             time.sleep(int(limited.headers["Retry-After"]) + 0.1)
             assert client.post("/v1/decisions", json=request_body(11)).status_code == 200
             # a batch costs one token per event: 5 events against a bucket of 3 is refused
