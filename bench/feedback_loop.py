@@ -1,28 +1,39 @@
 """The alert-feedback loop, measured: do analyst verdicts on the daily alert budget raise detection?
 
-Two arms over the same simulated days (the platform's simulator), the same training schedule and
-the same model, differing only in when fraud becomes known:
+Two arms over the same simulated days (the platform's simulator), the same retraining schedule and
+the same model, differing only in when labels become known:
 
-* ``chargebacks``: labels arrive on the simulator's delay (1..label_delay_days after the fraud);
-* ``verdicts``: in addition, every day analysts review the day's alert budget (top-k cards by the
-  day's max score) and the frauds among them become known ``--verdict-hours`` after the day ends
-  (the console publishes them as ``analyst_confirmed`` labels; ``analyst_legitimate`` adds nothing
-  a fraud label would, so only frauds are modelled).
+* ``chargebacks``: fraud labels arrive on the simulator's delay (1..label_delay_days after the
+  fraud, chargebacks and other confirmations alike); nothing else is labelled;
+* ``verdicts``: in addition, every day analysts investigate the day's alert budget - the top-k
+  cards by max score, cards already caught excluded, exactly the cards CP@k counts - and label
+  every transaction of those cards that day ``analyst_confirmed`` (fraud) or ``analyst_legitimate``,
+  known ``--verdict-hours`` after the alert (the card's top-scoring transaction).
 
-Point in time throughout: each day's features come from the shared feature module
-(``compute_batch_features``) over the previous days with only the labels known before each
-transaction (so verdicts feed the terminal fraud features at once), and every retraining
-(every ``--retrain-days``, on the last ``--train-days`` days) labels a row fraud only if that was
-known at training time. Printed per day and as means: card precision@k, AP, card recall@k.
-Target: verdicts raise mean CP@k by >= 10 % relative.
+What the platform does with them, reproduced with its own code:
 
-    .venv/bin/python bench/feedback_loop.py                       # 60 days, FDH population
-    .venv/bin/python bench/feedback_loop.py --customers 1000 --terminals 2000 --k 20   # short
+* features: the online path (``FeatureSnapshot`` rolled day by day, ``features`` for the day's
+  transactions with the labels arriving during it) with each transaction's earliest fraud label -
+  so a verdict counts in the terminal fraud features from its ``known_at`` on (the undelayed
+  ``terminal_*_recent_*`` windows and fraud age); a later chargeback counts nothing more;
+* training: every ``--retrain-days`` at midnight, the platform's XGBoost pipeline
+  (``ml.training.build_pipeline``, fixed parameters instead of the search) on the days from
+  ``--train-days`` matured days back to yesterday, keeping only the rows whose label
+  ``catalogue.label_is_final`` accepts then: matured partitions (both arms) and rows with an
+  analyst verdict known by then (the verdicts arm's feedback samples). Labels are those known at
+  training time; each row's features are the point-in-time ones it was scored with.
+
+Printed per day and as means: card precision@k, AP, card recall@k (compromised cards caught among
+those not caught before). Target: verdicts raise mean CP@k by >= 10 % relative.
+
+    .venv/bin/python bench/feedback_loop.py                 # 60 days, FDH population, k = 100
+    .venv/bin/python bench/feedback_loop.py --days 35 --customers 1000 --terminals 2000 --k 20   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import date, timedelta
@@ -34,80 +45,157 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine_line, print_table  # noqa: E402
 
-from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
+from fraud_platform.domain.catalogue import label_is_final
+from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
 from fraud_platform.domain.metrics import average_precision, card_precision_top_k
 from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulator
 from fraud_platform.ml.datasets import simulated_sandbox_frame
+from fraud_platform.ml.training import Candidate, TrainingConfig, build_pipeline
 
-HISTORY_DAYS = 38  # longest feature window: 30-day delayed terminal window + 7-day delay (+1 open day)
-
-
-def day_features(frame: pd.DataFrame, day: date, labels: pd.DataFrame) -> pd.DataFrame:
-    """Features of ``day``'s transactions over the previous HISTORY_DAYS days, with ``labels`` as known."""
-    history = frame[(frame["event_date"] >= day - timedelta(days=HISTORY_DAYS)) & (frame["event_date"] <= day)]
-    feats = compute_batch_features(history, labels)
-    return feats.loc[history["event_date"] == day]
+MODEL = Candidate("xgboost", "none", {"n_estimators": 100, "max_depth": 5, "learning_rate": 0.1})
 
 
-def train(frame: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame, start: date, end: date, seed: int):
-    """XGBoost on rows of [start, end) labelled fraud only if known before ``end`` (midnight UTC)."""
-    from xgboost import XGBClassifier
-
-    rows = frame[(frame["event_date"] >= start) & (frame["event_date"] < end)]
-    cutoff = pd.Timestamp(end, tz="UTC")
-    known = set(labels.loc[labels["label_known_at"] < cutoff, "transaction_id"])
-    y = rows["transaction_id"].isin(known).astype(int).to_numpy()
-    X = features.loc[rows.index, FEATURE_COLUMNS].to_numpy(dtype="float64")
-    model = XGBClassifier(n_estimators=100, max_depth=5, learning_rate=0.1, n_jobs=2, random_state=seed, eval_metric="aucpr")
-    return model.fit(X, y), int(y.sum())
+def midnight(day: date) -> pd.Timestamp:
+    return pd.Timestamp(day, tz="UTC")
 
 
-def run_arm(name: str, frame: pd.DataFrame, base: pd.DataFrame, days: list[date], first_scored: int, args) -> pd.DataFrame:
-    labels = base.copy()
-    features = pd.DataFrame(index=frame.index, columns=FEATURE_COLUMNS, dtype="float64")
-    scores = pd.Series(np.nan, index=frame.index)
-    model = None
+def top_cards(day_frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The day's alert budget as CP@k picks it: per card its max score and that transaction's time."""
+    best = day_frame.sort_values(["score", "event_time"], ascending=[False, True], kind="stable")
+    cards = best.drop_duplicates("card_key")[["card_key", "score", "event_time"]]
+    return cards.sort_values(["score", "card_key"], ascending=[False, True], kind="stable").head(k)
+
+
+class Arm:
+    """One arm's state: per transaction the label outcome as it stands (earliest fraud label, else an
+    analyst's "legitimate"), its point-in-time features and score."""
+
+    def __init__(self, name: str, frame: pd.DataFrame, args) -> None:
+        self.name, self.frame, self.args = name, frame, args
+        self.known_at = frame["chargeback_at"].copy()  # earliest fraud label's known_at (NaT: none)
+        self.label_type = frame["chargeback_type"].copy()
+        self.verdict_at = pd.Series(pd.NaT, index=frame.index, dtype=self.known_at.dtype)  # "legitimate" verdicts
+        self.features = np.full((len(frame), len(FEATURE_COLUMNS)), np.nan)
+        self.scores = np.full(len(frame), np.nan)
+        self.caught: set = set()  # cards with a true alert: blocked, out of later budgets (as CP@k)
+        self.model = None
+        self.verdicts = 0
+        self.alerts: list[pd.DataFrame] = []  # (event_date, card_key) of each day's budget
+
+    def fraud_labels(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """Fraud labels becoming known in [start, end), as the labels topic would carry them."""
+        new = (self.known_at >= start) & (self.known_at < end) & (self.frame["truth"] == 1)
+        rows = self.frame.loc[new, ["transaction_id", "terminal_id", "event_time"]]
+        return rows.assign(label_known_at=self.known_at[new], is_fraud=1)
+
+    def retrain(self, day: date) -> str:
+        cutoff = midnight(day)
+        first = day - timedelta(days=self.args.maturity_days + self.args.train_days)
+        window = self.frame.index[(self.frame["event_date"] >= first) & (self.frame["event_date"] < day)]
+        rows = self.frame.loc[window]
+        outcome_at = self.known_at[window].fillna(self.verdict_at[window])
+        final = label_is_final(rows["event_date"], self.label_type[window], outcome_at, self.args.maturity_days,
+                               cutoff.to_pydatetime())
+        window = window[final]
+        y = ((self.known_at[window] < cutoff) & (self.frame.loc[window, "truth"] == 1)).to_numpy(dtype=int)
+        X = pd.DataFrame(self.features[window], columns=FEATURE_COLUMNS)
+        config = TrainingConfig(n_jobs=self.args.threads, seed=self.args.seed)
+        self.model = build_pipeline(MODEL, y, config).fit(X, y)
+        matured = int((self.frame.loc[window, "event_date"] <= day - timedelta(days=self.args.maturity_days + 1)).sum())
+        return (f"{self.name}: retrained at {day} on {first}..{day - timedelta(days=1)}: {len(window):,} rows "
+                f"({matured:,} matured, {len(window) - matured:,} with verdicts), {int(y.sum()):,} frauds")
+
+
+def run_arm(arm: Arm, days: list[date], by_day: dict, args) -> None:
+    frame = arm.frame
+    snapshot = FeatureSnapshot.build(frame.iloc[:0], as_of=midnight(days[0]))
     for i, day in enumerate(days):
-        if i >= first_scored and (i - first_scored) % args.retrain_days == 0:
-            model, frauds = train(frame, features, labels, day - timedelta(days=args.train_days), day, args.seed)
-            print(f"  {name}: retrained on {day - timedelta(days=args.train_days)}..{day - timedelta(days=1)} ({frauds} known frauds)", flush=True)
-        if i < first_scored - args.train_days:
-            continue  # only history: no features needed yet
-        feats = day_features(frame, day, labels)
-        features.loc[feats.index, FEATURE_COLUMNS] = feats[FEATURE_COLUMNS].to_numpy(dtype="float64")
-        if model is None:
-            continue
-        scores.loc[feats.index] = model.predict_proba(feats[FEATURE_COLUMNS].to_numpy(dtype="float64"))[:, 1]
-        if name == "verdicts":  # analysts review the day's alert budget; frauds among them are known hours later
-            today = frame.loc[feats.index].assign(score=scores.loc[feats.index])
-            top = today.groupby("card_key")["score"].max().nlargest(args.k).index
-            reviewed = today[today["card_key"].isin(top) & (today["truth"] == 1)]
-            known_at = pd.Timestamp(day + timedelta(days=1), tz="UTC") + pd.Timedelta(hours=args.verdict_hours)
-            verdicts = pd.DataFrame({"transaction_id": reviewed["transaction_id"], "label_known_at": known_at, "is_fraud": 1})
-            labels = (pd.concat([labels, verdicts]).sort_values("label_known_at").drop_duplicates("transaction_id").reset_index(drop=True))
-    return scores
+        start, end = midnight(day), midnight(day + timedelta(days=1))
+        if i >= args.warmup_days and (i - args.warmup_days) % args.retrain_days == 0:
+            print("  " + arm.retrain(day), flush=True)
+        rows = by_day[day]
+        today = frame.loc[rows]
+        # Frauds of day D only count from D+1 on, so today's own verdicts cannot change today's features.
+        feats = snapshot.features(today, arm.fraud_labels(start, end))
+        arm.features[rows] = feats[FEATURE_COLUMNS].to_numpy(dtype="float64")
+        if arm.model is not None:
+            arm.scores[rows] = arm.model.predict_proba(pd.DataFrame(arm.features[rows], columns=FEATURE_COLUMNS))[:, 1]
+            scored = today.assign(score=arm.scores[rows])
+            alerts = top_cards(scored[~scored["card_key"].isin(arm.caught)], args.k)
+            arm.caught.update(set(scored.loc[scored["truth"] == 1, "card_key"]) & set(alerts["card_key"]))
+            arm.alerts.append(alerts[["card_key"]].assign(event_date=day))
+            if arm.name == "verdicts":
+                review(arm, scored, alerts, args.verdict_hours)
+        snapshot = snapshot.update(today, arm.fraud_labels(start, end), as_of=end)
 
 
-def evaluate(frame: pd.DataFrame, scores: pd.Series, k: int) -> pd.DataFrame:
-    scored = frame.assign(score=scores, is_fraud=frame["truth"]).loc[scores.notna()]
+def review(arm: Arm, scored: pd.DataFrame, alerts: pd.DataFrame, hours: float) -> None:
+    """Analysts investigate each alerted card: its transactions of the day get a verdict
+    ``hours`` after the alert (or after the transaction, if later)."""
+    alerted = scored.loc[scored["card_key"].isin(alerts["card_key"])]
+    alert_time = alerted["card_key"].map(alerts.set_index("card_key")["event_time"])
+    verdict_at = np.maximum(alerted["event_time"], alert_time) + pd.Timedelta(hours=hours)
+    fraud = alerted["truth"] == 1
+    earlier = fraud & ~(arm.known_at[alerted.index] <= verdict_at)  # a label known before stays
+    arm.known_at.loc[earlier[earlier].index] = verdict_at[earlier]
+    arm.label_type.loc[earlier[earlier].index] = "analyst_confirmed"
+    legit = alerted.index[~fraud]
+    arm.label_type.loc[legit] = "analyst_legitimate"
+    arm.verdict_at.loc[legit] = verdict_at[~fraud]
+    arm.verdicts += len(alerted)
+
+
+def evaluate(frame: pd.DataFrame, scores: np.ndarray, k: int) -> pd.DataFrame:
+    scored = frame.assign(score=scores, is_fraud=frame["truth"]).loc[~np.isnan(scores)]
     _, per_day = card_precision_top_k(scored, k)
-    ap = scored.groupby("event_date").apply(lambda g: average_precision(g["is_fraud"].to_numpy(), g["score"].to_numpy()), include_groups=False)
+    ap = {d: average_precision(g["is_fraud"].to_numpy(), g["score"].to_numpy()) for d, g in scored.groupby("event_date")}
     per_day["average_precision"] = per_day["day"].map(ap)
     per_day["card_recall"] = per_day["detected_cards"] / per_day["compromised_cards"].clip(lower=1)
     return per_day
 
 
+def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
+    """Where verdicts can act: per scenario, the frauds on cards not caught before that get alerted,
+    and the terminal frauds whose terminal already had a known fraud (the only label-fed features)."""
+    scored = ~np.isnan(arms["chargebacks"].scores)
+    frauds = frame.loc[scored & (frame["truth"] == 1).to_numpy(), ["event_date", "card_key", "fraud_scenario"]]
+    shares = {}
+    for name, arm in arms.items():
+        alerts = pd.concat(arm.alerts)
+        hits = alerts.merge(frauds.drop_duplicates(["event_date", "card_key"]), on=["event_date", "card_key"])
+        first_hit = hits.groupby("card_key")["event_date"].min()  # card blocked after this day
+        blocked = frauds["event_date"] > frauds["card_key"].map(first_hit).fillna(date.max)
+        alerted = frauds.merge(alerts.assign(hit=1), on=["event_date", "card_key"], how="left")["hit"].notna().to_numpy()
+        shares[name] = (~blocked.to_numpy(), alerted)
+    rows = []
+    for scenario in sorted(frauds["fraud_scenario"].dropna().unique()):
+        mine = (frauds["fraud_scenario"].fillna(0) == scenario).to_numpy(dtype=bool)
+        row = [str(scenario), int(mine.sum())]
+        for open_, alerted in shares.values():
+            row += [int((mine & open_).sum()), f"{(mine & open_ & alerted).sum() / max((mine & open_).sum(), 1):.3f}"]
+        rows.append(row)
+    print_table("Frauds on cards not caught before, and the share of them alerted, per scenario (1 amount, 2 terminal, 3 card)",
+                ["scenario", "frauds", "open charge.", "alerted charge.", "open verdicts", "alerted verdicts"], rows)
+    terminal = (frame["fraud_scenario"].fillna(0) == 2).to_numpy(dtype=bool) & scored
+    column = FEATURE_COLUMNS.index("terminal_fraud_count_recent_28d")
+    informed = {name: float((arm.features[terminal, column] > 0).mean()) for name, arm in arms.items()}
+    print(f"\nterminal-compromise frauds scored with a known fraud at their terminal (last 28 days): "
+          f"{informed['chargebacks']:.3f} with chargebacks, {informed['verdicts']:.3f} with verdicts", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=60)
-    parser.add_argument("--warmup-days", type=int, default=21, help="days before the first model (history only)")
+    parser.add_argument("--warmup-days", type=int, default=22, help="days before the first model (history only)")
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--terminals", type=int, default=10000)
     parser.add_argument("--k", type=int, default=100, help="daily alert budget (cards)")
-    parser.add_argument("--train-days", type=int, default=14)
+    parser.add_argument("--train-days", type=int, default=14, help="matured days in each training window")
+    parser.add_argument("--maturity-days", type=int, default=7, help="the platform's label maturity (FRAUD_LABEL_MATURITY_DAYS)")
     parser.add_argument("--retrain-days", type=int, default=7)
-    parser.add_argument("--verdict-hours", type=float, default=4.0, help="verdict known this long after the day ends")
+    parser.add_argument("--verdict-hours", type=float, default=4.0, help="verdict known this long after the alert")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if args.days < 60:
         print(f"note: {args.days} days is shorter than the 60-day protocol", flush=True)
@@ -115,27 +203,36 @@ def main() -> None:
     print(f"machine: {machine_line()}", flush=True)
     sim = TransactionSimulator(SimulationConfig(start=date(2026, 1, 1), days=args.days, n_customers=args.customers,
                                                 n_terminals=args.terminals, seed=args.seed))
-    frame = simulated_sandbox_frame(sim).rename(columns={"is_fraud": "truth"})
-    base = frame.loc[frame["truth"] == 1, ["transaction_id", "label_known_at"]].assign(is_fraud=1)  # chargebacks, on their delay
-    frame = frame.drop(columns=["label_known_at"])
+    frame = simulated_sandbox_frame(sim).rename(columns={"is_fraud": "truth", "label_known_at": "chargeback_at",
+                                                          "label_type": "chargeback_type"})
     days = sorted(frame["event_date"].unique())
-    print(f"{len(frame):,} transactions over {len(days)} days, {int(frame['truth'].sum()):,} frauds; k = {args.k}", flush=True)
-    per_arm = {}
-    for arm in ("chargebacks", "verdicts"):
-        print(f"arm {arm}:", flush=True)
-        per_arm[arm] = evaluate(frame, run_arm(arm, frame, base, days, args.warmup_days, args), args.k)
+    by_day = {d: idx for d, idx in frame.groupby("event_date").groups.items()}
+    print(f"{len(frame):,} transactions over {len(days)} days, {int(frame['truth'].sum()):,} frauds; k = {args.k}, "
+          f"warm-up {args.warmup_days} days, retraining every {args.retrain_days} days on {args.train_days} matured days "
+          f"(+ verdicts), maturity {args.maturity_days} days, verdicts after {args.verdict_hours:g} h", flush=True)
+    per_arm, arms = {}, {}
+    for name in ("chargebacks", "verdicts"):
+        arm_started = time.perf_counter()
+        print(f"arm {name}:", flush=True)
+        arm = arms[name] = Arm(name, frame, args)
+        run_arm(arm, days, by_day, args)
+        per_arm[name] = evaluate(frame, arm.scores, args.k)
+        print(f"  {name}: {time.perf_counter() - arm_started:.0f} s, {arm.verdicts:,} verdicts, load avg "
+              f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     a, b = per_arm["chargebacks"], per_arm["verdicts"].set_index("day").loc[per_arm["chargebacks"]["day"]].reset_index()
-    rows = [[str(d), ca, va, cp, vp, cr, vr] for d, ca, va, cp, vp, cr, vr in zip(
-        a["day"], a["card_precision"], b["card_precision"], a["average_precision"], b["average_precision"], a["card_recall"], b["card_recall"])]
+    cols = ["card_precision", "average_precision", "card_recall"]
+    rows = [[str(d), *[x for c in cols for x in (a.loc[i, c], b.loc[i, c])]] for i, d in enumerate(a["day"])]
     fmt = lambda rows: [[r[0], *[f"{x:.3f}" for x in r[1:]]] for r in rows]  # noqa: E731
-    header = ["day", "CP@k charge.", "CP@k verdicts", "AP charge.", "AP verdicts", "recall charge.", "recall verdicts"]
+    header = ["day", f"CP@{args.k} charge.", f"CP@{args.k} verdicts", "AP charge.", "AP verdicts",
+              "recall charge.", "recall verdicts"]
     print_table("Per day", header, fmt(rows))
-    means = [["mean", a["card_precision"].mean(), b["card_precision"].mean(), a["average_precision"].mean(),
-              b["average_precision"].mean(), a["card_recall"].mean(), b["card_recall"].mean()]]
-    print_table("Mean over scored days", header, fmt(means))
+    means = [["mean", *[x for c in cols for x in (a[c].mean(), b[c].mean())]]]
+    print_table(f"Mean over {len(a)} scored days", header, fmt(means))
     lift = b["card_precision"].mean() / a["card_precision"].mean() - 1 if a["card_precision"].mean() else float("nan")
-    print(f"\nCP@{args.k} relative lift from verdicts: {lift:+.1%} (target >= +10 %); {len(a)} scored days; "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+    why(frame, arms)
+    print(f"\nCP@{args.k} relative lift from verdicts: {lift:+.1%} (target >= +10 %); AP lift "
+          f"{b['average_precision'].mean() / a['average_precision'].mean() - 1:+.1%}; {len(a)} scored days; "
+          f"{time.perf_counter() - started:.0f} s; load avg at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -156,6 +156,26 @@ def last_matured_day(maturity_days: int, reference_time: datetime) -> date:
     return (reference_time - timedelta(days=1 + maturity_days)).date()
 
 
+ANALYST_LABEL_TYPES = ("analyst_confirmed", "analyst_legitimate")
+
+
+def label_is_final(event_date: pd.Series, label_type: pd.Series, label_known_at: pd.Series, maturity_days: int,
+                   reference_time: datetime) -> np.ndarray:
+    """Per transaction: may training use its label at ``reference_time``?
+
+    Yes when its partition has matured (every delayed chargeback has had time to arrive), or when an
+    analyst verdict is its label outcome and was known before ``reference_time``: an investigated
+    alert is labelled at once (the Fraud Detection Handbook's feedback samples), which is the whole
+    point of the feedback loop; waiting for maturity would make verdicts no fresher than
+    chargebacks. A later chargeback still overrides the verdict (``label_outcomes``), so the
+    outcome seen here already is the chargeback's once it has arrived."""
+    days = pd.Series(pd.to_datetime(pd.Series(event_date)).dt.date.to_numpy())
+    matured = days.map({d: is_matured(d, maturity_days, reference_time) for d in days.unique()}).to_numpy(dtype=bool)
+    known = (pd.to_datetime(pd.Series(label_known_at), utc=True) < pd.Timestamp(reference_time)).to_numpy(dtype=bool)
+    verdict = pd.Series(label_type).isin(ANALYST_LABEL_TYPES).to_numpy(dtype=bool)
+    return matured | (verdict & known)
+
+
 def label_days(day: date, maturity_days: int) -> list[date]:
     """Label partitions (by known date) that can change partition ``day``: ``day .. day + maturity``."""
     return [day + timedelta(days=i) for i in range(maturity_days + 1)]

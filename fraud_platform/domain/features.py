@@ -133,7 +133,8 @@ def _fraud_labels(labels: pd.DataFrame | None, transactions: pd.DataFrame | None
     """Known frauds as (terminal_id, tx_day, time=label_known_at_us, n=1).
 
     ``labels`` needs ``transaction_id`` and ``label_known_at`` (rows with ``is_fraud == 0`` are
-    dropped if the column exists); ``terminal_id``/``event_time`` are joined from ``transactions``
+    dropped if the column exists; several fraud labels of one transaction count once, from the
+    earliest, as in the online store); ``terminal_id``/``event_time`` are joined from ``transactions``
     when absent (the online path must supply them, as the snapshot keeps no transaction index).
     """
     empty = pd.DataFrame({"terminal_id": pd.Series(dtype=object), "tx_day": pd.Series(dtype="int64"),
@@ -146,6 +147,8 @@ def _fraud_labels(labels: pd.DataFrame | None, transactions: pd.DataFrame | None
     if "is_fraud" in frame:
         frame = frame[frame["is_fraud"].fillna(0).astype(int) == 1]
     frame = frame[frame["label_known_at"].notna()]
+    if "transaction_id" in frame:  # verdict then chargeback: one fraud, known from the earliest (as online)
+        frame = frame.sort_values("label_known_at", kind="stable").drop_duplicates("transaction_id")
     if not {"terminal_id", "event_time"} <= set(frame.columns):
         if transactions is None:
             raise ValueError("labels need terminal_id and event_time when no transactions are given")

@@ -43,6 +43,20 @@ def test_one_maturity_rule() -> None:
     assert catalogue.label_days(day, 7) == [date(2026, 1, d) for d in range(5, 13)]
 
 
+def test_analyst_verdicts_are_final_before_maturity_other_labels_only_after() -> None:
+    import pandas as pd
+
+    at = datetime(2026, 1, 13, tzinfo=timezone.utc)  # 2026-01-05 has matured, 2026-01-10 has not
+    rows = pd.DataFrame({
+        "event_date": [date(2026, 1, 5), date(2026, 1, 10), date(2026, 1, 10), date(2026, 1, 10), date(2026, 1, 10), date(2026, 1, 10)],
+        "label_type": [None, "analyst_confirmed", "analyst_legitimate", "analyst_confirmed", "chargeback", None],
+        "label_known_at": pd.to_datetime([None, "2026-01-10 15:00", "2026-01-11 00:00", "2026-01-13 00:00", "2026-01-12 00:00", None], utc=True),
+    })
+    final = catalogue.label_is_final(rows["event_date"], rows["label_type"], rows["label_known_at"], 7, at)
+    # matured; verdicts known before the reference; a verdict not known yet; a chargeback (waits for maturity); no label
+    assert final.tolist() == [True, True, True, False, False, False]
+
+
 def test_scored_zone_schema_carries_the_model_features() -> None:
     from fraud_platform.domain.features import FEATURE_COLUMNS
 

@@ -64,6 +64,27 @@ def test_recent_terminal_window_uses_labels_as_soon_as_they_are_known():
     assert feats.loc["e", "terminal_fraud_rate_recent_7d"] == 1.0
 
 
+def test_analyst_verdicts_count_from_their_time_and_a_later_chargeback_counts_once():
+    frame = _tx([
+        ("v1", "5D 10h", "c1", "T3", 80, 1, None),  # confirmed by an analyst on day 5, chargeback on day 9
+        ("v2", "5D 11h", "c2", "T3", 90, 0, None),  # judged legitimate, then a chargeback on day 8
+        ("g", "6D 09h", "c3", "T3", 20, 0, None),
+        ("h", "9D 12h", "c4", "T3", 20, 0, None),
+    ]).drop(columns=["is_fraud", "label_known_at"])
+    labels = pd.DataFrame({
+        "transaction_id": ["v1", "v2", "v1", "v2"],
+        "label_type": ["analyst_confirmed", "analyst_legitimate", "chargeback", "chargeback"],
+        "is_fraud": [1, 0, 1, 1],
+        "label_known_at": [T0 + pd.Timedelta(t) for t in ("5D 14h", "5D 15h", "9D 08h", "8D 10h")],
+    })
+    feats = compute_batch_features(frame, labels).set_index("transaction_id")
+    assert feats.loc["g", "terminal_fraud_count_recent_1d"] == 1  # the verdict, the next morning
+    assert feats.loc["h", "terminal_fraud_count_recent_7d"] == 2  # v1 once (not per label) + v2's chargeback
+    snapshot = FeatureSnapshot.build(frame.iloc[:3], labels, as_of=T0 + pd.Timedelta("9D"))
+    online = compute_online_features(snapshot, frame.iloc[3:], labels).set_index("transaction_id")
+    assert online.loc["h", "terminal_fraud_count_recent_7d"] == 2
+
+
 def test_later_labels_and_later_transactions_never_change_earlier_features(sandbox_frame):
     cut = pd.Timestamp("2026-01-20 15:00", tz="UTC")
     full = compute_batch_features(sandbox_frame)
