@@ -97,7 +97,7 @@ def _register_weak_champion(client, matrix: pd.DataFrame, features: list[str], t
     experiment = client.create_experiment("weak-champion", artifact_location=(tmp_path / "weak").as_uri())
     with mlflow_lib.start_run(experiment_id=experiment) as run:
         info = mlflow_lib.sklearn.log_model(weak, name="model", pip_requirements=["scikit-learn"])
-    tags = registry.publish_tags({}, features=features, threshold=0.5, snapshot_uri=None, snapshot_key=None, snapshot_version=None, test_window="t")
+    tags = registry.publish_tags({}, features=features, threshold=0.5, test_window="t")
     version = registry.register_version(client, "fraud_detector", info.model_uri, run.info.run_id, tags)
     registry.apply_decision(client, "fraud_detector", version, registry.Decision(True, "a weak champion for the test"))
     return version
