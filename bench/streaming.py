@@ -4,7 +4,8 @@ on the same workload, a plain-Python confluent-kafka consume -> score -> produce
 same task code in one process; then scale-out on a backlog (1 vs 2 executor cores) with the
 driver's CPU per record, and the scorer's RSS at the start and end of the run.
 
-    .venv/bin/python bench/streaming.py [--duration 60] [--rates 5000,max] [--backlog 2000000]
+    .venv/bin/python bench/streaming.py [--duration 60] [--rates 5000,max] [--backlog 2000000] [--partitions 2]
+    .venv/bin/python bench/streaming.py --soak-minutes 30 --rates "" --backlog 0   # RSS over a long run
 
 Everything is real and local: embedded broker, embedded Redis online store materialised with the
 simulated history (>= 50k customers, >= 10k terminals) that every scored transaction reads and
@@ -12,7 +13,8 @@ claims its id in, SQLite MLflow registry with an XGBoost champion trained on the
 DuckDB alert store, local lake, Spark local[N]. Latency per transaction = Kafka timestamp of its
 prediction - its event_time (stamped when the producer sends it).
 Targets (2 cores): throughput >= 1.0x the plain loop, p99 <= 500 ms at 5k tx/s, 2 cores >= 1.6x 1 core
-on a backlog, RSS flat over a long run.
+on a backlog, RSS flat over a long run. Every row carries the 1-minute load average at its end: other
+processes on the machine share the cores.
 """
 
 from __future__ import annotations
@@ -153,16 +155,20 @@ def collect(topic: str, phase: str, expected: int, positions: dict[int, int], ti
     return list(found.values())
 
 
+def load1() -> float:
+    return os.getloadavg()[0]
+
+
 def phase_stats(name: str, rate: str, sent: int, pairs: list[tuple[float, float]], produce_seconds: float) -> dict:
     if not pairs:
-        return {"scorer": name, "rate": rate, "sent": sent, "scored": 0}
+        return {"scorer": name, "rate": rate, "sent": sent, "scored": 0, "load1": load1()}
     events, predicted = np.array(pairs).T
     latency = (predicted - events) / 1000.0
     span = (predicted.max() - events.min()) / 1000.0
     return {
         "scorer": name, "rate": rate, "sent": sent, "scored": len(pairs), "offered/s": sent / produce_seconds,
         "throughput/s": len(pairs) / span, "p50_s": np.percentile(latency, 50), "p95_s": np.percentile(latency, 95),
-        "p99_s": np.percentile(latency, 99),
+        "p99_s": np.percentile(latency, 99), "load1": load1(),
     }
 
 
@@ -226,7 +232,7 @@ def scorer_command(name: str, trigger: float, master: str = "local[2]", extra: t
     return [sys.executable, "-m", "spark_streaming", "--trigger-seconds", str(trigger), "--spark-master", master, *extra]
 
 
-def use_topics(home: Path, name: str) -> dict[str, str]:
+def use_topics(home: Path, name: str, partitions: int) -> dict[str, str]:
     from fraud_platform.infra.kafka import ensure_topics
     from fraud_platform.settings import KafkaSettings
 
@@ -237,7 +243,7 @@ def use_topics(home: Path, name: str) -> dict[str, str]:
         "FRAUD_STREAM_CHECKPOINT": str(home / f"checkpoint-{name}"),
     }
     os.environ.update(env_topics)
-    ensure_topics(KafkaSettings.from_env(), [env_topics["FRAUD_TOPIC_TRANSACTIONS"], env_topics["FRAUD_TOPIC_PREDICTIONS"]], partitions=2)
+    ensure_topics(KafkaSettings.from_env(), [env_topics["FRAUD_TOPIC_TRANSACTIONS"], env_topics["FRAUD_TOPIC_PREDICTIONS"]], partitions=partitions)
     return env_topics
 
 
@@ -251,13 +257,13 @@ def stop_worker(worker: subprocess.Popen) -> None:
 
 def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None], results: list, memory: list) -> None:
     for name in args.scorers.split(","):
-        env_topics = use_topics(home, name)
+        env_topics = use_topics(home, name, args.partitions)
         log = open(home / f"{name}.log", "wb")
         worker = subprocess.Popen(scorer_command(name, args.trigger_seconds), env=os.environ.copy(), stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
         tree = ProcessTree(worker.pid)
         producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
-        positions = {0: 0, 1: 0}
+        positions = dict.fromkeys(range(args.partitions), 0)
         try:
             # Long enough for every executor Python worker to start and load the model: the first
             # batches after start-up take seconds each and would otherwise land in the 5k phase.
@@ -282,7 +288,7 @@ def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None],
 
 def scale_out(args, home: Path, pool: pd.DataFrame) -> list[dict]:
     """A backlog already in the topic, producer idle: --available-now with 1 then 2 executor cores."""
-    env_topics = use_topics(home, "backlog")
+    env_topics = use_topics(home, "backlog", args.partitions)
     producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
     rows = []
     try:
@@ -315,10 +321,38 @@ def scale_out(args, home: Path, pool: pd.DataFrame) -> list[dict]:
                          "busy_s": sum(batch_seconds), "throughput/s": scored / max(sum(batch_seconds), 1e-9),
                          "driver_cpu_s": tree.cpu_seconds, "driver_startup_cpu_s": startup_cpu or 0.0,
                          "driver_cpu_us_per_record": (tree.cpu_seconds - (startup_cpu or 0.0)) / max(scored - per_batch[0], 1) * 1e6,
-                         "entities": fill.get("customers")})
+                         "entities": fill.get("customers"), "load1": load1()})
             print(rows[-1], flush=True)
     finally:
         producer.close()
+    return rows
+
+
+def soak(args, home: Path, pool: pd.DataFrame) -> list[dict]:
+    """The Spark scorer at a steady rate for ``--soak-minutes``: its RSS each minute (flat or not).
+
+    Predictions are not collected (millions of them would cost the bench more memory than the
+    scorer); the scorer's own log says what it scored.
+    """
+    env_topics = use_topics(home, "soak", args.partitions)
+    log = open(home / "soak.log", "wb")
+    worker = subprocess.Popen(scorer_command("spark", args.trigger_seconds), env=os.environ.copy(), stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    tree = ProcessTree(worker.pid)
+    producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
+    rows, sent = [], 0
+    try:
+        warm = producer.run("soakwarm", 1000, args.warmup_seconds)
+        collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], "soakwarm", warm, dict.fromkeys(range(args.partitions), 0), 300)
+        for minute in range(int(args.soak_minutes) + 1):
+            scored = sum(int(x) for x in re.findall(r"= (\d+) scored \+", (home / "soak.log").read_text(errors="replace")))
+            rows.append({"minute": minute, "sent": sent, "scored": scored, **tree.sample(), "load1": load1()})
+            print(rows[-1], flush=True)
+            if minute < args.soak_minutes:
+                sent += producer.run(f"soak{minute}", args.soak_rate, 60)
+    finally:
+        producer.close()
+        stop_worker(worker)
     return rows
 
 
@@ -334,6 +368,9 @@ def main() -> None:
     parser.add_argument("--terminals", type=int, default=10000)
     parser.add_argument("--backlog", type=int, default=2_000_000, help="at least this many records for the scale-out phase (0 = skip)")
     parser.add_argument("--backlog-batch", type=int, default=100_000, help="maxOffsetsPerTrigger while draining the backlog")
+    parser.add_argument("--partitions", type=int, default=2, help="partitions of each benchmark topic (= tasks per micro-batch)")
+    parser.add_argument("--soak-minutes", type=float, default=0, help="then run the Spark scorer this long at --soak-rate, RSS each minute")
+    parser.add_argument("--soak-rate", type=float, default=1000.0)
     parser.add_argument("--plain-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_worker:
@@ -344,7 +381,7 @@ def main() -> None:
     os.environ.update({
         "FRAUD_PLATFORM_HOME": str(home), "FRAUD_STREAM_METRICS_PORT": "0", "FRAUD_MODEL_NAME": MODEL_NAME,
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "MLFLOW_REGISTRY_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "FRAUD_TOPIC_PARTITIONS": "2", "FRAUD_SPARK_MASTER": "local[2]", "FRAUD_ONLINE_STORE_PREFIX": "bench:",
+        "FRAUD_TOPIC_PARTITIONS": str(args.partitions), "FRAUD_SPARK_MASTER": "local[2]", "FRAUD_ONLINE_STORE_PREFIX": "bench:",
     })
     from fraud_platform.infra.broker import EmbeddedBroker
     from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
@@ -354,7 +391,7 @@ def main() -> None:
     broker.start()
     online = EmbeddedOnlineStore.default()
     os.environ["FRAUD_ONLINE_STORE_URL"] = online.start().url
-    results, memory, scaling = [], [], []
+    results, memory, scaling, soaked = [], [], [], []
     try:
         pool = simulated_pool(customers=args.customers, terminals=args.terminals)
         state = fill_online_store(pool)
@@ -365,12 +402,14 @@ def main() -> None:
             rate_phases(args, home, pool, rates, results, memory)
         if args.backlog:
             scaling = scale_out(args, home, pool)
+        if args.soak_minutes:
+            soaked = soak(args, home, pool)
     finally:
         online.stop()
         broker.stop()
 
     fmt = lambda v: f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"  # noqa: E731
-    print(f"\nStreaming scorer benchmark — {machine}; {args.duration:.0f}s per rate, trigger {args.trigger_seconds}s, 2 partitions")
+    print(f"\nStreaming scorer benchmark — {machine}; {args.duration:.0f}s per rate, trigger {args.trigger_seconds}s, {args.partitions} partitions")
     print(f"online store state: {state}")
     if results:
         table = pd.DataFrame(results)
@@ -389,6 +428,9 @@ def main() -> None:
         print(table.to_string(index=False, float_format=fmt))
         if len(table) == 2:
             print(f"2 cores / 1 core: {table['throughput/s'].iloc[1] / table['throughput/s'].iloc[0]:.2f}x (target >= 1.6x)")
+    if soaked:
+        print(f"\nsoak: Spark scorer at {args.soak_rate:.0f} tx/s for {args.soak_minutes:.0f} min, RSS (MiB) each minute")
+        print(pd.DataFrame(soaked).to_string(index=False, float_format=fmt))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ class TaskPlan:
     mlflow_registry_uri: str
     decision_log: DecisionLogTarget | None = None  # every decision upserted here from the tasks
     shadow: ShadowPlan | None = None  # the challenger scoring in shadow, if one is aliased
+    eof_timeout_seconds: float = 10.0  # reading a range (``source.read_ranges``) fails after this long without progress
 
     def token(self, partition: int) -> str:
         return f"{self.query_id}/{self.batch_id}/{partition}"
@@ -238,6 +239,12 @@ def score_task(plan: TaskPlan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
     if not chunks:
         return
     table = pa.Table.from_batches(chunks)
-    for partition in np.unique(table.column("partition").to_numpy(zero_copy_only=False)):
-        records = table.filter(pc.equal(table.column("partition"), int(partition)))
+    if "start_offset" in table.column_names:  # the source planned ranges only: read them here
+        from spark_streaming.source import kafka_options, read_ranges
+
+        ranges = read_ranges(kafka_options(plan.kafka.client_config()), table, plan.eof_timeout_seconds)
+    else:
+        ranges = (table.filter(pc.equal(table.column("partition"), int(partition)))
+                  for partition in np.unique(table.column("partition").to_numpy(zero_copy_only=False)))
+    for records in ranges:
         yield pa.RecordBatch.from_pylist([process_range(plan, records).row()], schema=RESULT_ARROW_SCHEMA)

@@ -61,6 +61,8 @@ SCORER_SPARK_CONF = {
     # A failed scoring task fails the query (visible, exit 1) instead of being retried for minutes
     # against an unreachable store; the restart replays the batch from the checkpoint.
     "spark.task.maxFailures": "1",
+    # Python workers fork from a daemon that has already imported the scoring stack (see module).
+    "spark.python.daemon.module": "spark_streaming.worker_daemon",
 }
 
 
@@ -219,7 +221,7 @@ class BatchHandler:
             alerts_dsn=cfg.alerts_postgres_dsn.get_secret_value() if cfg.alerts_postgres_dsn else None,
             alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow.tracking_uri,
             mlflow_registry_uri=platform.mlflow.resolved_registry_uri,
-            decision_log=p.decision_log, shadow=shadow,
+            decision_log=p.decision_log, shadow=shadow, eof_timeout_seconds=cfg.eof_timeout_seconds,
         )
 
     def __call__(self, frame, batch_id: int) -> None:
@@ -282,7 +284,9 @@ def checkpoint_query_id(checkpoint) -> str:
 
 
 def source_frame(spark, config: StreamConfig):
-    """The Kafka stream as (key, value, topic, partition, offset, timestamp), python or native source."""
+    """The Kafka stream for the scoring tasks: the python source's planned ranges (the tasks read
+    the records, ``source.RANGE_SCHEMA``), or the native source's (key, value, topic, partition,
+    offset, timestamp) records."""
     kafka = config.platform.kafka
     client = kafka.client_config()
     if config.source == "native":
@@ -301,6 +305,7 @@ def source_frame(spark, config: StreamConfig):
         spark.dataSource.register(KafkaDataSource)
         reader = spark.readStream.format(SOURCE_NAME).options(**kafka_options(client))
         reader = reader.option("eofTimeoutSeconds", str(config.eof_timeout_seconds))
+        reader = reader.option("ranges", "true")  # the scoring tasks read their ranges (see source.RANGE_SCHEMA)
     reader = reader.option("startingOffsets", config.starting_offsets)
     reader = reader.option("maxOffsetsPerTrigger", str(config.max_offsets_per_trigger))
     topic = kafka.topics.transactions
@@ -314,7 +319,8 @@ def source_frame(spark, config: StreamConfig):
     else:
         reader = reader.option("subscribe", topic).option("replicaIndex", str(config.replica_index))
         reader = reader.option("replicaCount", str(config.replica_count))
-    return reader.load().select("key", "value", "topic", "partition", "offset", "timestamp")
+    frame = reader.load()
+    return frame if config.source == "python" else frame.select("key", "value", "topic", "partition", "offset", "timestamp")
 
 
 def _native_options(client: dict[str, object]) -> dict[str, str]:

@@ -32,6 +32,10 @@ ARROW_SCHEMA = pa.schema(
         pa.field("timestamp", pa.timestamp("us", tz="UTC")),
     ]
 )
+# With option ``ranges=true`` the source yields one row per planned range instead of its records,
+# and the scoring task reads the range itself (:func:`read_ranges`): the records then cross no
+# Python -> JVM -> Python hop and no second Python worker per task (the source's read worker).
+RANGE_SCHEMA = "topic string, partition int, start_offset bigint, end_offset bigint"
 _KAFKA_PREFIX = "kafka."
 _CHUNK = 20000
 
@@ -269,6 +273,18 @@ def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> 
     _CONSUMERS[key] = (consumer, position)
 
 
+def read_ranges(options: Mapping[str, str], ranges: pa.Table, timeout: float) -> Iterator[pa.Table]:
+    """The records of each ``RANGE_SCHEMA`` row, one table per range: the reading half of the
+    source, run inside the task that processes the records (same consumer cache, same checks)."""
+    for row in ranges.to_pylist():
+        part = KafkaRange(row["topic"], row["partition"], row["start_offset"], row["end_offset"])
+        yield pa.Table.from_batches(list(read_range(options, part, timeout)), schema=ARROW_SCHEMA)
+
+
+def _ranges_only(options: Mapping[str, str]) -> bool:
+    return any(str(k).lower() == "ranges" and str(v).lower() == "true" for k, v in options.items())
+
+
 class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
     """Planner side runs in Spark's long-lived source worker; ``read`` runs in executor workers."""
 
@@ -278,6 +294,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             raise KafkaSourceError("option 'subscribe' (the topic to read) is required")
         self.topic = self.options["subscribe"]
         self.timeout = float(self.options.get("eoftimeoutseconds", "10"))
+        self.ranges_only = _ranges_only(self.options)
         max_rows = self.options.get("maxoffsetspertrigger")
         self.max_rows = int(max_rows) if max_rows else None
         self.probe = EndOffsetProbe(self.options, self.topic, self.timeout)
@@ -318,7 +335,9 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             if o > start.get(p, 0)
         ]
 
-    def read(self, partition: KafkaRange) -> Iterator[pa.RecordBatch]:
+    def read(self, partition: KafkaRange) -> Iterator:
+        if self.ranges_only:
+            return iter([(partition.topic, partition.partition, partition.start, partition.end)])
         return read_range(self.options, partition, self.timeout)
 
     def commit(self, end: Offsets) -> None:
@@ -336,7 +355,7 @@ class KafkaDataSource(DataSource):
         return SOURCE_NAME
 
     def schema(self) -> str:
-        return KAFKA_SCHEMA
+        return RANGE_SCHEMA if _ranges_only(self.options) else KAFKA_SCHEMA
 
     def streamReader(self, schema) -> KafkaStreamReader:
         return KafkaStreamReader(self.options)

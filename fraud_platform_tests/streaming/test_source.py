@@ -8,7 +8,9 @@ from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 
 from fraud_platform.infra.kafka import make_consumer
 from fraud_platform.settings import KafkaSettings
-from spark_streaming.source import KafkaRange, KafkaStreamReader, kafka_options, split_limit
+import pyarrow as pa
+
+from spark_streaming.source import ARROW_SCHEMA, KafkaDataSource, KafkaRange, KafkaStreamReader, kafka_options, read_ranges, split_limit
 
 from .conftest import produce
 
@@ -60,6 +62,17 @@ def test_partitions_read_exactly_their_range_and_rate_limit_caps_the_batch(strea
         # Spark may call with ReadAllAvailable (available-now), which must ignore the option.
         assert source.latestOffset(start, ReadAllAvailable()) == {"0": 200, "1": 200}
         assert list(source.read(KafkaRange(topic, 0, 5, 5))) == []
+
+        # Ranges only (the scorer): the source yields each planned range, the task reads its records.
+        ranged = reader(topic, maxOffsetsPerTrigger="150", ranges="true")
+        assert KafkaDataSource({"ranges": "true"}).schema().startswith("topic string, partition int, start_offset")
+        rows = [row for part in ranged.partitions(start, end) for row in ranged.read(part)]
+        assert rows == [(topic, p.partition, p.start, p.end) for p in parts]
+        table = pa.Table.from_pylist([dict(zip(["topic", "partition", "start_offset", "end_offset"], r)) for r in rows])
+        tables = list(read_ranges(ranged.options, table, 10.0))
+        assert [t.schema for t in tables] == [ARROW_SCHEMA] * len(parts)
+        assert [t.column("offset").to_pylist() for t in tables] == [list(range(p.start, p.end)) for p in parts]
+        assert [set(t.column("partition").to_pylist()) for t in tables] == [{p.partition} for p in parts]
     finally:
         source.stop()
 
