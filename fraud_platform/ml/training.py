@@ -176,7 +176,7 @@ def suggest_candidate(trial, config: TrainingConfig) -> Candidate:
             "n_estimators": trial.suggest_int(f"{prefix}_n_estimators", lo, hi, step=trees),
             "learning_rate": trial.suggest_float(f"{prefix}_learning_rate", 0.03, 0.3, log=True),
             "subsample": trial.suggest_float(f"{prefix}_subsample", 0.6, 1.0),
-            "colsample_bytree": trial.suggest_float(f"{prefix}_colsample_bytree", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float(f"{prefix}_colsample_bytree", 0.3, 1.0),
         }
 
     if family == "xgboost":
@@ -185,7 +185,7 @@ def suggest_candidate(trial, config: TrainingConfig) -> Candidate:
     elif family == "lightgbm":
         params = {**boosting("lgbm"),
                   "num_leaves": trial.suggest_int("lgbm_num_leaves", 2 ** depth_lo - 1, 2 ** depth_hi - 1, log=True),
-                  "min_child_samples": trial.suggest_int("lgbm_min_child_samples", 5, 100, log=True)}
+                  "min_child_samples": trial.suggest_int("lgbm_min_child_samples", 5, 200, log=True)}
     elif family == "random_forest":
         params = {
             "n_estimators": trial.suggest_int("rf_n_estimators", lo, hi, step=trees),
@@ -335,21 +335,24 @@ def score_candidate(frame: pd.DataFrame, folds: list[Fold], candidate: Candidate
 
 
 def default_candidates(config: TrainingConfig) -> list[dict]:
-    """Seed the search with one sensible point per family (so each family, including the linear
-    floor, is tried before the sampler concentrates on the promising ones)."""
+    """Seed the search with one known-good point per family, cheapest family first, so every
+    family (including the linear floor) is compared before the sampler concentrates on the
+    promising ones. Points found on the simulator's prequential folds (validation AP with cards
+    known compromised removed, seeds 42/1/7; docs/ml.md): deep-ish XGBoost with few trees, and a
+    regularised LightGBM (small leaves, large leaf minimum, half the features per tree), which
+    beat LightGBM's library defaults by ~0.03 validation AP. Clipped to the configured ranges."""
     lo, hi = config.n_estimators
-    mid_trees = lo + ((hi - lo) // 4 or 1) * 2 if hi > lo else lo
-    mid_trees = min(mid_trees, hi)
+    depth_lo, depth_hi = config.max_depth
+    trees = lambda n: min(max(n, lo), hi)  # noqa: E731
+    depth = lambda d: min(max(d, depth_lo), depth_hi)  # noqa: E731
     balance = "none" if "none" in config.balancing else config.balancing[0]
-    depth = min(max(6, config.max_depth[0]), config.max_depth[1])
     points = {
-        "xgboost": {"xgb_n_estimators": mid_trees, "xgb_max_depth": depth, "xgb_learning_rate": 0.1,
+        "xgboost": {"xgb_n_estimators": trees(100), "xgb_max_depth": depth(7), "xgb_learning_rate": 0.1,
                     "xgb_min_child_weight": 1, "xgb_subsample": 1.0, "xgb_colsample_bytree": 1.0},
-        "lightgbm": {"lgbm_n_estimators": mid_trees, "lgbm_num_leaves": min(max(31, 2 ** config.max_depth[0] - 1),
-                                                                          2 ** config.max_depth[1] - 1),
-                     "lgbm_learning_rate": 0.1, "lgbm_min_child_samples": 20, "lgbm_subsample": 1.0,
-                     "lgbm_colsample_bytree": 1.0},
-        "random_forest": {"rf_n_estimators": mid_trees, "rf_max_depth": depth + 6, "rf_min_samples_leaf": 2,
+        "lightgbm": {"lgbm_n_estimators": trees(300), "lgbm_num_leaves": min(max(15, 2 ** depth_lo - 1), 2 ** depth_hi - 1),
+                     "lgbm_learning_rate": 0.05, "lgbm_min_child_samples": 100, "lgbm_subsample": 0.8,
+                     "lgbm_colsample_bytree": 0.5},
+        "random_forest": {"rf_n_estimators": trees(100), "rf_max_depth": depth(7) + 7, "rf_min_samples_leaf": 5,
                           "rf_max_features": 0.5},
         "logistic_regression": {"lr_C": 1.0},
     }
