@@ -25,6 +25,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -74,8 +75,11 @@ def machine_note() -> str:
                      if l.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.processor() or "unknown cpu"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{platform.node()} | {model} | {machine_threads()} usable cores | load avg (1 min) {load:.1f}"
+    return f"{platform.node()} | {model} | {machine_threads()} usable cores | load avg (1 min) {_load():.1f}"
+
+
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 def table(rows: list[dict]) -> str:
@@ -95,6 +99,7 @@ def _fmt(value) -> str:
 
 def run_one(label: str, history: pd.DataFrame, config: TrainingConfig, top_k: int) -> dict:
     """Features, search + final fit (timed), then every family's best trial refit and tested."""
+    config = replace(config, n_jobs=config.threads)  # what train_model resolves too: the refits below match
     tick = time.monotonic()
     features = compute_batch_features(history)
     matrix = pd.concat([history[[c for c in MATRIX_KEYS if c in history]], features[FEATURE_COLUMNS]], axis=1)
@@ -107,8 +112,10 @@ def run_one(label: str, history: pd.DataFrame, config: TrainingConfig, top_k: in
     print(f"[{label}] train {window(plan.final_train)} ({result.train_rows:,} tx, {result.train_frauds} frauds) | "
           f"delay {config.split.delay_days} d | test {window(plan.splits.test)} | folds: "
           + "; ".join(f"train {window(f.train)} val {window(f.validation)}" for f in plan.folds))
+    load = _load()
     print(f"[{label}] search + final fit (train_model, incl. MLflow logging): {result.train_seconds:.1f}s wall, "
-          f"{cpu:.1f}s CPU, {len(result.trials)} trials; {result.reason}")
+          f"{cpu:.1f}s CPU, {len(result.trials)} trials, {config.threads} thread(s), load avg (1 min) {load:.1f}; "
+          f"{result.reason}")
 
     evaluation_config = EvaluationConfig(daily_alert_budget=top_k, top_k=top_k)
     trials = result.trials
@@ -142,7 +149,8 @@ def run_one(label: str, history: pd.DataFrame, config: TrainingConfig, top_k: in
     print(f"[{label}] misses by scenario:")
     print(table(scenarios.to_dict("records")))
     return {"data": label, "model": result.variant, "test_AUC": m["auc_roc"], "test_AP": m["average_precision"],
-            f"CP@{top_k}": m["card_precision_at_k"], "train_s": result.train_seconds, "train_cpu_s": cpu}
+            f"CP@{top_k}": m["card_precision_at_k"], "test_frauds": int(m["n_frauds"]), "trials": len(result.trials),
+            "train_s": result.train_seconds, "train_cpu_s": cpu, "threads": config.threads, "load_1min": load}
 
 
 def main() -> None:
@@ -188,7 +196,7 @@ def main() -> None:
                     "max": frame[c].max(), "target": TARGETS.get({"test_AP": "average_precision",
                                                                   f"CP@{args.top_k}": "card_precision_at_k",
                                                                   "train_s": "train_seconds"}.get(c, ""), float("nan"))}
-                   for c in ("test_AUC", "test_AP", f"CP@{args.top_k}", "train_s")]
+                   for c in ("test_AUC", "test_AP", f"CP@{args.top_k}", "train_s", "train_cpu_s", "load_1min")]
         print(f"\nover {len(results)} datasets (mean ± std):")
         print(table(summary))
 

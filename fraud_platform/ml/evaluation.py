@@ -24,12 +24,11 @@ from fraud_platform.domain.metrics import (
     brier,
     calibration_table,
     card_precision_top_k,
-    drop_known_compromised,
     scenario_report,
     threshold_for_alert_budget,
     threshold_metrics,
 )
-from fraud_platform.ml.training import predict_scores
+from fraud_platform.ml.training import held_out_rows, predict_scores
 from fraud_platform.reports import figure_to_markdown, markdown_table
 
 
@@ -68,18 +67,6 @@ class EvaluationReport:
     @property
     def metrics(self) -> dict[str, float]:
         return self.candidate.metrics
-
-
-def held_out_rows(matrix: pd.DataFrame, window: tuple[date, date], known_since: date | None = None
-                  ) -> tuple[pd.DataFrame, int]:
-    """Test window rows minus cards known compromised (fraud label known before the row's day,
-    counting frauds from ``known_since`` on: FDH uses the training window's start); also returns
-    how many rows were removed."""
-    days = pd.to_datetime(matrix["event_date"]).dt.date
-    test = matrix[(days >= window[0]) & (days <= window[1])]
-    history = matrix[(days < window[0]) & ((days >= known_since) if known_since else True)]
-    kept = drop_known_compromised(test, history)
-    return kept, len(test) - len(kept)
 
 
 def evaluate_scores(test: pd.DataFrame, scores: np.ndarray, config: EvaluationConfig) -> ScoredEvaluation:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 
-from fraud_platform.domain.splits import SplitConfig, prequential_folds
-from fraud_platform.ml.training import TrainingConfig, plan_training
+import pandas as pd
+
+from fraud_platform.domain.splits import Fold, SplitConfig, prequential_folds
+from fraud_platform.ml.training import TrainingConfig, free_threads, plan_training, validation_rows
 
 DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(70)]
 
@@ -41,3 +44,33 @@ def test_recorded_sandbox_split_is_the_window_training_uses():
     assert recorded.validation is None  # selection uses prequential folds, recorded in the training plan
     assert [d for d in DAYS if recorded.split_of(d) == "train"] == [
         plan.final_train[0] + timedelta(days=i) for i in range(7)]
+
+
+def test_validation_folds_drop_cards_known_compromised_like_the_test_window():
+    t = lambda day, hour=12: pd.Timestamp(2026, 1, day, hour, tz="UTC")  # noqa: E731
+    rows = [  # (event_time, card, is_fraud, label_known_at)
+        (t(3), "c1", 1, t(5)),  # known during training: c1 is blocked in validation
+        (t(16), "c1", 0, pd.NaT),
+        (t(16), "c2", 1, t(18)),  # c2's fraud becomes known on the 18th ...
+        (t(17), "c2", 1, pd.NaT),  # ... so the 17th is still scored
+        (t(19), "c2", 0, pd.NaT),  # ... and the 19th is not
+        (t(20), "c3", 0, pd.NaT),
+    ]
+    frame = pd.DataFrame(rows, columns=["event_time", "card_key", "is_fraud", "label_known_at"])
+    frame["event_date"] = frame["event_time"].dt.date
+    fold = Fold((date(2026, 1, 1), date(2026, 1, 7)), (date(2026, 1, 15), date(2026, 1, 21)))
+    kept = validation_rows(frame, fold)
+    assert list(zip(kept["card_key"], kept["event_time"].dt.day)) == [("c2", 16), ("c2", 17), ("c3", 20)]
+    # Data without cards or labels (crafted matrices): every validation row.
+    assert len(validation_rows(frame.drop(columns=["card_key"]), fold)) == 5
+
+
+def test_threads_leave_out_cores_other_processes_keep_busy(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    loads = {"idle": 0.8, "one other process": 2.0, "overloaded": 15.0}
+    threads = {}
+    for name, load in loads.items():
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        threads[name] = free_threads()
+    assert threads == {"idle": 4, "one other process": 3, "overloaded": 1}
+    assert TrainingConfig(n_jobs=2).threads == 2  # an explicit setting wins
