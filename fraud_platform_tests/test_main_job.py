@@ -61,7 +61,7 @@ def test_run_local_materialises_every_asset(tmp_path: Path) -> None:
 def _daemon_on_bootstrapped_home_launches_only_what_can_succeed(home: Path, env: dict[str, str], seconds: int = 150) -> None:
     """The real ``dagster-daemon`` on the home run-local just built (automation running by default):
     nothing changed since, so it must not fan out lake runs per partition, must not retrain, and
-    whatever it launches must succeed. (A 10-minute run is measured by hand; see docs/automation.md.)"""
+    whatever it launches must succeed. (A 10-minute run is measured by hand; README.md, 'Automation'.)"""
     import time
 
     daemon = subprocess.Popen(
