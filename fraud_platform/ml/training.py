@@ -42,17 +42,38 @@ def machine_threads() -> int:
         return os.cpu_count() or 1
 
 
-def free_threads() -> int:
-    """Cores not already busy with other work: usable cores minus the 1-minute load average
-    (less this process's own share), at least 1. XGBoost and LightGBM run OpenMP threads that
-    spin at every barrier: with more threads than idle cores a 70k-row fit took 10-15x the CPU and
-    wall time of a single-threaded one (docs/ml.md), so a shared machine gets fewer threads."""
-    cores = machine_threads()
+def busy_cores(sample_seconds: float = 0.5) -> float | None:
+    """Cores other processes keep busy right now: two ``/proc/stat`` samples (this process sleeps
+    between them, so it is not counted). Not the load average: that lags by a minute, and a fit
+    started right after other work (a previous seed's training) saw the machine as busy and took
+    one thread. None where ``/proc/stat`` is missing (not Linux)."""
+    def sample() -> tuple[float, float]:
+        with open("/proc/stat") as stat:
+            ticks = [float(x) for x in stat.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
     try:
-        others = max(os.getloadavg()[0] - 1.0, 0.0)
-    except (AttributeError, OSError):  # no load average on this OS
+        total_before, idle_before = sample()
+        time.sleep(sample_seconds)
+        total_after, idle_after = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total_after - total_before
+    if elapsed <= 0:
+        return None
+    return (1.0 - (idle_after - idle_before) / elapsed) * (os.cpu_count() or 1)
+
+
+def free_threads() -> int:
+    """Cores not already busy with other work (usable cores minus :func:`busy_cores`), at least 1.
+    XGBoost and LightGBM run OpenMP threads that spin at every barrier: with more threads than idle
+    cores a 70k-row fit took 10-15x the CPU and wall time of a single-threaded one (docs/ml.md), so a
+    shared machine gets fewer threads."""
+    cores = machine_threads()
+    busy = busy_cores()
+    if busy is None:
         return cores
-    return int(min(cores, max(1, round(cores - others))))
+    return int(min(cores, max(1, round(cores - busy))))
 
 
 @dataclass(frozen=True)
