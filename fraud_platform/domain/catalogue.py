@@ -92,6 +92,10 @@ SANDBOX_TRANSACTIONS = Dataset(
     ("transaction_id",), source=PROCESSED_TRANSACTIONS,
 )
 TRANSACTION_FEATURES = Dataset("transaction_features", "features", "transaction_features", None, "event_time", ("transaction_id",))
+# Rows of immature days with an analyst verdict, with their features: training rows beside the
+# matured matrix, kept apart so evaluation, drift references and the EDA see matured days only.
+# Written by the same asset, so not in DATASETS (one entry per asset).
+VERDICT_FEATURES = Dataset("transaction_features", "features", "verdict_features", None, "event_time", ("transaction_id",))
 # The online snapshot is a versioned folder (features/online/version=V), not a daily dataset.
 ONLINE_FEATURES_PREFIX = "features/online"
 ONLINE_SNAPSHOT_POINTER = f"{ONLINE_FEATURES_PREFIX}/_latest.json"
@@ -160,20 +164,38 @@ ANALYST_LABEL_TYPES = ("analyst_confirmed", "analyst_legitimate")
 
 
 def label_is_final(event_date: pd.Series, label_type: pd.Series, label_known_at: pd.Series, maturity_days: int,
-                   reference_time: datetime) -> np.ndarray:
+                   reference_time: datetime, verdict_known_at: pd.Series | None = None) -> np.ndarray:
     """Per transaction: may training use its label at ``reference_time``?
 
     Yes when its partition has matured (every delayed chargeback has had time to arrive), or when an
-    analyst verdict is its label outcome and was known before ``reference_time``: an investigated
-    alert is labelled at once (the Fraud Detection Handbook's feedback samples), which is the whole
-    point of the feedback loop; waiting for maturity would make verdicts no fresher than
-    chargebacks. A later chargeback still overrides the verdict (``label_outcomes``), so the
-    outcome seen here already is the chargeback's once it has arrived."""
+    analyst verdict on it was known before ``reference_time``: an investigated alert is labelled at
+    once (the Fraud Detection Handbook's feedback samples), which is the whole point of the feedback
+    loop; waiting for maturity would make verdicts no fresher than chargebacks. A chargeback alone
+    waits for maturity: taking only the frauds of an immature day would teach a fraud rate no day
+    has. A later chargeback still overrides the verdict (``label_outcomes``), so the outcome seen
+    here already is the chargeback's once it has arrived.
+
+    ``verdict_known_at`` is when the row's first verdict became known (NaT: none; see
+    ``first_verdicts``); by default the outcome itself, when it is a verdict - which misses a
+    verdict a chargeback has since overridden."""
     days = pd.Series(pd.to_datetime(pd.Series(event_date)).dt.date.to_numpy())
     matured = days.map({d: is_matured(d, maturity_days, reference_time) for d in days.unique()}).to_numpy(dtype=bool)
-    known = (pd.to_datetime(pd.Series(label_known_at), utc=True) < pd.Timestamp(reference_time)).to_numpy(dtype=bool)
-    verdict = pd.Series(label_type).isin(ANALYST_LABEL_TYPES).to_numpy(dtype=bool)
-    return matured | (verdict & known)
+    if verdict_known_at is None:
+        is_verdict = pd.Series(label_type).isin(ANALYST_LABEL_TYPES).to_numpy(dtype=bool)
+        verdict_known_at = pd.Series(label_known_at).where(is_verdict)
+    known = pd.to_datetime(pd.Series(verdict_known_at), utc=True) < pd.Timestamp(reference_time)
+    return matured | known.fillna(False).to_numpy(dtype=bool)
+
+
+def first_verdicts(transactions: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
+    """Per row of ``transactions``, when its first analyst verdict became known (NaT: none), from
+    raw label rows (``transaction_id``, ``label_type``, ``known_at``), not the folded outcome: a
+    chargeback that overrode a "legitimate" verdict hides it there, yet the row was reviewed.
+    Verdicts before the transaction's own time do not count (as in ``label_outcomes``)."""
+    verdicts = labels.loc[labels["label_type"].isin(ANALYST_LABEL_TYPES), ["transaction_id", "known_at"]]
+    first = verdicts.assign(transaction_id=verdicts["transaction_id"].str.strip()).groupby("transaction_id")["known_at"].min()
+    at = pd.to_datetime(transactions["transaction_id"].map(first), utc=True)
+    return at.where(at >= pd.to_datetime(transactions["event_time"], utc=True))
 
 
 def label_days(day: date, maturity_days: int) -> list[date]:

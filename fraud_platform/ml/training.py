@@ -285,6 +285,16 @@ def held_out_rows(matrix: pd.DataFrame, window: tuple[date, date], known_since: 
     return kept, len(rows) - len(kept)
 
 
+def training_rows(frame: pd.DataFrame, window: tuple[date, date], extra_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The window's rows plus ``extra_rows`` (the verdict-labelled rows of immature days; see
+    ``transaction_features``), which are never in a test window or a fold: only the final fit takes them."""
+    rows = rows_in(frame, window)
+    if extra_rows is None or extra_rows.empty:
+        return rows
+    extra = extra_rows[rows.columns.intersection(extra_rows.columns)].dropna(axis=1, how="all")  # (pandas' all-NA concat warning)
+    return pd.concat([rows, extra], ignore_index=True)
+
+
 def validation_rows(frame: pd.DataFrame, fold: Fold) -> pd.DataFrame:
     """A fold's validation rows, scored like the test window: cards already known compromised are
     removed (they are blocked, not scored). Without card/label columns (crafted data): every row.
@@ -296,8 +306,9 @@ def validation_rows(frame: pd.DataFrame, fold: Fold) -> pd.DataFrame:
     return held_out_rows(frame, fold.validation, known_since=fold.train[0])[0]
 
 
-def fit(frame: pd.DataFrame, window: tuple[date, date], candidate: Candidate, config: TrainingConfig):
-    rows = rows_in(frame, window)
+def fit(frame: pd.DataFrame, window: tuple[date, date], candidate: Candidate, config: TrainingConfig,
+        extra_rows: pd.DataFrame | None = None):
+    rows = training_rows(frame, window, extra_rows)
     y = rows["is_fraud"].to_numpy(dtype=int)
     if y.sum() < 2:
         raise ValueError(f"fewer than 2 frauds in training window {window}")
@@ -467,6 +478,7 @@ class TrainingResult:
     train_rows: int
     train_frauds: int
     train_seconds: float
+    train_verdict_rows: int = 0  # of train_rows: immature days' rows with an analyst verdict
 
     @property
     def variant(self) -> str:
@@ -492,11 +504,13 @@ def train_model(
     run_name: str = "fraud_model",
     source_partitions: Sequence[str] | None = None,
     tags: Mapping[str, str] | None = None,
+    verdict_rows: pd.DataFrame | None = None,
 ) -> TrainingResult:
     """Search, refit the winner on the final training window and log everything to the active
     MLflow experiment (call ``TrackingTarget.activate()`` first; nests under an active run).
     ``matrix`` is the ``transaction_features`` table: ids, ``event_date``, ``is_fraud`` and the
-    feature columns."""
+    feature columns. ``verdict_rows`` (same columns, immature days with an analyst verdict) join
+    the final fit only: the split plan, folds and test window stay on the matured days."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -540,8 +554,9 @@ def train_model(
         reason = selection_reason(best, summary, len(plan.folds), search_seconds)
         trial_table = pd.DataFrame([t.as_row() for t in trials])
 
-        model = fit(matrix, plan.final_train, best.candidate, config)
-        train_rows = rows_in(matrix, plan.final_train)
+        model = fit(matrix, plan.final_train, best.candidate, config, verdict_rows)
+        train_rows = training_rows(matrix, plan.final_train, verdict_rows)
+        n_verdicts = 0 if verdict_rows is None else len(verdict_rows)
         sample = model_input(train_rows.head(200), config.features)
         signature = infer_signature(sample, model.predict_proba(sample)[:, 1])
         info = mlflow.sklearn.log_model(
@@ -559,6 +574,7 @@ def train_model(
             "search_trials": len(trials),
             "train_rows": len(train_rows),
             "train_frauds": int(train_rows["is_fraud"].sum()),
+            "train_verdict_rows": n_verdicts,
             "train_seconds": time.monotonic() - started,
         })
         mlflow.log_dict({"features": list(config.features)}, "features.json")
@@ -587,4 +603,5 @@ def train_model(
             train_rows=len(train_rows),
             train_frauds=int(train_rows["is_fraud"].sum()),
             train_seconds=time.monotonic() - started,
+            train_verdict_rows=n_verdicts,
         )

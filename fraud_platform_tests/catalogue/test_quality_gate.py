@@ -11,7 +11,7 @@ import pytest
 
 from fraud_platform.defs.features import transaction_features
 from fraud_platform.defs.features.assets import read_matrix
-from fraud_platform.defs.resources import LakeResource
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource
 from fraud_platform.domain.catalogue import SANDBOX_TRANSACTIONS
 from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulator
 from fraud_platform.infra.lake import LocalLakeStore
@@ -33,7 +33,7 @@ def test_failed_partition_is_left_out_of_training_with_its_reason(tmp_path):
             part = pd.concat([part, part.head(1)])
         store.write_parquet(f"{SANDBOX_TRANSACTIONS.partition_prefix(day)}/part-0.parquet", sandbox_table(part))
     days = sorted(frame["event_date"].astype(str).unique())
-    resources = {"lake": LakeResource(root=str(store.root))}
+    resources = {"lake": LakeResource(root=str(store.root)), "lake_processing": LakeProcessingResource()}
 
     # What the sandbox's blocking gx_suite check does for the partitions of its run.
     outcomes = validate_partitions(store, DATASETS[SANDBOX_TRANSACTIONS.asset_key], [date.fromisoformat(d) for d in days],

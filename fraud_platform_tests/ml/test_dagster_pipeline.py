@@ -10,7 +10,7 @@ import pytest
 from fraud_platform.defs.features import feature_snapshot, transaction_features
 from fraud_platform.defs.features.assets import LATEST_SNAPSHOT_KEY, read_matrix
 from fraud_platform.defs.ml.assets import ModelTrainingResource, champion_model, fraud_model, model_evaluation
-from fraud_platform.defs.resources import LakeResource, MlflowResource
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, MlflowResource
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
 from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.ml import registry
@@ -29,6 +29,7 @@ def test_features_train_evaluate_promote_then_keep_champion(sandbox_frame, tmp_p
                             artifact_root=(tmp_path / "artifacts").as_uri(), model_name="fraud_detector")
     resources = {
         "lake": LakeResource(root=str(store.root)),
+        "lake_processing": LakeProcessingResource(),
         "mlflow": mlflow,
         "ml_training": ModelTrainingResource(
             train_days=SMALL_SPLIT.train_days, validation_days=SMALL_SPLIT.validation_days,
@@ -111,7 +112,7 @@ def test_explicit_windows_and_rolling_backtest_through_dagster(sandbox_frame, tm
     write_sandbox(store, sandbox_frame)
     mlflow = MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                             artifact_root=(tmp_path / "artifacts").as_uri(), model_name="fraud_detector")
-    resources = {"lake": LakeResource(root=str(store.root)), "mlflow": mlflow, "ml_training": ModelTrainingResource(
+    resources = {"lake": LakeResource(root=str(store.root)), "lake_processing": LakeProcessingResource(), "mlflow": mlflow, "ml_training": ModelTrainingResource(
         train_days=SMALL_SPLIT.train_days, validation_days=SMALL_SPLIT.validation_days, delay_days=SMALL_SPLIT.delay_days,
         test_days=SMALL_SPLIT.test_days, n_folds=1, max_trials=1, families=["logistic_regression"], balancing=["none"],
         budget_seconds=10_000, daily_alert_budget=20, top_k=20)}

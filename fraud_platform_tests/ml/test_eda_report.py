@@ -12,7 +12,7 @@ import pytest
 
 from fraud_platform.defs.eda.assets import eda_report
 from fraud_platform.defs.features import transaction_features
-from fraud_platform.defs.resources import LakeResource
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource
 from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.ml.datasets import simulated_sandbox_frame
 from fraud_platform_tests.ml.conftest import small_simulation, write_sandbox
@@ -28,7 +28,8 @@ def test_eda_notebook_executes_and_its_html_is_attached(tmp_path: Path, monkeypa
     frame = simulated_sandbox_frame(small_simulation(days=10))
     write_sandbox(store, frame)
 
-    result = dg.materialize([transaction_features, eda_report], resources={"lake": LakeResource(root=str(store.root))})
+    result = dg.materialize([transaction_features, eda_report], resources={"lake": LakeResource(root=str(store.root)),
+                                                                           "lake_processing": LakeProcessingResource()})
     assert result.success
     metadata = result.asset_materializations_for_node("eda_report")[0].metadata
     html = Path(metadata["html"].value)

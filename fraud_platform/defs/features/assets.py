@@ -3,19 +3,24 @@ materialisation into the online store (``online_feature_snapshot``) and the trai
 (``transaction_features``), all computed by ``fraud_platform.domain.features`` from the sandbox zone,
 so training, the stream and the API share one implementation."""
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
 from fraud_platform.defs.owners import ML_ENGINEERING
-from fraud_platform.defs.resources import LakeResource, OnlineStoreResource
+from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, OnlineStoreResource
 from fraud_platform.domain.catalogue import (
     ONLINE_FEATURES_PREFIX,
     ONLINE_SNAPSHOT_POINTER,
+    PROCESSED_TRANSACTIONS,
+    RAW_LABELS,
     SANDBOX_TRANSACTIONS,
     TRANSACTION_FEATURES,
+    VERDICT_FEATURES,
+    first_verdicts,
+    label_is_final,
 )
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot, compute_batch_features
 from fraud_platform.infra.lake import LakeStore
@@ -162,20 +167,68 @@ def read_matrix(store: LakeStore) -> pd.DataFrame:
     return store.read_parquet(keys).to_pandas()
 
 
+def read_verdict_rows(store: LakeStore) -> pd.DataFrame:
+    """The verdict-labelled rows of immature days (``VERDICT_FEATURES``; empty frame when none)."""
+    keys = store.parquet_keys(VERDICT_FEATURES)
+    return store.read_parquet(keys).to_pandas() if keys else pd.DataFrame(columns=[*MATRIX_KEYS, *FEATURE_COLUMNS])
+
+
+def read_immature_history(store: LakeStore, lake_processing: LakeProcessingResource, after: str,
+                          log=None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Processed days after the last sandbox day ``after`` (blocking check passed): all their rows as
+    feature history, and the rows of the immature ones whose label ``catalogue.label_is_final``
+    accepts at the maturity reference - an analyst verdict known by then - with the label the
+    processed zone folded (a later chargeback wins). Unlabelled immature rows are history only."""
+    policy = lake_processing.policy()
+    gate = gated_partitions(store, PROCESSED_TRANSACTIONS)
+    later = [d for d in gate.passed if d > after]
+    empty = pd.DataFrame(columns=PROCESSED_TRANSACTIONS.schema.names)
+    reference = policy.reference_time(store)
+    if not later or reference is None:
+        return empty, empty, []
+    matured, immature = policy.split_matured([date.fromisoformat(d) for d in later], reference)
+    if matured and log is not None:
+        log.warning(f"processed days matured but not in the sandbox yet (history only): {[d.isoformat() for d in matured]}")
+    history = store.read_days(PROCESSED_TRANSACTIONS, later).to_pandas().sort_values("event_time", kind="stable")
+    days = pd.to_datetime(history["event_date"]).dt.date
+    rows = history[days.isin(set(immature))]
+    if rows.empty:
+        return history, empty, []
+    label_days = [d for d in store.partition_dates(RAW_LABELS) if min(immature).isoformat() <= d <= reference.date().isoformat()]
+    table = store.read_days(RAW_LABELS, label_days, columns=["transaction_id", "label_type", "known_at"])
+    labels = table.to_pandas() if table is not None else pd.DataFrame(columns=["transaction_id", "label_type", "known_at"])
+    final = label_is_final(rows["event_date"], rows["label_type"], rows["label_known_at"], policy.maturity_days,
+                           reference, verdict_known_at=first_verdicts(rows, labels))
+    trainable = rows[final & rows["is_fraud"].notna().to_numpy()]  # a verdict not folded in yet waits for the rebuild
+    return history, trainable, sorted(d.isoformat() for d in immature)
+
+
 @dg.asset(
     **_COMMON,
     description="Training matrix: point-in-time features for every sandbox transaction plus its label "
-                "(features/transaction_features/date=D/).",
+                "(features/transaction_features/date=D/), and beside it the rows of immature processed days "
+                "that carry an analyst verdict, with their label (features/verdict_features/date=D/): "
+                "catalogue.label_is_final, so verdicts train the next model before their day matures.",
 )
-def transaction_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def transaction_features(context: dg.AssetExecutionContext, lake: LakeResource,
+                         lake_processing: LakeProcessingResource) -> dg.MaterializeResult:
     store = lake.store()
     frame, days, excluded = read_sandbox(store, context.log)
-    features = compute_batch_features(frame)
-    matrix = pd.concat([frame[MATRIX_KEYS], features[FEATURE_COLUMNS]], axis=1)
-    store.delete_prefix(TRANSACTION_FEATURES.prefix)
-    for day, part in matrix.groupby("event_date"):
-        store.write_parquet(f"{TRANSACTION_FEATURES.partition_prefix(pd.Timestamp(day).date())}/part-0.parquet",
-                            pa.Table.from_pandas(part, preserve_index=False))
+    history, verdicts, immature_days = read_immature_history(store, lake_processing, days[-1], context.log)
+    # One feature pass over sandbox + later processed rows: verdict rows get their full history;
+    # the later rows cannot change the sandbox rows' point-in-time features.
+    everything = pd.concat([frame, history.dropna(axis=1, how="all")], ignore_index=True) if len(history) else frame
+    features = compute_batch_features(everything)
+    features.index = everything["transaction_id"].to_numpy()
+    matrix = pd.concat([frame[MATRIX_KEYS], features[FEATURE_COLUMNS].iloc[: len(frame)].reset_index(drop=True)], axis=1)
+    verdict_matrix = verdicts[MATRIX_KEYS].assign(is_fraud=verdicts["is_fraud"].astype("int32")).reset_index(drop=True)
+    verdict_matrix = pd.concat(
+        [verdict_matrix, features.loc[verdict_matrix["transaction_id"], FEATURE_COLUMNS].reset_index(drop=True)], axis=1)
+    for dataset, table in ((TRANSACTION_FEATURES, matrix), (VERDICT_FEATURES, verdict_matrix)):
+        store.delete_prefix(dataset.prefix)
+        for day, part in table.groupby("event_date"):
+            store.write_parquet(f"{dataset.partition_prefix(pd.Timestamp(day).date())}/part-0.parquet",
+                                pa.Table.from_pandas(part, preserve_index=False))
     stats = matrix[FEATURE_COLUMNS].describe().T[["mean", "std", "min", "max"]].reset_index(names="feature")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(matrix),
@@ -185,5 +238,8 @@ def transaction_features(context: dg.AssetExecutionContext, lake: LakeResource) 
         "fraud_rate": float(matrix["is_fraud"].mean()),
         "n_features": len(FEATURE_COLUMNS),
         "feature_stats": dg.MetadataValue.md(markdown_table(stats, max_rows=len(stats))),
+        "verdict_rows": len(verdict_matrix),
+        "verdict_frauds": int(verdict_matrix["is_fraud"].sum()),
+        "immature_days": ", ".join(immature_days) or "none",
         **_excluded_metadata(excluded),
     })

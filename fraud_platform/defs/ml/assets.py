@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from fraud_platform.defs.features.assets import read_matrix
+from fraud_platform.defs.features.assets import read_matrix, read_verdict_rows
 from fraud_platform.defs.owners import ML_ENGINEERING
 from fraud_platform.defs.resources import LakeResource, MlflowResource
 from fraud_platform.domain.metrics import score_shares
@@ -47,6 +47,8 @@ class ModelTrainingResource(dg.ConfigurableResource):
     require_live_evidence: bool = False
     live_min_labelled: int = 100
     live_min_frauds: int = 5
+    # The final fit also takes the immature days' rows with an analyst verdict (issue 13, docs/ml.md).
+    train_on_verdicts: bool = True
 
     def training_config(self, windows: TrainingWindows | None = None) -> TrainingConfig:
         return TrainingConfig(
@@ -97,12 +99,15 @@ def _window(value: list[str]) -> tuple[date, date]:
 )
 def fraud_model(context: dg.AssetExecutionContext, config: TrainingWindowConfig, lake: LakeResource,
                 mlflow: MlflowResource, ml_training: ModelTrainingResource) -> dg.Output[dict]:
-    matrix = read_matrix(lake.store())
+    store = lake.store()
+    matrix = read_matrix(store)
     mlflow.activate()
     partitions = sorted(pd.to_datetime(matrix["event_date"]).dt.date.astype(str).unique())
+    # Verdict rows are the freshest labels; an explicit (backtest) window must not see them.
+    verdicts = read_verdict_rows(store) if ml_training.train_on_verdicts and config.windows() is None else None
     result = train_model(
         matrix, ml_training.training_config(config.windows()), source_partitions=partitions,
-        tags={"dagster.run_id": context.run.run_id, "dagster.asset": "fraud_model"},
+        tags={"dagster.run_id": context.run.run_id, "dagster.asset": "fraud_model"}, verdict_rows=verdicts,
     )
     value = {
         "run_id": result.run_id,
@@ -127,6 +132,7 @@ def fraud_model(context: dg.AssetExecutionContext, config: TrainingWindowConfig,
         "validation_ap_std": float(result.validation_ap_std),
         "train_rows": result.train_rows,
         "train_frauds": result.train_frauds,
+        "train_verdict_rows": result.train_verdict_rows,
         "train_seconds": float(result.train_seconds),
         "train_window": " .. ".join(value["train_window"]),
         "test_window": " .. ".join(value["test_window"]),
