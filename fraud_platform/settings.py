@@ -406,6 +406,9 @@ class PlatformSettings(BaseModel):
         )
 
 
+TABLE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"  # [schema.]table
+
+
 class DecisionSettings(BaseModel):
     """How a score becomes a decision, shared by the streaming scorer and the decision API so both
     decide alike (``FRAUD_STREAM_REVIEW_THRESHOLD`` / ``FRAUD_STREAM_BLOCK_THRESHOLD``)."""
@@ -466,7 +469,7 @@ class StreamingSettings(DecisionSettings):
     registry_timeout_seconds: float = Field(5.0, gt=0)
     metrics_port: int = Field(9108, ge=0, le=65535, description="0 disables the Prometheus endpoint")
     alerts_postgres_dsn: SecretStr | None = None
-    alerts_table: str = Field("fraud_alerts", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+    alerts_table: str = Field("fraud_alerts", pattern=TABLE_NAME_PATTERN)
     alerts_duckdb_path: Path
     spark_master: str = Field(description="Default: the platform's SparkSettings.master")
     eof_timeout_seconds: float = Field(10.0, gt=0)
@@ -530,6 +533,26 @@ def _read_stream_config_file(path: Path) -> dict[str, Any]:
     return data.get("streaming", data) if isinstance(data, dict) else {}
 
 
+class DecisionLogSettings(BaseModel):
+    """The decision log shared by the decision API, the streaming scorer (its decisions and shadow
+    rows) and Dagster (``challenger_shadow_report``); the console's verdict, audit and shadow tables
+    live beside it. PostgreSQL when ``FRAUD_DECISIONS_POSTGRES_DSN`` (or the alert store's
+    ``FRAUD_ALERTS_POSTGRES_DSN``) is set, else the SQLite file ``FRAUD_DECISIONS_SQLITE_PATH``."""
+
+    postgres_dsn: SecretStr | None = Field(None, repr=False)
+    table: str = Field("api_decisions", pattern=TABLE_NAME_PATTERN)
+    sqlite_path: Path
+
+    @classmethod
+    def from_env(cls) -> "DecisionLogSettings":
+        return cls(**{
+            "sqlite_path": platform_home() / "api" / "decisions.sqlite",
+            **_env_values(postgres_dsn="FRAUD_ALERTS_POSTGRES_DSN"),  # defaults to the scorer's alert database
+            **_env_values(postgres_dsn="FRAUD_DECISIONS_POSTGRES_DSN", table="FRAUD_DECISIONS_TABLE",
+                          sqlite_path="FRAUD_DECISIONS_SQLITE_PATH"),
+        })
+
+
 class ApiSettings(DecisionSettings):
     """The decision API (``fraud-platform serve``): bind address, limits, keys and decision log.
 
@@ -550,23 +573,18 @@ class ApiSettings(DecisionSettings):
     max_batch: int = Field(1000, ge=1, le=10_000)
     reasons: int = Field(3, ge=0, le=20, description="Top-k reasons per decision")
     model_refresh_seconds: float = Field(30.0, gt=0)
-    decisions_postgres_dsn: SecretStr | None = None
-    decisions_table: str = Field("api_decisions", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-    decisions_sqlite_path: Path
+    decision_log: DecisionLogSettings = Field(default_factory=DecisionLogSettings.from_env)
 
     @classmethod
     def from_env(cls) -> "ApiSettings":
         return cls(**{
-            "decisions_sqlite_path": platform_home() / "api" / "decisions.sqlite",
-            # The decision log defaults to the scorer's alert database.
-            **_env_values(decisions_postgres_dsn="FRAUD_ALERTS_POSTGRES_DSN"),
+            "decision_log": DecisionLogSettings.from_env(),
             **_env_values(
                 host="FRAUD_API_HOST", port="FRAUD_API_PORT", workers="FRAUD_API_WORKERS", api_keys="FRAUD_API_KEYS",
                 api_keys_file="FRAUD_API_KEYS_FILE", rate_limit_per_second="FRAUD_API_RATE_LIMIT_PER_SECOND",
                 rate_limit_burst="FRAUD_API_RATE_LIMIT_BURST", max_body_bytes="FRAUD_API_MAX_BODY_BYTES",
                 max_batch="FRAUD_API_MAX_BATCH", reasons="FRAUD_API_REASONS",
-                model_refresh_seconds="FRAUD_API_MODEL_REFRESH_SECONDS", decisions_postgres_dsn="FRAUD_DECISIONS_POSTGRES_DSN",
-                decisions_table="FRAUD_DECISIONS_TABLE", decisions_sqlite_path="FRAUD_DECISIONS_SQLITE_PATH",
+                model_refresh_seconds="FRAUD_API_MODEL_REFRESH_SECONDS",
                 # The stream's decision settings, so both decide alike; FRAUD_API_MODEL_ALIAS wins for the API.
                 model_alias="FRAUD_STREAM_MODEL_ALIAS", review_threshold="FRAUD_STREAM_REVIEW_THRESHOLD",
                 block_threshold="FRAUD_STREAM_BLOCK_THRESHOLD",

@@ -185,9 +185,9 @@ def build_components(config: StreamConfig, metrics: StreamMetrics | None = None)
 def decision_log_target():
     """The decision API's decision log (``FRAUD_DECISIONS_*``): API and stream decisions in one table."""
     from fraud_platform.infra.decision_log import DecisionLogTarget
-    from fraud_platform.settings import ApiSettings
+    from fraud_platform.settings import DecisionLogSettings
 
-    return DecisionLogTarget.from_settings(ApiSettings.from_env())
+    return DecisionLogTarget.from_settings(DecisionLogSettings.from_env())
 
 
 class BatchHandler:

@@ -73,7 +73,7 @@ def app_from_env() -> FastAPI:
     if not champion.refresh():  # not fatal: /readyz says why, and the refresh thread retries
         log.warning("decision API started without a model: %s", champion.last_error)
     champion.start()
-    decision_log = DecisionLog.from_settings(settings)
+    decision_log = DecisionLog.from_settings(settings.decision_log)
     from fraud_platform.console.wiring import Console  # the analyst console, mounted under /console
     from fraud_platform.ml.shadow import ShadowLog, ShadowScorer, challenger_holder
 

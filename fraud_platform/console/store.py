@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fraud_platform.infra.decision_log import COLUMNS, DecisionLog
-from fraud_platform.infra.decision_tables import execute
+from fraud_platform.infra.decision_tables import create_table, execute
 
 VERDICTS = ("fraud", "legitimate", "unsure")
 ALERT_DECISIONS = ("review", "block")
@@ -56,10 +56,10 @@ class ConsoleStore:
         self.decisions = self.backend.table
         self.verdicts = f"{self.decisions}_verdicts"
         self.audit_table = f"{self.decisions}_audit"
-        self._execute(f"CREATE TABLE IF NOT EXISTS {self.verdicts} (transaction_id TEXT PRIMARY KEY, verdict TEXT NOT NULL, "
-                      "note TEXT, analyst TEXT NOT NULL, decided_at TEXT NOT NULL, label_published_at TEXT)")
-        self._execute(f"CREATE TABLE IF NOT EXISTS {self.audit_table} (id TEXT PRIMARY KEY, at TEXT NOT NULL, "
-                      "analyst TEXT NOT NULL, action TEXT NOT NULL, transaction_id TEXT, detail TEXT)")
+        create_table(self.backend, self.verdicts, f"CREATE TABLE IF NOT EXISTS {self.verdicts} (transaction_id TEXT PRIMARY KEY, "
+                     "verdict TEXT NOT NULL, note TEXT, analyst TEXT NOT NULL, decided_at TEXT NOT NULL, label_published_at TEXT)")
+        create_table(self.backend, self.audit_table, f"CREATE TABLE IF NOT EXISTS {self.audit_table} (id TEXT PRIMARY KEY, "
+                     "at TEXT NOT NULL, analyst TEXT NOT NULL, action TEXT NOT NULL, transaction_id TEXT, detail TEXT)")
 
     # -- plumbing -----------------------------------------------------------------------------
     def _execute(self, sql: str, params: tuple = (), fetch: bool = False) -> list[tuple]:

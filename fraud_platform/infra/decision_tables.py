@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from fraud_platform.infra.decision_log import PostgresBackend
+from fraud_platform.infra.decision_log import PostgresBackend, create_tables_locked
 
 
 def is_postgres(backend: Any) -> bool:
     return isinstance(backend, PostgresBackend)
+
+
+def create_table(backend: Any, table: str, sql: str) -> None:
+    """``CREATE TABLE IF NOT EXISTS`` of a table beside the decision log; on Postgres under the same
+    advisory lock the decision log's own table takes (``create_tables_locked``), so API workers
+    starting together do not collide in the catalog."""
+    if is_postgres(backend):
+        with backend._lock:
+            create_tables_locked(backend._conn(), table, sql)
+    else:
+        execute(backend, sql)
 
 
 def execute(backend: Any, sql: str, params: tuple = (), fetch: bool = False, many: list[tuple] | None = None) -> list[tuple]:

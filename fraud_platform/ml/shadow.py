@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_platform.domain.metrics import average_precision, card_precision_top_k
-from fraud_platform.infra.decision_tables import execute
+from fraud_platform.infra.decision_tables import create_table, execute
 from fraud_platform.ml.registry import Decision
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class ShadowLog:
         self.backend, self.table = backend, f"{backend.table}_shadow"
         cols = ", ".join(f"{c} {'DOUBLE PRECISION' if c.endswith('_score') else 'TEXT'}" + (" PRIMARY KEY" if c == "transaction_id" else "")
                          for c in SHADOW_COLUMNS)
-        execute(backend, f"CREATE TABLE IF NOT EXISTS {self.table} ({cols})")
+        create_table(backend, self.table, f"CREATE TABLE IF NOT EXISTS {self.table} ({cols})")
 
     def write(self, rows: list[dict]) -> None:
         if not rows:

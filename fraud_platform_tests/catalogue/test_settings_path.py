@@ -190,3 +190,31 @@ def test_platform_env_is_one_setting(monkeypatch) -> None:
     assert OrchestrationSettings.from_env().environment == "production"
     with pytest.raises(MissingSecretError):
         tokenisation_key()
+
+
+def test_decision_log_is_one_settings_class_for_api_scorer_and_dagster(monkeypatch, tmp_path: Path) -> None:
+    """DecisionLogSettings is where the API, the streaming scorer and Dagster's shadow report find the
+    decision log; the env var names are unchanged and the decisions DSN wins over the alerts one."""
+    from fraud_platform.defs.ml.shadow import shadow_log_from_settings
+    from fraud_platform.infra.decision_log import DecisionLogTarget, SQLiteBackend
+    from fraud_platform.settings import ApiSettings, DecisionLogSettings
+    from spark_streaming.job import decision_log_target
+
+    for name in ("FRAUD_DECISIONS_POSTGRES_DSN", "FRAUD_ALERTS_POSTGRES_DSN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FRAUD_DECISIONS_SQLITE_PATH", str(tmp_path / "log.sqlite"))
+    monkeypatch.setenv("FRAUD_DECISIONS_TABLE", "renamed_decisions")
+    settings = DecisionLogSettings.from_env()
+    assert (settings.sqlite_path, settings.table, settings.postgres_dsn) == (tmp_path / "log.sqlite", "renamed_decisions", None)
+    assert ApiSettings.from_env().decision_log == settings
+    assert decision_log_target() == DecisionLogTarget.from_settings(settings) == DecisionLogTarget(
+        "renamed_decisions", tmp_path / "log.sqlite", None)
+    shadow = shadow_log_from_settings()
+    assert isinstance(shadow.backend, SQLiteBackend) and shadow.backend.table == "renamed_decisions"
+    shadow.backend.close()
+
+    monkeypatch.setenv("FRAUD_ALERTS_POSTGRES_DSN", "postgresql://alerts-s3cret@127.0.0.1/a")
+    assert DecisionLogSettings.from_env().postgres_dsn.get_secret_value().endswith("/a")
+    monkeypatch.setenv("FRAUD_DECISIONS_POSTGRES_DSN", "postgresql://decisions-s3cret@127.0.0.1/d")
+    chosen = DecisionLogSettings.from_env()
+    assert chosen.postgres_dsn.get_secret_value().endswith("/d") and "s3cret" not in repr(chosen) + repr(ApiSettings.from_env())

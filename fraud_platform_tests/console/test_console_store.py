@@ -87,3 +87,44 @@ def test_queue_filters_close_once_audit_and_overview(decision_log):
                    "challenger_version": "2", "challenger_score": 1 - r["score"], "challenger_decision": "review"} for r in rows])
     read = shadow.read().set_index("transaction_id")
     assert len(read) == 6 and read.loc[target, "challenger_score"] == pytest.approx(1 - rows[5]["score"])
+
+
+def test_tables_beside_the_decision_log_are_created_under_its_advisory_lock(pg_dsn):
+    """Several API workers start at once: the console's verdict and audit tables and the shadow table
+    are created under the same advisory lock on the table name as the decision log's and the alert
+    store's tables (``decision_log.create_tables_locked``), so a second creator waits for the first
+    instead of colliding in the catalog. Checked deterministically: while this test holds the lock, the
+    creator is seen waiting for it in ``pg_locks`` and the table appears only after the release."""
+    import time
+
+    import psycopg
+
+    log = DecisionLog(PostgresBackend(pg_dsn, "race.decisions"))
+    creators = {"race.decisions_verdicts": lambda: ConsoleStore(log), "race.decisions_audit": lambda: ConsoleStore(log),
+                "race.decisions_shadow": lambda: ShadowLog(log.backend)}
+    try:
+        for table, create in creators.items():
+            errors: list[BaseException] = []
+            worker = threading.Thread(target=lambda: _capture(create, errors))
+            with psycopg.connect(pg_dsn, autocommit=True) as holder:
+                exists = lambda: holder.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None  # noqa: E731
+                with holder.transaction():
+                    holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
+                    worker.start()
+                    waiting = False
+                    while worker.is_alive() and not waiting:  # ends either way: the creator waits, or it finished unlocked
+                        waiting = holder.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                                                 "AND pid <> pg_backend_pid()").fetchone()[0] > 0
+                        time.sleep(0.02)
+                    assert waiting and worker.is_alive(), f"{table} was created without waiting for the lock"
+                worker.join(60)
+                assert not errors and exists(), (table, errors)
+    finally:
+        log.close()
+
+
+def _capture(create, errors: list) -> None:
+    try:
+        create()
+    except BaseException as error:  # surfaced by the test thread
+        errors.append(error)

@@ -14,14 +14,14 @@ from fraud_platform.defs.resources import LakeProcessingResource, LakeResource, 
 from fraud_platform.ml import registry
 from fraud_platform.ml.shadow import ShadowLog, live_promotion, shadow_report
 from fraud_platform.reports import figure_to_markdown, markdown_table
-from fraud_platform.settings import ApiSettings
+from fraud_platform.settings import DecisionLogSettings
 
 
-def shadow_log_from_settings(settings: "ApiSettings | None" = None) -> ShadowLog:
+def shadow_log_from_settings(settings: DecisionLogSettings | None = None) -> ShadowLog:
     """The shadow table beside the decision log, API and stream rows alike (Postgres when configured, else SQLite)."""
     from fraud_platform.infra.decision_log import DecisionLogTarget
 
-    return ShadowLog(DecisionLogTarget.from_settings(settings or ApiSettings.from_env()).backend())
+    return ShadowLog(DecisionLogTarget.from_settings(settings or DecisionLogSettings.from_env()).backend())
 
 
 def _labels_since(store, first_day: str) -> pd.DataFrame:
