@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
@@ -182,25 +181,15 @@ def run(config: StreamConfig, store: OnlineFeatureStore | None = None, spark=Non
     writer = writer.option("checkpointLocation", str(config.checkpoint)).queryName(QUERY_NAME)
     writer = writer.trigger(availableNow=True) if config.available_now else writer.trigger(processingTime=f"{config.trigger_seconds} seconds")
     query = writer.start()
-    stopping: list[int] = []
-    previous = {}
-    if own_spark:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    # The scorer's stop rule (spark_streaming.stopping): signals handled only when this process owns Spark.
+    stop_requested = StopRequest(stop, config.max_batches, lambda: handler.batches, handle_signals=own_spark)
     try:
-        try:
-            while query.isActive:
-                query.awaitTermination(0.2)
-                if stopping or (stop is not None and stop.is_set()) or (config.max_batches and handler.batches >= config.max_batches):
-                    query.stop()
-            error = query.exception()
-        except Exception as failure:  # awaitTermination raises the query's exception itself
-            error = failure
+        with stop_requested:
+            await_query(query, stop_requested)
+        error = query.exception()
         if error is not None:
             raise RuntimeError(f"feature pipeline query failed: {failure_reason(error)}")
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
         if own_spark:
             spark.stop()
         store.close()

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from spark_streaming.online import OnlineStoreUnavailable, open_feature_store  #
 from spark_streaming.scoring import DECISIONS, review_block  # noqa: E402
 from spark_streaming.sinks import DuckDBAlertStore, PostgresAlertStore, StagedAlerts  # noqa: E402
 from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options, owned_partitions  # noqa: E402
+from spark_streaming.stopping import StopRequest, await_query  # noqa: E402
 
 log = logging.getLogger("spark_streaming")
 
@@ -440,8 +440,6 @@ class BrokerOutage:
 
 def run(config: StreamConfig, spark=None, parts: Components | None = None, stop: threading.Event | None = None) -> BatchHandler:
     """Run until the query ends (available-now), ``max_batches`` are done, SIGTERM/SIGINT or ``stop``."""
-    from pyspark.errors import StreamingQueryException
-
     parts = parts or build_components(config)
     parts.metrics.serve(config.metrics_port)
     own_spark = spark is None
@@ -458,48 +456,30 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
     parts.watcher.start()
     if parts.challenger is not None:
         parts.challenger.start()
-    stopping = []
-
-    def request_stop(signum, _frame) -> None:
-        log.info("signal %d: stopping after the current micro-batch", signum)
-        stopping.append(signum)
-
-    def stop_requested() -> bool:
-        return bool(stopping) or (stop is not None and stop.is_set()) or bool(config.max_batches and handler.batches >= config.max_batches)
-
-    previous = {}
-    if own_spark:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, request_stop)
+    # Signal handlers only when this process owns Spark (a host embedding the scorer keeps its own).
+    stop_requested = StopRequest(stop, config.max_batches, lambda: handler.batches, handle_signals=own_spark)
     try:
-        outage = BrokerOutage(config.broker_outage_seconds, parts.metrics)
-        while True:
-            query = start_query(spark, config, handler)
-            batches_at_start = handler.batches
-            while query.isActive:
-                try:
-                    query.awaitTermination(0.2)
-                except StreamingQueryException:
-                    break  # handled below from query.exception(), whatever the failure
+        with stop_requested:
+            outage = BrokerOutage(config.broker_outage_seconds, parts.metrics)
+            while True:
+                query = start_query(spark, config, handler)
+                batches_at_start = handler.batches
+                await_query(query, stop_requested)
+                error = query.exception()
+                if error is None:
+                    break
+                store_down = _STORE_OUTAGE.search(str(error))
+                if store_down:  # its own exit code: the batch is not committed, a restart replays it
+                    raise StartupError(f"online feature store unavailable mid-stream, batch not committed: {store_down.group(1)}", EXIT_STORE)
+                if handler.batches > batches_at_start:
+                    outage.reset()  # progress since the last restart: a new outage gets a full budget
+                if not outage.retry(error, stop_requested):
+                    raise RuntimeError(f"streaming query failed: {outage.describe(error)}")
                 if stop_requested():
-                    query.stop()
-            error = query.exception()
-            if error is None:
-                break
-            store_down = _STORE_OUTAGE.search(str(error))
-            if store_down:  # its own exit code: the batch is not committed, a restart replays it
-                raise StartupError(f"online feature store unavailable mid-stream, batch not committed: {store_down.group(1)}", EXIT_STORE)
-            if handler.batches > batches_at_start:
-                outage.reset()  # progress since the last restart: a new outage gets a full budget
-            if not outage.retry(error, stop_requested):
-                raise RuntimeError(f"streaming query failed: {outage.describe(error)}")
-            if stop_requested():
-                break
+                    break
     finally:
         parts.close()
         spark.streams.removeListener(listener)
-        for sig, old in previous.items():
-            signal.signal(sig, old)
         if own_spark:
             spark.stop()
     return handler
