@@ -33,6 +33,7 @@ from fraud_platform.infra.online_store import OnlineFeatureStore, OnlineStoreUna
 from spark_streaming.champion import one_line
 from spark_streaming.config import StreamConfig
 from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options
+from spark_streaming.stopping import StopRequest, await_query
 
 log = logging.getLogger("spark_streaming.features")
 

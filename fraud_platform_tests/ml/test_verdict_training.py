@@ -26,7 +26,7 @@ from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulat
 from fraud_platform.domain.splits import SplitConfig
 from fraud_platform.infra.lake import LocalLakeStore
 from fraud_platform.ml.datasets import sandbox_table, simulated_sandbox_frame
-from fraud_platform.ml.training import TrainingConfig, plan_training, training_rows
+from fraud_platform.ml.training import Candidate, TrainingConfig, fit, plan_training, training_rows
 from fraud_platform.quality.gate import record_verdicts
 from fraud_platform.quality.runner import ValidationOutcome
 
@@ -129,3 +129,7 @@ def test_final_fit_takes_the_verdict_rows_folds_and_test_do_not(lake):
     fitted = training_rows(matrix, plan.final_train, verdicts)
     assert set(verdicts["transaction_id"]) <= set(fitted["transaction_id"])
     assert len(fitted) == len(training_rows(matrix, plan.final_train)) + len(verdicts)
+    # The final fit runs on them (a cheap family: what is checked is the data path, not the model).
+    config = TrainingConfig(split=config.split, n_jobs=1, families=("logistic_regression",))
+    model = fit(matrix, plan.final_train, Candidate("logistic_regression", "none", {"C": 1.0}), config, verdicts)
+    assert model.predict_proba(verdicts[FEATURE_COLUMNS].astype("float64")).shape == (len(verdicts), 2)

@@ -70,3 +70,4 @@ def test_scorer_and_feature_pipeline_share_the_rule(module):
     source = inspect.getsource(module.run)
     assert "StopRequest(" in source and "await_query(" in source
     assert "signal.signal" not in source and "awaitTermination" not in source
+    assert module.StopRequest is StopRequest and module.await_query is await_query
