@@ -17,8 +17,9 @@ The replay runs in event-time windows (``--window-minutes``), in lock step: each
 the feature pipeline's topics; once its log shows it applied them, the same transactions are
 produced to the scorer's topic and the bench waits until they are scored. The two jobs read their
 own copy of the transactions so that this order is exact (in a live deployment both read one topic
-and the feature pipeline is ahead by its trigger interval). ``--order scorer-first`` swaps the
-stages: the scorer then sees the store one window behind (a lagging feature pipeline).
+and the feature pipeline is ahead or behind by about its trigger interval). ``--order scorer-first``
+swaps the stages: the store then lacks the window being scored (its labels, and transactions
+other than the earlier ones of the scoring task's own Kafka partition, which the lookup counts).
 
 A label known inside the window is already in the store when an earlier transaction of the same
 window is scored: the store counts a label only for transactions after its ``known_at``, exactly
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=2, help="partitions per topic (= tasks per micro-batch)")
     parser.add_argument("--trigger-seconds", type=float, default=0.2, help="the jobs' trigger interval")
     parser.add_argument("--top-k", type=int, default=100)
+    parser.add_argument("--lag-seconds", type=float, default=2.0, help="live feature-pipeline lag whose exposure (a') is counted")
     parser.add_argument("--in-process", action="store_true", help="no Spark/broker: the task code in this process (5-min batches)")
     args = parser.parse_args()
     if not 0 < args.window_minutes <= 1440:
@@ -147,6 +149,7 @@ def main() -> None:
                 print(f"WARNING: {len(missing):,} replayed transactions have no online row (e.g. {list(missing[:3])})")
             online = online.reindex(reference.index)
             _print_parity(online, reference, replay)
+            _print_lag_exposure(frame, replay, args.lag_seconds)
             _print_scores(model, replay, online, reference, args.top_k)
             _print_memory(store, empty_memory)
         finally:
@@ -300,6 +303,31 @@ def _print_parity(online: pd.DataFrame, reference: pd.DataFrame, replay: pd.Data
             cols = [FEATURE_COLUMNS[j] for j in np.flatnonzero(~equal[i])]
             detail = ", ".join(f"{c} online {values[i, FEATURE_COLUMNS.index(c)]:.6g} offline {expected[i, FEATURE_COLUMNS.index(c)]:.6g}" for c in cols[:4])
             print(f"  {tx_id} at {times.get(tx_id)}: {detail}{' ...' if len(cols) > 4 else ''}")
+
+
+def _print_lag_exposure(frame: pd.DataFrame, replay: pd.DataFrame, lag_seconds: float) -> None:
+    """Replayed rows a live feature pipeline running ``lag_seconds`` behind the scorer could change
+    (the lock-step order rules this out): the customer's previous transaction, a fraud label at the
+    terminal becoming known, or the terminal's previous-day transaction (day windows close at
+    midnight), within the lag before the transaction. An upper bound: not every such row differs."""
+    lag = pd.Timedelta(seconds=lag_seconds)
+    times = pd.to_datetime(frame["event_time"], utc=True).astype("datetime64[ns, UTC]")
+    events = frame[["transaction_id", "customer_key", "terminal_id"]].assign(event_time=times)
+    in_replay = events.index.isin(replay.index)
+    previous = events.sort_values(["customer_key", "event_time"]).groupby("customer_key")["event_time"].shift().reindex(events.index)
+    customer = ((events["event_time"] - previous) <= lag) & in_replay
+    previous = events.sort_values(["terminal_id", "event_time"]).groupby("terminal_id")["event_time"].shift().reindex(events.index)
+    terminal = ((events["event_time"] - previous) <= lag) & (previous.dt.floor("D") < events["event_time"].dt.floor("D")) & in_replay
+    frauds = frame.loc[frame["label_known_at"].notna(), ["terminal_id", "label_known_at"]]
+    frauds = frauds.assign(known=pd.to_datetime(frauds["label_known_at"], utc=True).astype("datetime64[ns, UTC]"))
+    found = pd.merge_asof(events[in_replay].sort_values("event_time"), frauds[["terminal_id", "known"]].sort_values("known"),
+                          left_on="event_time", right_on="known", by="terminal_id", direction="backward", tolerance=lag)
+    label = events.index.isin(events[in_replay].sort_values("event_time").index[found["known"].notna().to_numpy()])
+    exposed = customer | terminal | label
+    print(f"\n(a') exposure to a live lag of {lag_seconds:g}s (feature pipeline behind the scorer; ruled out by the lock step): "
+          f"at most {int(exposed.sum()):,} rows ({exposed.sum() / in_replay.sum() * 100:.3f}%) could differ: "
+          f"{int(customer.sum()):,} with the customer's previous transaction, {int(label.sum()):,} with a terminal fraud label "
+          f"becoming known, {int(terminal.sum()):,} with the terminal's previous-day transaction, within {lag_seconds:g}s before")
 
 
 def _print_scores(model, replay: pd.DataFrame, online: pd.DataFrame, reference: pd.DataFrame, top_k: int) -> None:
