@@ -285,7 +285,7 @@ def _print_parity(online: pd.DataFrame, reference: pd.DataFrame, replay: pd.Data
     expected = reference[FEATURE_COLUMNS].to_numpy(dtype="float64")
     equal = np.isclose(values, expected, rtol=0, atol=1e-9) | (np.isnan(values) & np.isnan(expected))
     shares = pd.Series(equal.mean(axis=0), index=FEATURE_COLUMNS)
-    print(f"\n(a) {len(online):,} rows: online value (what the scorer scored with) vs compute_batch_features "
+    print(f"\n(a) {len(online):,} rows: online value (scored zone: what the scorer scored with; --in-process: the lookups) vs compute_batch_features "
           "(labels known before each transaction), within 1e-9")
     print(f"{'feature':<36} {'equal %':>9}  {'differing rows':>14}")
     for feature, share in shares.items():
