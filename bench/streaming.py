@@ -24,9 +24,7 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import date, datetime, timedelta, timezone
@@ -40,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _machine import machine_line  # noqa: E402
+from _stack import bench_home, embedded_services, load1, register_champion, spawn, stop_worker  # noqa: E402
+from _stack import scorer_command as spark_scorer_command  # noqa: E402
 
-MODEL_NAME = "fraud_detector_bench"
 TICK = 0.05
 
 
@@ -74,26 +73,15 @@ def fill_online_store(pool: pd.DataFrame) -> dict:
     return {**counts, "used_memory_mib": store.used_memory() / 2**20}
 
 
-def train_champion(pool: pd.DataFrame, tracking_uri: str, artifact_root: str) -> None:
+def train_champion(pool: pd.DataFrame, artifact_root: str) -> None:
     """XGBoost on the shared features of the simulated pool, registered and aliased ``champion``."""
-    import mlflow
-    from mlflow import MlflowClient
     from xgboost import XGBClassifier
 
     from fraud_platform.domain.features import FEATURE_COLUMNS, compute_batch_features
-    from fraud_platform.ml.registry import publish_tags
 
     X = compute_batch_features(feature_input(pool))[FEATURE_COLUMNS]
     model = XGBClassifier(n_estimators=100, max_depth=5, n_jobs=1).fit(X, pool["is_fraud"].astype(int))
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri, tracking_uri)
-    experiment = client.create_experiment("bench", artifact_location=artifact_root)
-    with mlflow.start_run(experiment_id=experiment):
-        mlflow.xgboost.log_model(model, name="model", registered_model_name=MODEL_NAME, pip_requirements=["xgboost"])
-    tags = publish_tags({}, features=FEATURE_COLUMNS, threshold=0.5, test_window="bench")
-    for key, value in tags.items():
-        client.set_model_version_tag(MODEL_NAME, "1", key, value)
-    client.set_registered_model_alias(MODEL_NAME, "champion", "1")
+    register_champion(model, FEATURE_COLUMNS, artifact_root)
 
 
 class Producer:
@@ -153,10 +141,6 @@ def collect(topic: str, phase: str, expected: int, positions: dict[int, int], ti
             positions.update(next_positions)
         time.sleep(0.5)
     return list(found.values())
-
-
-def load1() -> float:
-    return os.getloadavg()[0]
 
 
 def phase_stats(name: str, rate: str, sent: int, pairs: list[tuple[float, float]], produce_seconds: float) -> dict:
@@ -229,7 +213,7 @@ class ProcessTree:
 def scorer_command(name: str, trigger: float, master: str = "local[2]", extra: tuple[str, ...] = ()) -> list[str]:
     if name == "plain":
         return [sys.executable, str(Path(__file__).resolve()), "--plain-worker"]
-    return [sys.executable, "-m", "spark_streaming", "--trigger-seconds", str(trigger), "--spark-master", master, *extra]
+    return spark_scorer_command(trigger, master, extra)
 
 
 def use_topics(home: Path, name: str, partitions: int) -> dict[str, str]:
@@ -247,20 +231,10 @@ def use_topics(home: Path, name: str, partitions: int) -> dict[str, str]:
     return env_topics
 
 
-def stop_worker(worker: subprocess.Popen) -> None:
-    worker.send_signal(signal.SIGTERM)  # the scorer only: it stops its Spark workers itself
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-
-
 def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None], results: list, memory: list) -> None:
     for name in args.scorers.split(","):
         env_topics = use_topics(home, name, args.partitions)
-        log = open(home / f"{name}.log", "wb")
-        worker = subprocess.Popen(scorer_command(name, args.trigger_seconds), env=os.environ.copy(), stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        worker = spawn(scorer_command(name, args.trigger_seconds), home / f"{name}.log")
         tree = ProcessTree(worker.pid)
         producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
         positions = dict.fromkeys(range(args.partitions), 0)
@@ -300,10 +274,9 @@ def scale_out(args, home: Path, pool: pd.DataFrame) -> list[dict]:
             checkpoint = home / f"checkpoint-backlog-{cores}"
             os.environ["FRAUD_ONLINE_STORE_PREFIX"] = f"bench-claims-{cores}:"  # fresh claims: the same ids are scored again
             fill = fill_online_store(pool)
-            log = open(home / f"backlog-{cores}.log", "wb")
             command = scorer_command("spark", 0.0, f"local[{cores}]", ("--available-now", "--checkpoint", str(checkpoint),
                                                                        "--max-offsets-per-trigger", str(args.backlog_batch)))
-            worker = subprocess.Popen(command, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            worker = spawn(command, home / f"backlog-{cores}.log")
             tree = ProcessTree(worker.pid)
             startup_cpu = None  # the driver's CPU before its first batch ended (imports, Spark, model): not per record
             while worker.poll() is None:
@@ -335,9 +308,7 @@ def soak(args, home: Path, pool: pd.DataFrame) -> list[dict]:
     scorer); the scorer's own log says what it scored.
     """
     env_topics = use_topics(home, "soak", args.partitions)
-    log = open(home / "soak.log", "wb")
-    worker = subprocess.Popen(scorer_command("spark", args.trigger_seconds), env=os.environ.copy(), stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    worker = spawn(scorer_command("spark", args.trigger_seconds), home / "soak.log")
     tree = ProcessTree(worker.pid)
     producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
     rows, sent = [], 0
@@ -377,26 +348,14 @@ def main() -> None:
         plain_worker()
         return
 
-    home = Path(tempfile.mkdtemp(prefix="fraud-bench-"))
-    os.environ.update({
-        "FRAUD_PLATFORM_HOME": str(home), "FRAUD_STREAM_METRICS_PORT": "0", "FRAUD_MODEL_NAME": MODEL_NAME,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "MLFLOW_REGISTRY_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "FRAUD_TOPIC_PARTITIONS": str(args.partitions), "FRAUD_SPARK_MASTER": "local[2]", "FRAUD_ONLINE_STORE_PREFIX": "bench:",
-    })
-    from fraud_platform.infra.broker import EmbeddedBroker
-    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
-
+    home = bench_home("fraud-bench-", args.partitions)
     machine = machine_line()
-    broker = EmbeddedBroker.default()
-    broker.start()
-    online = EmbeddedOnlineStore.default()
-    os.environ["FRAUD_ONLINE_STORE_URL"] = online.start().url
     results, memory, scaling, soaked = [], [], [], []
-    try:
+    with embedded_services():
         pool = simulated_pool(customers=args.customers, terminals=args.terminals)
         state = fill_online_store(pool)
         print(f"online store: {state}", flush=True)
-        train_champion(pool, os.environ["MLFLOW_TRACKING_URI"], (home / "artifacts").as_uri())
+        train_champion(pool, (home / "artifacts").as_uri())
         rates = [None if r == "max" else float(r) for r in args.rates.split(",") if r]
         if rates:
             rate_phases(args, home, pool, rates, results, memory)
@@ -404,9 +363,6 @@ def main() -> None:
             scaling = scale_out(args, home, pool)
         if args.soak_minutes:
             soaked = soak(args, home, pool)
-    finally:
-        online.stop()
-        broker.stop()
 
     fmt = lambda v: f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"  # noqa: E731
     print(f"\nStreaming scorer benchmark — {machine}; {args.duration:.0f}s per rate, trigger {args.trigger_seconds}s, {args.partitions} partitions")
