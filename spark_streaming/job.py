@@ -222,6 +222,7 @@ class BatchHandler:
             alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow.tracking_uri,
             mlflow_registry_uri=platform.mlflow.resolved_registry_uri,
             decision_log=p.decision_log, shadow=shadow, eof_timeout_seconds=cfg.eof_timeout_seconds,
+            alerts_table_sql=p.alerts.table_sql() if p.alerts is not None else None,  # read per batch: constraints may change
         )
 
     def __call__(self, frame, batch_id: int) -> None:
@@ -245,7 +246,7 @@ class BatchHandler:
         staged = [r["staged_alerts"] for r in rows if r["staged_alerts"]]
         if p.alerts is not None:
             lake_alerts = StagedAlerts(p.lake)
-            if staged:
+            if staged:  # rows the table refuses were dead-lettered by the tasks' probe (sinks.DuckDBAlertProbe)
                 p.alerts.upsert(lake_alerts.read(staged))
             lake_alerts.clear(batch_id)
         m = p.metrics

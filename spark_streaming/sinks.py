@@ -3,7 +3,9 @@ from the checkpoint) leaves no duplicates:
 
 * lake ``scored/transactions/date=D/batch-<batchId>-p<partition>.parquet``: deterministic name, atomic overwrite;
 * alerts (review/block): upsert ``ON CONFLICT (transaction_id)`` in PostgreSQL from the executor
-  tasks, or staged per (batch, partition) in the lake and upserted by the driver into DuckDB;
+  tasks, or staged per (batch, partition) in the lake and upserted by the driver into DuckDB (each
+  task first probes its rows against an in-memory copy of the driver's table, so a row DuckDB
+  refuses is dead-lettered like one PostgreSQL refuses and the rest of the batch proceeds);
 * Kafka ``fraud_predictions`` (key = transaction_id) and ``transactions.dlq``: at-least-once, a
   replay re-sends, consumers dedupe by key / by the ``dlq.source.*`` headers.
 """
@@ -159,23 +161,66 @@ class DuckDBAlertStore:
     def upsert(self, alerts: pd.DataFrame) -> int:
         if alerts.empty:
             return 0
-        conn = self.connection()
-        conn.register("incoming_alerts", alerts)
-        try:
-            cols = list(ALERT_COLUMNS)
-            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
-            conn.execute(
-                f"INSERT INTO {self.table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM incoming_alerts "
-                f"ON CONFLICT (transaction_id) DO UPDATE SET {updates}"
-            )
-        finally:
-            conn.unregister("incoming_alerts")
+        duckdb_upsert(self.connection(), self.table, alerts)
         return len(alerts)
+
+    def table_sql(self) -> str:
+        """The table's ``CREATE TABLE`` as it is now (its constraints too), for the tasks' probe."""
+        schema, _, name = self.table.rpartition(".")
+        row = self.connection().execute(
+            "SELECT sql FROM duckdb_tables() WHERE table_name = ? AND schema_name = ? AND database_name = current_database()",
+            [name, schema or "main"],
+        ).fetchall()  # all: DuckDB keeps the connection busy until a result is read to its end
+        return row[0][0]
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def duckdb_upsert(conn, table: str, alerts: pd.DataFrame) -> None:
+    """The alert upsert in DuckDB (the store and the tasks' probe run the same statement)."""
+    conn.register("incoming_alerts", alerts)
+    try:
+        cols = list(ALERT_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
+        conn.execute(
+            f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM incoming_alerts "
+            f"ON CONFLICT (transaction_id) DO UPDATE SET {updates}"
+        )
+    finally:
+        conn.unregister("incoming_alerts")
+
+
+class DuckDBAlertProbe:
+    """What the driver's DuckDB alert table would refuse, found inside the task.
+
+    Only the driver may write the DuckDB file (one writer process), after the tasks have written
+    every other sink; a row it refused there could no longer leave the batch. So each task upserts
+    its alerts first into an in-memory copy of the table (the driver's ``CREATE TABLE``, constraints
+    included) and empties it again: a refused row is dead-lettered like one PostgreSQL refuses, and only
+    accepted rows are staged.
+    """
+
+    def __init__(self, table_sql: str, table: str) -> None:
+        self.table_sql, self.table = table_sql, table
+        self._conn = None
+
+    def upsert(self, alerts: pd.DataFrame) -> int:
+        if alerts.empty:
+            return 0
+        if self._conn is None:
+            import duckdb
+
+            conn = duckdb.connect(":memory:")
+            if "." in self.table:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.rsplit('.', 1)[0]}")
+            conn.execute(self.table_sql)
+            self._conn = conn
+        duckdb_upsert(self._conn, self.table, alerts)  # a refused statement changes nothing (autocommit)
+        self._conn.execute(f"DELETE FROM {self.table}")  # the probe stays empty: each batch is checked on its own
+        return len(alerts)
 
 
 class ScoredLake:
