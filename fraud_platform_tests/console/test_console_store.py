@@ -87,3 +87,19 @@ def test_queue_filters_close_once_audit_and_overview(decision_log):
                    "challenger_version": "2", "challenger_score": 1 - r["score"], "challenger_decision": "review"} for r in rows])
     read = shadow.read().set_index("transaction_id")
     assert len(read) == 6 and read.loc[target, "challenger_score"] == pytest.approx(1 - rows[5]["score"])
+
+
+def test_a_card_number_typed_into_a_verdict_note_is_masked_before_it_is_stored(decision_log, tmp_path):
+    from fraud_platform.domain.card_data import contains_pan
+    from fraud_platform_tests.hostile import pans_in_files
+
+    event = transaction(1, prefix="pan-note")
+    decision_log.write([decision_row(event, "block")])
+    store = ConsoleStore(decision_log)
+    note = "customer called: card 4539 1488 0343 6467 stolen, also 4539148803436467"
+    closed = store.close_alert(event["transaction_id"], "fraud", note, "alice")
+    assert closed["note"] == "customer called: card 4539 14** **** 6467 stolen, also 453914******6467"
+    trail = store.audit_trail(event["transaction_id"])
+    assert trail and not any(contains_pan(str(entry["detail"])) for entry in trail)
+    assert not any(contains_pan(str(v["note"])) for v in store.recent_verdicts())
+    assert pans_in_files(tmp_path) == []  # the SQLite file (the Postgres rows are checked above)
