@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraud_platform.infra.dead_letters import DEFAULT_MAX_DEAD_LETTER_BYTES
 from fraud_platform.infra.decision_log import DecisionLogTarget
 from fraud_platform.ml.registry import ChampionInfo
 from fraud_platform.settings import KafkaSettings, LakeSettings
@@ -71,6 +72,7 @@ class TaskPlan:
     shadow: ShadowPlan | None = None  # the challenger scoring in shadow, if one is aliased
     eof_timeout_seconds: float = 10.0  # reading a range (``source.read_ranges``) fails after this long without progress
     alerts_table_sql: str | None = None  # the driver's DuckDB alert table (``CREATE TABLE``), probed before staging
+    dlq_max_message_bytes: int = DEFAULT_MAX_DEAD_LETTER_BYTES  # dead letters are cut to this (the broker's limit)
 
 
     def token(self, partition: int) -> str:
@@ -164,7 +166,7 @@ def worker_outputs(plan: TaskPlan):
     # Delivery reports only for failures: one Python callback per prediction costs more than scoring it.
     producer = _client("producer", plan.kafka.model_dump_json(),
                        lambda: make_producer(plan.kafka, **{"linger.ms": 5, "delivery.report.only.error": True}))
-    return KafkaOutputs(producer, topics.predictions, topics.transactions_dlq, topics.transactions)
+    return KafkaOutputs(producer, topics.predictions, topics.transactions_dlq, topics.transactions, plan.dlq_max_message_bytes)
 
 
 def worker_lake(plan: TaskPlan):

@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import pandas as pd
 import pyarrow as pa
 
-from fraud_platform.infra.dead_letters import dead_letter_message
+from fraud_platform.infra.dead_letters import DEFAULT_MAX_DEAD_LETTER_BYTES, dead_letter_message
 from fraud_platform.infra.lake import LakeStore, partition_prefix
 
 from spark_streaming.scoring import DeadLetter, ScoredBatch, prediction_records
@@ -317,11 +317,13 @@ def write_isolating(write: Callable[[slice], object], ids: list[str], connection
 class KafkaOutputs:
     """Predictions and dead letters through one idempotent producer; ``flush`` raises on any failed delivery."""
 
-    def __init__(self, producer, predictions_topic: str, dlq_topic: str, source_topic: str) -> None:
+    def __init__(self, producer, predictions_topic: str, dlq_topic: str, source_topic: str,
+                 max_dead_letter_bytes: int = DEFAULT_MAX_DEAD_LETTER_BYTES) -> None:
         self.producer = producer
         self.predictions_topic = predictions_topic
         self.dlq_topic = dlq_topic
         self.source_topic = source_topic
+        self.max_dead_letter_bytes = max_dead_letter_bytes  # FRAUD_DLQ_MAX_MESSAGE_BYTES, as landing's
         self._errors: list[str] = []
 
     def _delivered(self, error, message) -> None:
@@ -339,7 +341,8 @@ class KafkaOutputs:
     def send_dead_letters(self, letters: list[DeadLetter]) -> None:
         """PAN-masked, cut to the broker's message size (with original size and SHA-256 headers)."""
         for letter in letters:
-            out = dead_letter_message(letter.rejection, letter.value, letter.key, self.source_topic, letter.partition, letter.offset)
+            out = dead_letter_message(letter.rejection, letter.value, letter.key, self.source_topic, letter.partition, letter.offset,
+                                      self.max_dead_letter_bytes)
             self._produce(self.dlq_topic, key=out.key, value=out.value, headers=out.headers)
 
     def send_predictions(self, scored: pd.DataFrame) -> None:

@@ -100,7 +100,8 @@ def test_hostile_corpus_reconciles_in_batch_scoring_and_no_pan_reaches_a_sink(st
 def test_a_row_the_duckdb_alert_table_refuses_is_dead_lettered_and_the_rest_is_stored(stream_env, online_store, monkeypatch) -> None:
     """The embedded alert store (DuckDB, written by the driver after the tasks) refuses one row of a
     batch: that row is dead-lettered with the table's error, the rows around it are stored, scored,
-    predicted and logged, and the batch is committed."""
+    predicted and logged, and the batch is committed. The batch's oversized reject is cut to
+    FRAUD_DLQ_MAX_MESSAGE_BYTES, the limit landing uses (not a second, fixed one)."""
     import json
     import sqlite3
 
@@ -116,7 +117,9 @@ def test_a_row_the_duckdb_alert_table_refuses_is_dead_lettered_and_the_rest_is_s
     refused_id = "tx-the-duckdb-refuses"
     valid = [transaction(i) for i in range(6)]
     sent = valid[:3] + [dict(transaction(99), transaction_id=refused_id)] + valid[3:]
-    records = _records([json.dumps(t).encode() for t in sent])
+    oversized = json.dumps(dict(transaction(98), merchant_category="x" * 50_000)).encode()  # invalid, 50 kB
+    records = _records([json.dumps(t).encode() for t in sent] + [oversized])
+    monkeypatch.setenv("FRAUD_DLQ_MAX_MESSAGE_BYTES", "16384")
 
     config = StreamConfig.load({})
     alerts = DuckDBAlertStore(config.alerts_duckdb_path, config.alerts_table)
@@ -138,10 +141,12 @@ def test_a_row_the_duckdb_alert_table_refuses_is_dead_lettered_and_the_rest_is_s
 
     ids = {t["transaction_id"] for t in valid}
     assert stored == ids
-    letters = {json.loads(m.value())["transaction_id"]: parse_dead_letter_headers(m.headers())
-               for m in consume_all(stream_env["FRAUD_TOPIC_TRANSACTIONS_DLQ"])}
-    assert list(letters) == [refused_id]
-    headers = letters[refused_id]
+    letters = {m.key(): m for m in consume_all(stream_env["FRAUD_TOPIC_TRANSACTIONS_DLQ"])}
+    assert sorted(letters) == [b"k3", f"k{len(sent)}".encode()]
+    cut = letters[f"k{len(sent)}".encode()]
+    assert len(cut.value()) <= 16384 and parse_dead_letter_headers(cut.headers())["original.size"] == str(len(oversized))
+    assert json.loads(letters[b"k3"].value())["transaction_id"] == refused_id
+    headers = parse_dead_letter_headers(letters[b"k3"].headers())
     assert (headers["error.rule"], headers["error.field"]) == ("sink_failed", "alerts")
     assert "duckdb_refuses_one" in headers["error.message"] or "CHECK constraint" in headers["error.message"]
     assert {json.loads(m.value())["transaction_id"] for m in consume_all(stream_env["FRAUD_TOPIC_PREDICTIONS"])} == ids
