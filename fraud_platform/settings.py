@@ -311,6 +311,11 @@ def _tokenisation_key() -> str:
     return tokenisation_key()
 
 
+def _dedupe_ttl_seconds() -> int:
+    """The landing's dedupe window: the scorer remembers an id as long as landing does."""
+    return IngestionSettings.from_env().dedupe_window_days * 86_400
+
+
 def _tx_index_ttl_seconds() -> int:
     """The label maturity horizon (the one maturity setting) plus two days of slack."""
     return (LakeProcessingSettings.from_env().label_maturity_days + 2) * 86_400
@@ -324,7 +329,8 @@ class OnlineStoreSettings(BaseModel):
     url: str | None = _secret("FRAUD_ONLINE_STORE_URL")  # may carry the password
     password: str | None = _secret("FRAUD_ONLINE_STORE_PASSWORD")
     key_prefix: str = Field("fraud:", description="Every key starts with this, so several platforms share one server")
-    dedupe_ttl_seconds: int = Field(7 * 86_400, gt=0, description="How long a transaction id is remembered as seen")
+    dedupe_ttl_seconds: int = Field(default_factory=_dedupe_ttl_seconds, gt=0,
+                                    description="How long a transaction id is remembered as seen (default FRAUD_DEDUPE_WINDOW_DAYS)")
     # Labels find their transaction's terminal and day through an index kept this long.
     tx_index_ttl_seconds: int = Field(default_factory=_tx_index_ttl_seconds, gt=0)
     socket_timeout_seconds: float = Field(5.0, gt=0)

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fraud_platform.infra.dead_letters import DEFAULT_MAX_DEAD_LETTER_BYTES
 from fraud_platform.infra.decision_log import DecisionLogTarget
 from fraud_platform.ml.registry import ChampionInfo
 from fraud_platform.settings import KafkaSettings, LakeSettings
@@ -70,6 +71,9 @@ class TaskPlan:
     decision_log: DecisionLogTarget | None = None  # every decision upserted here from the tasks
     shadow: ShadowPlan | None = None  # the challenger scoring in shadow, if one is aliased
     eof_timeout_seconds: float = 10.0  # reading a range (``source.read_ranges``) fails after this long without progress
+    alerts_table_sql: str | None = None  # the driver's DuckDB alert table (``CREATE TABLE``), probed before staging
+    dlq_max_message_bytes: int = DEFAULT_MAX_DEAD_LETTER_BYTES  # dead letters are cut to this (the broker's limit)
+
 
     def token(self, partition: int) -> str:
         return f"{self.query_id}/{self.batch_id}/{partition}"
@@ -162,7 +166,7 @@ def worker_outputs(plan: TaskPlan):
     # Delivery reports only for failures: one Python callback per prediction costs more than scoring it.
     producer = _client("producer", plan.kafka.model_dump_json(),
                        lambda: make_producer(plan.kafka, **{"linger.ms": 5, "delivery.report.only.error": True}))
-    return KafkaOutputs(producer, topics.predictions, topics.transactions_dlq, topics.transactions)
+    return KafkaOutputs(producer, topics.predictions, topics.transactions_dlq, topics.transactions, plan.dlq_max_message_bytes)
 
 
 def worker_lake(plan: TaskPlan):
@@ -172,8 +176,12 @@ def worker_lake(plan: TaskPlan):
 
 
 def worker_alert_store(plan: TaskPlan):
-    from spark_streaming.sinks import PostgresAlertStore
+    """PostgreSQL when the tasks upsert the alerts; else the in-memory probe of the driver's DuckDB table."""
+    from spark_streaming.sinks import DuckDBAlertProbe, PostgresAlertStore, create_sql
 
+    if plan.alerts_dsn is None:
+        table_sql = plan.alerts_table_sql or create_sql(plan.alerts_table, double="DOUBLE")
+        return _client("duckdb_probe", (table_sql, plan.alerts_table), lambda: DuckDBAlertProbe(table_sql, plan.alerts_table))
     return _client("postgres", (plan.alerts_dsn, plan.alerts_table), lambda: PostgresAlertStore(plan.alerts_dsn, plan.alerts_table))
 
 
@@ -208,18 +216,21 @@ def process_range(plan: TaskPlan, records: pa.Table) -> TaskResult:
         record_decisions(batch, records, worker_decision_log(plan), plan.shadow, challenger,
                          worker_shadow_log(plan) if challenger is not None else None)
 
+    # PostgreSQL upserted here; for the driver's DuckDB, a probe of its table (the driver upserts
+    # the staged rows after every other sink is written, too late for a refused row to leave).
     alerts = alerts_of(batch)
-    staged = None
     if plan.alerts_dsn is not None:
         import psycopg
 
-        refused = upsert_isolating(worker_alert_store(plan), alerts, (psycopg.OperationalError, psycopg.InterfaceError))
-        batch.dead_letter_failed(refused, "alerts", records)
-        if refused and plan.decision_log is not None:
-            forget_decisions(worker_decision_log(plan), list(refused), worker_shadow_log(plan) if plan.shadow else None)
-        alerts = alerts[~alerts["transaction_id"].isin(list(refused))]
+        connection_errors: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
     else:
-        staged = StagedAlerts(worker_lake(plan)).stage(alerts, plan.batch_id, partition)
+        connection_errors = ()
+    refused = upsert_isolating(worker_alert_store(plan), alerts, connection_errors)
+    batch.dead_letter_failed(refused, "alerts", records)
+    if refused and plan.decision_log is not None:
+        forget_decisions(worker_decision_log(plan), list(refused), worker_shadow_log(plan) if plan.shadow else None)
+    alerts = alerts[~alerts["transaction_id"].isin(list(refused))]
+    staged = None if plan.alerts_dsn is not None else StagedAlerts(worker_lake(plan)).stage(alerts, plan.batch_id, partition)
     batch.reconcile()
     ScoredLake(worker_lake(plan)).write(batch, partition)
     outputs = worker_outputs(plan)

@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # spark-submit runs this file as a script
 
 from fraud_platform.infra.lake import lake_store_from_settings  # noqa: E402
 from fraud_platform.ml.registry import CHALLENGER_ALIAS  # noqa: E402
+from fraud_platform.settings import IngestionSettings  # noqa: E402
 
 from spark_streaming.champion import ChallengerWatcher, ModelWatcher, NoChampionError, one_line  # noqa: E402
 from spark_streaming.config import StreamConfig  # noqa: E402
@@ -202,6 +203,7 @@ class BatchHandler:
         self.query_id = query_id
         self.batches = 0
         self.last_batch_id: int | None = None
+        self.dlq_max_message_bytes = IngestionSettings.from_env().dlq_max_message_bytes  # landing's limit, not a second one
 
     def plan(self, batch_id: int) -> TaskPlan:
         p = self.parts
@@ -222,6 +224,8 @@ class BatchHandler:
             alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow.tracking_uri,
             mlflow_registry_uri=platform.mlflow.resolved_registry_uri,
             decision_log=p.decision_log, shadow=shadow, eof_timeout_seconds=cfg.eof_timeout_seconds,
+            alerts_table_sql=p.alerts.table_sql() if p.alerts is not None else None,  # read per batch: constraints may change
+            dlq_max_message_bytes=self.dlq_max_message_bytes,
         )
 
     def __call__(self, frame, batch_id: int) -> None:
@@ -245,7 +249,7 @@ class BatchHandler:
         staged = [r["staged_alerts"] for r in rows if r["staged_alerts"]]
         if p.alerts is not None:
             lake_alerts = StagedAlerts(p.lake)
-            if staged:
+            if staged:  # rows the table refuses were dead-lettered by the tasks' probe (sinks.DuckDBAlertProbe)
                 p.alerts.upsert(lake_alerts.read(staged))
             lake_alerts.clear(batch_id)
         m = p.metrics

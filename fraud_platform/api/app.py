@@ -159,7 +159,8 @@ def create_app(*, keys: KeyRing, limiter: RateLimiter, engine: DecisionEngine, d
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
         # A defect, not bad input: logged in one line (masked) and answered in the usual error shape.
-        log.error("unexpected error on %s: %s", request.url.path, mask_pans(f"{type(error).__name__}: {error}")[:500])
+        # The path is client input too (/v1/transactions/{id}): masked with the rest.
+        log.error("%s", mask_pans(f"unexpected error on {request.url.path[:200]}: {type(error).__name__}: {error}")[:700])
         return _json({"error": {"rule": "internal_error", "field": None, "value": None,
                                 "message": "the decision could not be made; the error is logged"}}, 500)
 

@@ -116,6 +116,13 @@ def serve(host: str | None = None, port: int | None = None, workers: int | None 
     """Run uvicorn (blocking); a startup problem exits with one line and its code."""
     import uvicorn
 
+    from fraud_platform.security import MissingSecretError, secure_process_start
+
+    try:  # python -m fraud_platform.api (the image's command) does not pass through the CLI's start-up
+        secure_process_start()  # private file modes; no tokenisation key outside local -> no start
+    except MissingSecretError as error:
+        print(f"fraud-platform serve: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     settings = ApiSettings.from_env()
     host, port, workers = host or settings.host, settings.port if port is None else port, workers or settings.workers
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from fraud_platform.domain.card_data import mask_pans
 from fraud_platform.infra.decision_log import COLUMNS, DecisionLog
 from fraud_platform.infra.decision_tables import create_table, execute
 
@@ -75,7 +76,7 @@ class ConsoleStore:
     # -- audit --------------------------------------------------------------------------------
     def audit(self, analyst: str, action: str, transaction_id: str | None = None, detail: str = "") -> None:
         self._execute(f"INSERT INTO {self.audit_table} (id, at, analyst, action, transaction_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                      (uuid.uuid4().hex, now_iso(), analyst, action, transaction_id, detail[:2000]))
+                      (uuid.uuid4().hex, now_iso(), analyst, action, transaction_id, mask_pans(detail[:2000])))
 
     def audit_trail(self, transaction_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         where, params = ("WHERE transaction_id = ?", (transaction_id,)) if transaction_id else ("", ())
@@ -140,9 +141,10 @@ class ConsoleStore:
         if verdict not in VERDICTS:
             raise ValueError(f"verdict {verdict!r} is not one of {list(VERDICTS)}")
         at = now_iso()
+        note = mask_pans(note[:2000])  # free text: an analyst may paste a card number (no full PAN at rest)
         inserted = self._execute(
             f"INSERT INTO {self.verdicts} (transaction_id, verdict, note, analyst, decided_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (transaction_id) DO NOTHING RETURNING transaction_id", (transaction_id, verdict, note[:2000], analyst, at), fetch=True)
+            "ON CONFLICT (transaction_id) DO NOTHING RETURNING transaction_id", (transaction_id, verdict, note, analyst, at), fetch=True)
         if not inserted:
             existing = self.verdict(transaction_id)
             self.audit(analyst, "verdict_refused", transaction_id, f"already closed as {existing['verdict']} by {existing['analyst']}")

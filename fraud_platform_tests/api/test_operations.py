@@ -223,3 +223,6 @@ def test_startup_errors_are_one_line_with_exit_codes(tmp_path, keys):
     no_store = serve(FRAUD_API_KEYS=keys.entries)  # a fresh home: no embedded Redis running, no URL
     assert no_store.returncode == 3, no_store.stderr
     assert "No online store configured" in no_store.stderr and "Traceback" not in no_store.stderr
+    no_secret = serve(FRAUD_API_KEYS=keys.entries, FRAUD_PLATFORM_ENV="docker", FRAUD_TOKENISATION_KEY="")
+    assert no_secret.returncode == 2 and "Traceback" not in no_secret.stderr, no_secret.stderr
+    assert no_secret.stderr.strip().splitlines()[-1].startswith("fraud-platform serve: configuration error: FRAUD_TOKENISATION_KEY is not set")

@@ -96,3 +96,26 @@ def test_decision_log_on_postgres():
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_an_unexpected_error_on_a_path_holding_a_card_number_is_logged_masked(caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from fraud_platform.api.app import create_app
+    from fraud_platform.domain.card_data import contains_pan
+
+    key, entry = new_key("reader", ("read",))
+
+    def broken(*_args, **_kwargs):  # a defect before the route's own card-number check
+        raise RuntimeError("limiter defect")
+
+    app = create_app(keys=KeyRing(parse_entries(entry)), limiter=SimpleNamespace(acquire=broken, burst=1), engine=None,
+                     decision_log=None, store_ping=lambda: None, max_body_bytes=1024, max_batch=1)
+    caplog.set_level(logging.ERROR)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/v1/transactions/4539148803436467", headers={"X-API-Key": key})
+    assert answer.status_code == 500 and answer.json()["error"]["rule"] == "internal_error"
+    assert "453914******6467" in caplog.text and not contains_pan(caplog.text)

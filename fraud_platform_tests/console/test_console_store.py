@@ -128,3 +128,19 @@ def _capture(create, errors: list) -> None:
         create()
     except BaseException as error:  # surfaced by the test thread
         errors.append(error)
+
+
+def test_a_card_number_typed_into_a_verdict_note_is_masked_before_it_is_stored(decision_log, tmp_path):
+    from fraud_platform.domain.card_data import contains_pan
+    from fraud_platform_tests.hostile import pans_in_files
+
+    event = transaction(1, prefix="pan-note")
+    decision_log.write([decision_row(event, "block")])
+    store = ConsoleStore(decision_log)
+    note = "customer called: card 4539 1488 0343 6467 stolen, also 4539148803436467"
+    closed = store.close_alert(event["transaction_id"], "fraud", note, "alice")
+    assert closed["note"] == "customer called: card 4539 14** **** 6467 stolen, also 453914******6467"
+    trail = store.audit_trail(event["transaction_id"])
+    assert trail and not any(contains_pan(str(entry["detail"])) for entry in trail)
+    assert not any(contains_pan(str(v["note"])) for v in store.recent_verdicts())
+    assert pans_in_files(tmp_path) == []  # the SQLite file (the Postgres rows are checked above)

@@ -156,6 +156,16 @@ def test_the_dedupe_index_keeps_only_the_retention_window(kafka_settings, tmp_pa
     assert index.column("transaction_id").to_pylist() == ["tx-expired-id"]
 
 
+def test_the_scorer_remembers_an_id_as_long_as_landing_does(monkeypatch) -> None:
+    from fraud_platform.settings import OnlineStoreSettings
+
+    monkeypatch.delenv("FRAUD_ONLINE_STORE_DEDUPE_TTL_SECONDS", raising=False)
+    monkeypatch.setenv("FRAUD_DEDUPE_WINDOW_DAYS", "3")
+    assert OnlineStoreSettings.from_env().dedupe_ttl_seconds == 3 * 86_400  # one retention, not two defaults
+    monkeypatch.setenv("FRAUD_ONLINE_STORE_DEDUPE_TTL_SECONDS", "60")
+    assert OnlineStoreSettings.from_env().dedupe_ttl_seconds == 60  # an explicit TTL still wins
+
+
 def _modes(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
 

@@ -202,3 +202,48 @@ def test_state_is_bounded_by_the_window_not_the_stream(online_store: OnlineFeatu
         if int(state[b"k"]) == keep + online_store.config.history_days():
             assert all(int(name[2:]) >= keep for name in state if name[:2] == b"b:")
     assert fields < len(history)  # folded: far fewer fields than events
+
+
+def test_no_card_number_or_raw_customer_id_reaches_redis_or_its_append_only_file(online_store, online_store_url):
+    """The feature pipeline's write path (``apply_records``) with the hostile corpus, transactions
+    of recognisable customer ids and a label whose id is a card number: Redis keys, values and the
+    embedded server's AOF hold only pseudonyms, never one of those card numbers or a raw customer id.
+    (Not "no Luhn-valid 16 digits": the store's microsecond timestamps are such numbers one time in ten.)"""
+    import json
+    import re
+    import uuid
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from fraud_platform.domain.card_data import pan_spans
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+    from fraud_platform_tests.hostile import hostile_records
+    from fraud_platform_tests.streaming.conftest import transaction
+    from spark_streaming.feature_pipeline import apply_records
+
+    def pans(text: str) -> set[str]:
+        return {re.sub(r"\D", "", text[a:b]) for a, b in pan_spans(text)}
+
+    marker = f"cust-raw-{uuid.uuid4().hex}"
+    txs = [dict(transaction(i, prefix=f"tx-{marker[-8:]}"), customer_id=f"{marker}-{i}") for i in range(5)]
+    values = [json.dumps(t).encode() for t in txs] + [r.payload for r in hostile_records()]
+    assert apply_records(online_store, "transactions", values)[1] >= len(txs)
+    known_at = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    labels = [json.dumps({"transaction_id": tx, "is_fraud": True, "label_type": "chargeback", "known_at": known_at,
+                          "fraud_scenario": 1}).encode() for tx in ("4539148803436467", txs[0]["transaction_id"])]
+    assert apply_records(online_store, "labels", labels) == (1, 1)  # the card number is no transaction id
+    injected = set().union(*(pans(v.decode("utf-8", "replace")) for v in values + labels if v))
+    assert len(injected) >= 5 and "4539148803436467" in injected
+
+    client = online_store.client()
+    texts = []
+    for key in client.scan_iter(match=f"{online_store.prefix}*"):
+        kind = client.type(key)
+        value = client.hgetall(key) if kind == b"hash" else client.lrange(key, 0, -1) if kind == b"list" else \
+            client.smembers(key) if kind == b"set" else client.zrange(key, 0, -1) if kind == b"zset" else client.get(key)
+        texts += [key.decode(errors="replace"), repr(value)]
+    assert len(texts) > 10 and not any(pans(t) & injected or marker in t for t in texts)
+    for path in Path(EmbeddedOnlineStore.default().data_dir).rglob("*"):  # Redis writes the AOF before it replies
+        if path.is_file():
+            data = path.read_bytes()
+            assert marker.encode() not in data and not pans(data.decode("utf-8", "replace")) & injected, path

@@ -22,7 +22,7 @@ from fraud_platform.settings import KafkaSettings
 from fraud_platform_tests.hostile import hostile_records, pans_in_files, pans_in_topic
 from spark_streaming.champion import ActiveModel
 from spark_streaming.scoring import score_batch
-from spark_streaming.sinks import DuckDBAlertStore, KafkaOutputs, PostgresAlertStore, ScoredLake, alerts_of
+from spark_streaming.sinks import DuckDBAlertStore, KafkaOutputs, PostgresAlertStore, ScoredLake, alerts_of, create_sql
 from spark_streaming.source import ARROW_SCHEMA
 
 
@@ -95,3 +95,61 @@ def test_hostile_corpus_reconciles_in_batch_scoring_and_no_pan_reaches_a_sink(st
     cut = [parse_dead_letter_headers(m.headers()) for m in letters if len(m.value() or b"") > 900_000 or
            parse_dead_letter_headers(m.headers()).get("truncated")]
     assert len(cut) == 2 and all(int(h["original.size"]) > 2 * 1024 * 1024 and len(h["original.sha256"]) == 64 for h in cut)
+
+
+def test_a_row_the_duckdb_alert_table_refuses_is_dead_lettered_and_the_rest_is_stored(stream_env, online_store, monkeypatch) -> None:
+    """The embedded alert store (DuckDB, written by the driver after the tasks) refuses one row of a
+    batch: that row is dead-lettered with the table's error, the rows around it are stored, scored,
+    predicted and logged, and the batch is committed. The batch's oversized reject is cut to
+    FRAUD_DLQ_MAX_MESSAGE_BYTES, the limit landing uses (not a second, fixed one)."""
+    import json
+    import sqlite3
+
+    import spark_streaming.executor as executor
+    from fraud_platform.infra.decision_log import DecisionLogTarget
+    from fraud_platform.settings import ApiSettings
+    from spark_streaming.config import StreamConfig
+    from spark_streaming.job import BatchHandler, Components
+    from spark_streaming.metrics import StreamMetrics
+
+    from .conftest import consume_all, transaction
+
+    refused_id = "tx-the-duckdb-refuses"
+    valid = [transaction(i) for i in range(6)]
+    sent = valid[:3] + [dict(transaction(99), transaction_id=refused_id)] + valid[3:]
+    oversized = json.dumps(dict(transaction(98), merchant_category="x" * 50_000)).encode()  # invalid, 50 kB
+    records = _records([json.dumps(t).encode() for t in sent] + [oversized])
+    monkeypatch.setenv("FRAUD_DLQ_MAX_MESSAGE_BYTES", "16384")
+
+    config = StreamConfig.load({})
+    alerts = DuckDBAlertStore(config.alerts_duckdb_path, config.alerts_table)
+    # A constraint validation cannot see: the table refuses one id, as a database refuses a row.
+    alerts.connection().execute(create_sql(config.alerts_table, double="DOUBLE").replace(
+        "reasons TEXT)", f"reasons TEXT, CONSTRAINT duckdb_refuses_one CHECK (transaction_id <> '{refused_id}'))"))
+    alerts.ensure_schema()
+    model = _blocking_model(online_store)  # every scored row is an alert
+    monkeypatch.setitem(executor._MODEL, (model.model_name, model.info.version, model.info.model_uri), model)
+    watcher = type("Watcher", (), {"current": lambda self: model, "stop": lambda self: None})()
+    parts = Components(config=config, metrics=StreamMetrics(), watcher=watcher, lake=LocalLakeStore(config.platform.lake.root),
+                       alerts=alerts, kafka=KafkaSettings.from_env(), store=online_store,
+                       decision_log=DecisionLogTarget.from_settings(ApiSettings.from_env()))
+    try:
+        BatchHandler(parts).process(records, batch_id=0)
+        stored = {r[0] for r in alerts.connection().execute(f"SELECT transaction_id FROM {config.alerts_table}").fetchall()}
+    finally:
+        parts.close()
+
+    ids = {t["transaction_id"] for t in valid}
+    assert stored == ids
+    letters = {m.key(): m for m in consume_all(stream_env["FRAUD_TOPIC_TRANSACTIONS_DLQ"])}
+    assert sorted(letters) == [b"k3", f"k{len(sent)}".encode()]
+    cut = letters[f"k{len(sent)}".encode()]
+    assert len(cut.value()) <= 16384 and parse_dead_letter_headers(cut.headers())["original.size"] == str(len(oversized))
+    assert json.loads(letters[b"k3"].value())["transaction_id"] == refused_id
+    headers = parse_dead_letter_headers(letters[b"k3"].headers())
+    assert (headers["error.rule"], headers["error.field"]) == ("sink_failed", "alerts")
+    assert "duckdb_refuses_one" in headers["error.message"] or "CHECK constraint" in headers["error.message"]
+    assert {json.loads(m.value())["transaction_id"] for m in consume_all(stream_env["FRAUD_TOPIC_PREDICTIONS"])} == ids
+    with sqlite3.connect(stream_env["FRAUD_DECISIONS_SQLITE_PATH"]) as conn:
+        assert {r[0] for r in conn.execute("SELECT transaction_id FROM api_decisions")} == ids  # refused: no decision
+    assert parts.metrics.value("fraud_stream_dead_letters_total", {"rule": "sink_failed"}) == 1
