@@ -277,10 +277,19 @@ class TreeShapTable:
         """(contributions n x features, bias n) for float rows ``X``."""
         return self.explain(X)[0]
 
+    CHUNK = 8  # rows per pass: larger passes outgrow the CPU caches (32 rows cost 2x per row)
+
     def explain(self, X: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]:
         """((contributions, bias), fraud probabilities or None) for float rows ``X``: the score from
         the same pass (each tree's leaf is that of the path whose bits are all set)."""
         X = np.atleast_2d(X).astype(np.float32)  # XGBoost compares float32 values with float32 splits
+        if len(X) <= self.CHUNK:
+            return self._explain(X)
+        parts = [self._explain(X[start:start + self.CHUNK]) for start in range(0, len(X), self.CHUNK)]
+        scores = None if parts[0][1] is None else np.concatenate([part[1] for part in parts])
+        return (np.concatenate([part[0][0] for part in parts]), np.concatenate([part[0][1] for part in parts])), scores
+
+    def _explain(self, X: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]:
         values = np.take(X, self._feature, axis=1)
         follows = (values >= self._low) & (values < self._high)
         nan = np.isnan(values)

@@ -96,3 +96,36 @@ def test_decision_log_on_postgres():
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_the_decision_route_answers_alike_ahead_of_fastapi_and_through_it():
+    """POST /v1/decisions is served by a plain ASGI handler ahead of FastAPI; the route declared in
+    FastAPI (the OpenAPI document, a request under a root_path) answers exactly alike."""
+    from starlette.testclient import TestClient
+
+    from fraud_platform.api.app import create_app
+
+    key, entry = new_key("decider", ("decide",))
+    reader, reader_entry = new_key("reader", ("read",))
+    app = create_app(keys=KeyRing(parse_entries(f"{entry}\n{reader_entry}")), limiter=RateLimiter(1000, 100), engine=None,
+                     decision_log=None, store_ping=lambda: None, max_body_bytes=1024, max_batch=10)
+    cases = [({}, b"{}"), ({"Authorization": "Bearer fpk_unknown"}, b"{}"), ({"X-API-Key": reader}, b"{}"),
+             ({"X-API-Key": key}, b'{"transaction_id": '), ({"Authorization": f"Bearer {key}"}, b'{"card_token": "4111111111111111"}'),
+             ({"X-API-Key": key}, b"[" + b" " * 2000 + b"]")]
+
+    def answers() -> list[tuple]:
+        client = TestClient(app)
+        out = []
+        for headers, body in cases:
+            response = client.post("/v1/decisions", content=body, headers={"Content-Type": "application/json", **headers})
+            out.append((response.status_code, response.content, response.headers.get("content-type"),
+                        response.headers.get("www-authenticate"), response.headers.get("content-length")))
+        out.append(client.get("/metrics").text.count('fraud_api_requests_total{endpoint="/v1/decisions"'))
+        return out
+
+    ahead = answers()
+    app.decide_asgi = None  # every request through FastAPI's routing
+    through = answers()
+    assert ahead == through
+    assert [status for status, *_ in ahead[:-1]] == [401, 401, 403, 422, 422, 413]
+    assert b"4111111111111111" not in b"".join(answer[1] for answer in ahead[:-1])
