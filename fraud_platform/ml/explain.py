@@ -292,17 +292,19 @@ class TreeShapTable:
     def _explain(self, X: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]:
         values = np.take(X, self._feature, axis=1)
         follows = (values >= self._low) & (values < self._high)
-        nan = np.isnan(values)
-        if nan.any():
-            follows |= nan & self._missing
+        if np.isnan(X).any():  # a row's few values checked, not every path element
+            follows |= np.isnan(values) & self._missing
         bits = np.add.reduceat(follows * self._bit, self._path_starts, axis=1)  # (n, paths)
-        cells = self._by_feature_cell + np.take(bits, self._by_feature_path, axis=1) * self._width
+        # (scaled per path, before the gather over every path element)
+        cells = self._by_feature_cell + np.take(bits * self._width, self._by_feature_path, axis=1)
         out = np.zeros((len(X), self.n_features))
         out[:, self._present] = np.add.reduceat(np.take(self._table, cells), self._feature_starts, axis=1)
         scores = None
         if self.base_margin is not None:
-            leaves = np.where(bits == self._complete, self._leaves, np.float32(0))  # x + 0 is exact: order kept
-            margins = np.cumsum(np.c_[np.full(len(X), self.base_margin), leaves], axis=1, dtype=np.float32)[:, -1]
+            terms = np.empty((len(X), bits.shape[1] + 1), dtype=np.float32)
+            terms[:, 0] = self.base_margin
+            terms[:, 1:] = np.where(bits == self._complete, self._leaves, np.float32(0))  # x + 0 is exact: order kept
+            margins = np.cumsum(terms, axis=1, dtype=np.float32)[:, -1]
             scores = (np.float32(1) / (np.float32(1) + np.exp(-margins))).astype("float64")
         return (out, np.full(len(X), self.bias)), scores
 
