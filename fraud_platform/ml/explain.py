@@ -195,12 +195,19 @@ class TreeShapTable:
         # ... and in feature order (each feature contiguous: its contributions sum with one reduceat).
         order = np.argsort(self._feature, kind="stable")
         self._by_feature_path = path_of[order]
-        self._by_feature_cell = path_of[order] * (width << width) + slot[order]
-        self._width = width
+        # The table without its padding: a path of m features keeps its 2^m x m cells (most paths
+        # are shorter than the longest), so the cells a row reads stay in the CPU caches: a row
+        # reads one cell row per path, and the padded table (MBs) made a lone request's reads
+        # cache misses. Cell of (path, bit pattern, slot) = offset[path] + pattern * m + slot.
+        m = (features >= 0).sum(axis=1)
+        sizes = (1 << m) * m
+        offsets = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+        self._path_width = m.astype(np.int64)
+        self._by_feature_cell = offsets[path_of[order]] + slot[order]
         present = self._feature[order]
         self._feature_starts = np.flatnonzero(np.r_[True, present[1:] != present[:-1]])
         self._present = present[self._feature_starts]
-        self._table = np.ascontiguousarray(table).ravel()
+        self._table = np.concatenate([table[p, :1 << m[p], :m[p]].ravel() for p in range(paths)]) if paths else np.zeros(0)
 
     @classmethod
     def of(cls, booster, probe: np.ndarray, max_entries: int = 8_000_000) -> "TreeShapTable | None":
@@ -296,7 +303,7 @@ class TreeShapTable:
             follows |= np.isnan(values) & self._missing
         bits = np.add.reduceat(follows * self._bit, self._path_starts, axis=1)  # (n, paths)
         # (scaled per path, before the gather over every path element)
-        cells = self._by_feature_cell + np.take(bits * self._width, self._by_feature_path, axis=1)
+        cells = self._by_feature_cell + np.take(bits * self._path_width, self._by_feature_path, axis=1)
         out = np.zeros((len(X), self.n_features))
         out[:, self._present] = np.add.reduceat(np.take(self._table, cells), self._feature_starts, axis=1)
         scores = None
