@@ -268,7 +268,7 @@ def create_app(*, keys: KeyRing, limiter: RateLimiter, engine: DecisionEngine, d
                 (decision,) = await decided([parsed], started, key)
                 metrics.decided([decision])
                 outcome.ok()
-                return 200, orjson.dumps(decision_document(decision)), None
+                return 200, orjson.dumps(decision_document(decision), option=orjson.OPT_SERIALIZE_NUMPY), None
         except ApiError as error:
             return error.status, orjson.dumps({"error": error.detail.model_dump()}), error.headers
         except Exception as error:
