@@ -6,11 +6,12 @@ against a real server process over a real online store holding >= 50k customers.
 Everything is real and local (loopback only): the embedded Redis as the online store filled through
 its own write path, a SQLite MLflow registry whose champion is the platform's training pipeline
 (imblearn SMOTE + XGBoost, 200 trees) on the shared features, ``fraud-platform serve`` as a
-subprocess (2 workers by default), and the load generator in ANOTHER process: Locust
-(FastHttpUser, used as a library) for the fixed rates, and for "max" Debian's ``wrk`` when it is
-installed (``apt-get install wrk``; Locust otherwise): on 2 shared cores the load generator's own
-CPU is taken from the server, and wrk spends ~20 us a request where Locust spends hundreds.
-Client-side latency is the tool's per-request time; server-side latency is the ``latency_ms`` each
+subprocess (2 workers by default), and the load generator in ANOTHER process: Debian's ``wrk``
+(installed with apt when missing and running as root; Locust, used as a library, when it cannot
+be, said so and named in each row): on 2 shared cores the load generator's own CPU is taken from
+the server, and wrk spends ~20 us a request where Locust spends hundreds. Fixed rates are paced by
+the wrk script's ``delay()`` (one schedule for all connections), "max" is 64 unpaced connections.
+Client-side latency is the time from a request's sending to its answer; server-side latency is the ``latency_ms`` each
 response carries (request arrival -> decision: queueing, features, model, reasons). Server CPU per
 decision (the API processes' CPU time / answered requests) is the figure that does not depend on
 what else runs on the machine. The floor is the bare model on one row, measured in this process.
@@ -97,75 +98,135 @@ def run_load(url: str, rate: str, duration: float, customers: int, terminals: in
                                "answered": answered[0]}))
 
 
+# wrk's Lua (LuaJIT): bodies from a file, one per request; a fixed rate paces the requests with
+# ``delay()`` on one schedule for all connections (open loop: a slow answer does not delay the
+# next request while a connection is free), and every answer records its client-side time (from
+# the request's sending, found by the transaction id the answer carries) and the server's
+# ``latency_ms``, for the requests sent after the warm-up only.
 _WRK_SCRIPT = r"""
-local bodies, i = {}, 0
-served = {}  -- a global: done() reads it with thread:get
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } bench_timespec; int clock_gettime(int, bench_timespec *); ]]
+local clock = ffi.new("bench_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000000 + tonumber(clock.tv_nsec) / 1000
+end
+local bodies, i, interval_us, next_at = {}, 0, 0, nil
+local sent = {}
+-- globals: done() runs in another Lua state and reads them with thread:get
+client_us, server_ms, statuses, last_us, measured_from = {}, {}, {}, 0, 0
 init = function(args)
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
-  i = tonumber(args[2])  -- each thread starts elsewhere in the bodies
+  interval_us, measured_from = tonumber(args[2]), now_us() + tonumber(args[3]) * 1000000
+  if interval_us > 0 then
+    delay = function()
+      local now = now_us()
+      next_at = (next_at or now) + interval_us
+      if next_at <= now then return 0 end
+      return (next_at - now) / 1000
+    end
+  end
 end
 request = function()
-  i = i + 1
-  return wrk.format("POST", "/v1/decisions", {["Authorization"] = "Bearer " .. args_token,
-                    ["Content-Type"] = "application/json"}, bodies[(i % #bodies) + 1])
+  i = i % #bodies + 1
+  sent[i] = now_us()
+  return wrk.format("POST", "/v1/decisions", {["Authorization"] = "Bearer " .. TOKEN,
+                    ["Content-Type"] = "application/json"}, bodies[i])
 end
 response = function(status, headers, body)
-  if status == 200 then served[#served + 1] = tonumber(string.match(body, '"latency_ms":([%d%.eE+-]+)')) end
+  local now = now_us()
+  local n = tonumber(string.match(body, '"transaction_id":"bench%-[%w]+%-(%d+)"') or "")
+  if n == nil or sent[n] == nil or sent[n] < measured_from then
+    if n == nil and now >= measured_from then statuses[#statuses + 1] = status end
+    return
+  end
+  last_us = now
+  statuses[#statuses + 1] = status
+  if status == 200 then
+    client_us[#client_us + 1] = now - sent[n]
+    server_ms[#server_ms + 1] = tonumber(string.match(body, '"latency_ms":([%d%.eE+-]+)'))
+  end
+end
+threads = {}
+setup = function(thread) threads[#threads + 1] = thread end
+done = function(summary, latency, requests)
+  local f = io.open(REPORT, "w")
+  local e = summary.errors
+  local function list(name, fmt)
+    local out = {}
+    for _, thread in ipairs(threads) do
+      for _, v in ipairs(thread:get(name)) do out[#out + 1] = string.format(fmt, v) end
+    end
+    return table.concat(out, ",")
+  end
+  local first, last = math.huge, 0
+  for _, thread in ipairs(threads) do
+    first, last = math.min(first, thread:get("measured_from")), math.max(last, thread:get("last_us"))
+  end
+  f:write(string.format('{"requests": %d, "socket_errors": %d, "measured_from_us": %f, "last_us": %f, ',
+          summary.requests, e.connect + e.read + e.write + e.timeout, first, last))
+  f:write('"client_us": [' .. list("client_us", "%.1f") .. '], "server_ms": [' .. list("server_ms", "%.4f") ..
+          '], "statuses": [' .. list("statuses", "%d") .. ']}')
+  f:close()
 end
 """
 
 
-def run_wrk(url: str, duration: float, customers: int, terminals: int, out: Path) -> None:
-    """The "max" rate with wrk (Debian's, C + epoll): ~20 us of client CPU a request where
-    Locust spends a few hundred, which on 2 shared cores is taken from the server. One thread,
-    64 connections; a 2 s warm-up run first (not measured)."""
-    import subprocess
-    import tempfile
+def wrk_binary() -> str | None:
+    """Debian's wrk, installed with apt when missing (as root); None when it cannot be had."""
+    from fraud_platform.bootstrap import ensure_debian_package
 
+    path = shutil.which("wrk") or "/usr/bin/wrk"
+    return path if ensure_debian_package(Path(path), "wrk", "the decision API benchmark's load") else None
+
+
+def request_bodies(tag: str, customers: int, terminals: int, n: int) -> list[bytes]:
+    """``n`` single-transaction requests over the store's customers and terminals; the id ends in
+    the request's 1-based position (wrk's script finds the request of an answer by it)."""
     import numpy as np
     import orjson
 
-    folder = Path(tempfile.mkdtemp(prefix="wrk-"))
     rng = np.random.default_rng(7)
     now = datetime.now(timezone.utc) - timedelta(seconds=30)
-    (folder / "bodies.jsonl").write_bytes(b"\n".join(orjson.dumps({
-        "transaction_id": f"bench-wrk-{run}-tx{i:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
+    return [orjson.dumps({
+        "transaction_id": f"bench-{tag}-{i + 1:09d}", "event_time": now.isoformat().replace("+00:00", "Z"),
         "customer_id": f"cust-{int(rng.integers(customers))}", "card_token": f"tok_{i % 997:032x}",
         "terminal_id": f"term-{int(rng.integers(terminals))}", "amount": round(float(rng.gamma(2.0, 40.0)) + 1, 2),
         "currency": "EUR", "merchant_category": "5411", "channel": "ecommerce", "country": "FR",
-    }) for run in ("w", "m") for i in range(50_000)))
+    }) for i in range(n)]
+
+
+def run_wrk(wrk: str, url: str, rate: str, duration: float, customers: int, terminals: int, out: Path) -> None:
+    """wrk (C + epoll, ~20 us of client CPU a request where Locust spends a few hundred, which on
+    2 shared cores is taken from the server), one thread. A fixed rate: paced by the script on
+    max(8, rate/20) connections (a connection is free again long before its next turn); "max":
+    64 connections, no pacing. A 2 s warm-up in the same run is not measured."""
+    import tempfile
+
+    import numpy as np
+
+    warm_up = 2.0
+    folder = Path(tempfile.mkdtemp(prefix="wrk-"))
+    tag = f"{rate}x{time.time_ns() % 10**9}"
+    count = int(min(200_000, (float(rate) if rate != "max" else 6000) * (duration + warm_up) * 1.5 + 1000))
+    (folder / "bodies.jsonl").write_bytes(b"\n".join(request_bodies(tag, customers, terminals, count)))
     report = folder / "report.json"
     script = folder / "post.lua"
-    script.write_text(_WRK_SCRIPT.replace("args_token", repr(TOKEN).replace("'", '"')) + f"""
-threads = {{}}
-setup = function(thread) threads[#threads + 1] = thread end
-done = function(summary, latency, requests)
-  local f = io.open("{report}", "w")
-  local e = summary.errors
-  f:write(string.format('{{"requests": %d, "micros": %d, "errors": %d, "p50": %f, "p95": %f, "p99": %f, "served": [',
-          summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout + e.status,
-          latency:percentile(50), latency:percentile(95), latency:percentile(99)))
-  local first = true
-  for _, thread in ipairs(threads) do
-    for _, v in ipairs(thread:get("served")) do
-      f:write((first and "" or ",") .. string.format("%f", v))
-      first = false
-    end
-  end
-  f:write("]}}")
-  f:close()
-end
-""")
-    answered = 0
-    for seconds, start in ((2, 0), (duration, 50_000)):
-        subprocess.run(["wrk", "-t1", "-c64", f"-d{seconds:g}s", "-s", str(script), url, "--", str(folder / "bodies.jsonl"),
-                        str(start)], check=True, capture_output=True)
-        result = json.loads(report.read_text())
-        answered += result["requests"]
-    out.write_text(json.dumps({"rate": "max", "users": 64, "seconds": result["micros"] / 1e6, "tool": "wrk",
-                               "client_ms": [], "client_pct": {q: result[f"p{q}"] / 1000 for q in (50, 95, 99)},
-                               "requests": result["requests"], "server_ms": result["served"],
-                               "errors": {"wrk": result["errors"]} if result["errors"] else {}, "answered": answered}))
+    script.write_text(f"local TOKEN, REPORT = {json.dumps(TOKEN)}, {json.dumps(str(report))}\n" + _WRK_SCRIPT)
+    connections = 64 if rate == "max" else int(min(64, max(8, float(rate) / 20)))
+    interval_us = 0 if rate == "max" else 1e6 / float(rate)
+    subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{duration + warm_up:g}s", "--timeout", "10s", "-s", str(script), url,
+                    "--", str(folder / "bodies.jsonl"), f"{interval_us:.3f}", f"{warm_up:g}"],
+                   check=True, capture_output=True)
+    result = json.loads(report.read_text())
+    statuses = np.asarray(result["statuses"], dtype=int)
+    seconds = max((result["last_us"] - result["measured_from_us"]) / 1e6, 1e-9)
+    errors = {str(code): int((statuses == code).sum()) for code in np.unique(statuses) if code != 200}
+    if result["socket_errors"]:
+        errors["socket"] = result["socket_errors"]
+    out.write_text(json.dumps({"rate": rate, "users": connections, "seconds": seconds, "tool": f"wrk -c{connections}",
+                               "client_ms": [v / 1000 for v in result["client_us"]], "requests": len(statuses),
+                               "server_ms": result["server_ms"], "errors": errors, "answered": result["requests"]}))
 
 
 # -- set-up and report (this process) -----------------------------------------------------------
@@ -263,17 +324,22 @@ def main() -> None:
     parser.add_argument("--terminals", type=int, default=10_000)
     parser.add_argument("--per-customer", type=int, default=4, help="history transactions per customer")
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
-    parser.add_argument("--max-tool", choices=("wrk", "locust"), default="wrk" if shutil.which("wrk") else "locust",
-                        help="load tool of the 'max' rate (wrk when installed: `apt-get install wrk`)")
+    parser.add_argument("--tool", choices=("wrk", "locust"), default="wrk",
+                        help="load generator (wrk: Debian's, installed with apt when missing; Locust when it cannot be)")
     parser.add_argument("--load", nargs=5, metavar=("URL", "RATE", "DURATION", "CUSTOMERS", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--wrk", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         url, rate, duration, customers, out = args.load
-        if rate == "max" and args.max_tool == "wrk":
-            run_wrk(url, float(duration), int(customers), args.terminals, Path(out))
+        if args.tool == "wrk":
+            run_wrk(args.wrk, url, rate, float(duration), int(customers), args.terminals, Path(out))
         else:
             run_load(url, rate, float(duration), int(customers), args.terminals, Path(out))
         return
+    args.wrk = wrk_binary() if args.tool == "wrk" else None
+    if args.tool == "wrk" and args.wrk is None:
+        print("load generator: Locust (wrk could not be installed); it takes a large share of the 2 cores from the server")
+        args.tool = "locust"
 
     import httpx
     import numpy as np
@@ -334,8 +400,9 @@ def main() -> None:
             out = home / f"load-{rate}.json"
             cpu_before = server_cpu_seconds()
             load_started = os.getloadavg()[0]
-            subprocess.run([sys.executable, __file__, "--terminals", str(args.terminals), "--max-tool", args.max_tool,
-                            "--load", url, rate, str(args.duration), str(args.customers), str(out)], check=True)
+            subprocess.run([sys.executable, __file__, "--terminals", str(args.terminals), "--tool", args.tool,
+                            *(["--wrk", args.wrk] if args.wrk else []), "--load", url, rate, str(args.duration),
+                            str(args.customers), str(out)], check=True)
             result = json.loads(out.read_text())
             cpu_ms = (server_cpu_seconds() - cpu_before) * 1000 / max(result["answered"], 1)
             client, served = np.asarray(result["client_ms"]), np.asarray(result["server_ms"])

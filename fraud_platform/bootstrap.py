@@ -61,20 +61,25 @@ def ensure_venv() -> None:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def ensure_chromium() -> bool:
-    """Debian's Chromium for the console's Playwright tests (Playwright's own browser download is
-    not reachable from a loopback-only machine). Installed with apt when missing and running as
-    root; otherwise the browser tests fail saying how to install it. True when it is there."""
-    if CHROMIUM.exists():
+def ensure_debian_package(binary: Path, package: str, purpose: str) -> bool:
+    """``binary`` from Debian's ``package``, installed with apt when missing and running as root
+    (tools the project cannot get from PyPI); otherwise a note saying how. True when it is there."""
+    if binary.exists():
         return True
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(f"note: {CHROMIUM} is missing; run `apt-get install -y chromium` as root for the browser tests", flush=True)
+        print(f"note: {binary} is missing; run `apt-get install -y {package}` as root for {purpose}", flush=True)
         return False
-    print("installing Debian's chromium for the console browser tests", flush=True)
+    print(f"installing Debian's {package} for {purpose}", flush=True)
     apt_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update"], check=True, env=apt_env)
-    subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=apt_env)
-    return CHROMIUM.exists()
+    subprocess.run(["apt-get", "install", "-y", package], check=True, env=apt_env)
+    return binary.exists()
+
+
+def ensure_chromium() -> bool:
+    """Debian's Chromium for the console's Playwright tests (Playwright's own browser download is
+    not reachable from a loopback-only machine)."""
+    return ensure_debian_package(CHROMIUM, "chromium", "the console browser tests")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fraud_platform.infra.online_store import LuaScript, execute_loading
+from fraud_platform.infra.online_store import LuaScript
 
 SCOPES = ("decide", "read")
 
@@ -111,61 +111,63 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             return (cost - tokens) / self.rate
 
+    async def acquire_async(self, key: str, cost: float = 1.0) -> float:
+        return self.acquire(key, cost)
 
-# ARGV: us per request (1/rate), tolerance (burst x that), then (key, cost) pairs, checked in order.
+
 # GCRA is a token bucket of ``burst`` tokens refilled at ``rate`` kept as ONE number per key, its
 # theoretical arrival time: a request is allowed when the new arrival time is at most ``burst``
-# intervals ahead of now. Returns per pair 0 (allowed) or the microseconds to wait. Redis' clock,
-# so every worker and host agrees; one call for all the requests of an engine call.
-_GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 3, #ARGV, 2 do
-  local key, cost = ARGV[i], tonumber(ARGV[i + 1])
+# intervals ahead of now. Redis' clock, so every worker and host agrees. Lua functions: the
+# decision path's admit-and-read script (``fraud_platform.api.engine``) is built from them too.
+GCRA_LUA = """
+local function redis_now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- 0 when allowed (the key's arrival time moves on), else the microseconds to wait
+local function gcra(key, cost, interval, tolerance, now)
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
   local new_tat = tat + cost * interval
   local wait = new_tat - tolerance - now
-  if wait > 0 then
-    out[#out + 1] = math.ceil(wait)
-  else
-    redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-    out[#out + 1] = 0
-  end
+  if wait > 0 then return math.ceil(wait) end
+  redis.call('SET', key, string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+  return 0
+end
+"""
+# ARGV: us per request (1/rate), tolerance (burst x that), then (key, cost) pairs, checked in order.
+_GCRA_SCRIPT = LuaScript(GCRA_LUA + """
+local now = redis_now_us()
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 2 do
+  out[#out + 1] = gcra(ARGV[i], tonumber(ARGV[i + 1]), interval, tolerance, now)
 end
 return out
-"""
-_GCRA_SCRIPT = LuaScript(_GCRA)
+""")
 
 
 class SharedRateLimiter:
-    """The per-key token bucket (``rate`` requests/s, ``burst`` at once) counted in Redis, so N
-    worker processes together allow what one would. The decision path queues its checks on the same
-    pipeline as its feature reads (:meth:`queue` / :meth:`waits_of`: no extra round trip); other
-    requests call :meth:`acquire`. When Redis cannot be reached, the per-process bucket decides.
+    """The per-key token bucket (``rate`` requests/s, ``burst`` at once) counted in the online
+    store's Redis, so N worker processes together allow what one would. Decisions are checked in
+    their feature read's round trip, before the read (:meth:`head` and :meth:`limit`, used by the
+    engine's admit-and-read script); other requests call :meth:`acquire_async`. When Redis cannot
+    be reached, the per-process bucket decides.
     """
 
-    def __init__(self, client, prefix: str, rate: float, burst: int) -> None:
-        self.client, self.prefix, self.rate, self.burst = client, prefix, rate, float(burst)
+    def __init__(self, store, rate: float, burst: int) -> None:
+        self.store, self.rate, self.burst = store, rate, float(burst)
         self.local = RateLimiter(rate, burst)
-        self._head = [f"{1e6 / rate:.6f}", f"{1e6 / rate * burst:.6f}"]
+        self.head = [f"{1e6 / rate:.6f}", f"{1e6 / rate * burst:.6f}"]
 
-    def queue(self, pipe, requests: list[tuple[str, float]]) -> None:
-        """Queue one check of every ``(key name, cost)``, in order (a cost is capped at ``burst``)."""
-        _GCRA_SCRIPT.queue(pipe, [], self._head + [x for key, cost in requests
-                                                   for x in (f"{self.prefix}rl:{key}", f"{min(cost, self.burst):g}")])
+    def limit(self, key: str, cost: float) -> tuple[str, str]:
+        """The script arguments of one check of ``key`` (a cost is capped at ``burst``)."""
+        return f"{self.store.prefix}rl:{key}", f"{min(cost, self.burst):g}"
 
-    @staticmethod
-    def waits_of(reply) -> list[float]:
-        """Seconds to wait per request (0: allowed) from the reply of a :meth:`queue` d check."""
-        return [int(wait) / 1e6 for wait in reply]
-
-    def acquire(self, key: str, cost: float = 1.0) -> float:
+    async def acquire_async(self, key: str, cost: float = 1.0) -> float:
         """0 if allowed, else the seconds to wait before ``cost`` tokens are available."""
         try:
-            (reply,) = execute_loading(self.client(), lambda pipe: self.queue(pipe, [(key, cost)]))
+            (reply,) = await self.store.async_client().scripts([(_GCRA_SCRIPT, [], [*self.head, *self.limit(key, cost)])])
         except Exception:  # Redis unreachable: this process' own bucket keeps limiting
             return self.local.acquire(key, min(cost, self.burst))
-        return self.waits_of(reply)[0]
+        return int(reply[0]) / 1e6

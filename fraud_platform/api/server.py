@@ -59,6 +59,9 @@ def app_from_env() -> FastAPI:
 
     platform, settings = PlatformSettings.from_env(), ApiSettings.from_env()
     keys, store = preflight(platform, settings)
+    # A background thread (decision log writer, shadow scorer, champion refresh) busy in Python
+    # code keeps the event loop waiting for the GIL up to the switch interval: 5 ms by default.
+    sys.setswitchinterval(0.0005)
     # models:/ URIs resolve through MLflow's process-wide URIs: point them at the platform's registry
     registry_uri = platform.mlflow.resolved_registry_uri
     mlflow.set_tracking_uri(platform.mlflow.tracking_uri)
@@ -87,7 +90,7 @@ def app_from_env() -> FastAPI:
         decision_log.write(decisions)
         shadow.submit(decisions)  # the challenger scores them too, off the request path, never acted on
 
-    limiter = SharedRateLimiter(store.client, store.prefix, settings.rate_limit_per_second, settings.rate_limit_burst)
+    limiter = SharedRateLimiter(store, settings.rate_limit_per_second, settings.rate_limit_burst)
     engine = DecisionEngine(
         champion, store, settings.review_threshold, settings.block_threshold, settings.reasons,
         on_decided=decided, unavailable_errors=(OnlineStoreUnavailable,), limiter=limiter,
@@ -105,7 +108,7 @@ def app_from_env() -> FastAPI:
              settings.model_alias, store.description, decision_log.kind, len(keys))
     app = create_app(
         keys=keys, limiter=limiter, engine=engine,
-        decision_log=decision_log, store_ping=store.ping, max_body_bytes=settings.max_body_bytes,
+        decision_log=decision_log, store_ping=lambda: store.async_client().ping(), max_body_bytes=settings.max_body_bytes,
         max_batch=settings.max_batch, metrics=metrics, on_shutdown=shutdown,
     )
     console.mount(app, keys)

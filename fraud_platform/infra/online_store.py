@@ -244,17 +244,29 @@ return out
 """
 
 
-# ARGV: prefix, then customer, terminal pairs. The state version (as :meth:`state_version` spells
-# it) and every entity hash joined into ONE string ("field\nvalue\n..."; ids cannot hold a
-# newline: the validator refuses control characters): the client parses a few replies per decision
-# instead of two per hash field, which in pure-Python redis-py was most of a decision's read cost.
-_READ_ENTITIES = """
+# The decision path's reads as Lua functions: this module's ``_READ_ENTITIES`` and the decision
+# API's admit-and-read script (rate limit first, then the reads) are built from them. The state
+# version (as :meth:`state_version` spells it) and an entity hash joined into ONE string
+# ("field\nvalue\n..."; ids cannot hold a newline: the validator refuses control characters): the
+# client parses a few replies per decision instead of two per hash field, which in pure-Python
+# redis-py was most of a decision's read cost.
+READ_LUA = """
+local function state_version(p)
+  local meta = redis.call('HMGET', p .. 'meta', 'snapshot_version', 'tx_applied', 'labels_applied')
+  return (meta[1] or 'empty') .. '+tx' .. (meta[2] or '0') .. '+lb' .. (meta[3] or '0')
+end
+local function joined_hash(key)
+  return table.concat(redis.call('HGETALL', key), '\\n')
+end
+"""
+
+# ARGV: prefix, then customer, terminal pairs -> {state version, customer hash, terminal hash, ...}.
+_READ_ENTITIES = READ_LUA + """
 local p = ARGV[1]
-local meta = redis.call('HMGET', p .. 'meta', 'snapshot_version', 'tx_applied', 'labels_applied')
-local out = {(meta[1] or 'empty') .. '+tx' .. (meta[2] or '0') .. '+lb' .. (meta[3] or '0')}
+local out = {state_version(p)}
 for i = 2, #ARGV, 2 do
-  out[#out + 1] = table.concat(redis.call('HGETALL', p .. 'c:' .. ARGV[i]), '\\n')
-  out[#out + 1] = table.concat(redis.call('HGETALL', p .. 't:' .. ARGV[i + 1]), '\\n')
+  out[#out + 1] = joined_hash(p .. 'c:' .. ARGV[i])
+  out[#out + 1] = joined_hash(p .. 't:' .. ARGV[i + 1])
 end
 return out
 """
@@ -335,6 +347,7 @@ class OnlineFeatureStore:
     socket_timeout_seconds: float = 5.0
     _client: object = field(default=None, repr=False, compare=False)
     _scripts: dict = field(default_factory=dict, repr=False, compare=False)
+    _async: object = field(default=None, repr=False, compare=False)
 
     # Construction ----------------------------------------------------------------------------
     @classmethod
@@ -362,7 +375,7 @@ class OnlineFeatureStore:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_client"], state["_scripts"] = None, {}
+        state["_client"], state["_scripts"], state["_async"] = None, {}, None
         return state
 
     @property
@@ -383,6 +396,15 @@ class OnlineFeatureStore:
                 options["password"] = self.password
             self._client = redis.Redis.from_url(self.url, **options)
         return self._client
+
+    def async_client(self):
+        """The event loop's client of this store (:mod:`fraud_platform.infra.redis_async`): the
+        decision API's reads, which must never block its loop."""
+        if self._async is None:
+            from fraud_platform.infra.redis_async import AsyncRedis
+
+            self._async = AsyncRedis(self.url, self.password, self.socket_timeout_seconds, self.description)
+        return self._async
 
     def _script(self, name: str, source: str):
         if name not in self._scripts:
@@ -406,6 +428,9 @@ class OnlineFeatureStore:
         self._call("ping", lambda: self.client().ping())
 
     def close(self) -> None:
+        if self._async is not None:
+            self._async.close()
+            self._async = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -528,9 +553,8 @@ class OnlineFeatureStore:
             _READ_ENTITIES_SCRIPT.queue(pipe, [], [self.prefix, *(x for pair in pairs for x in pair)])
 
         *extra, reply = self._call("read", lambda: execute_loading(self.client(), queue))
-        rows = []
-        for i, (customer, terminal) in enumerate(pairs):
-            rows.append(decode_rows([customer], [_fields(reply[2 * i + 1])], [terminal], [_fields(reply[2 * i + 2])]))
+        rows = [joined_entity_rows(customer, terminal, reply[2 * i + 1], reply[2 * i + 2])
+                for i, (customer, terminal) in enumerate(pairs)]
         return reply[0].decode(), rows, extra
 
     def state_version(self) -> str:
@@ -640,6 +664,11 @@ class OnlineFeatureStore:
 def _fields(joined: bytes) -> dict[bytes, bytes]:
     parts = joined.split(b"\n") if joined else []
     return dict(zip(parts[::2], parts[1::2]))
+
+
+def joined_entity_rows(customer: str, terminal: str, customer_joined: bytes, terminal_joined: bytes):
+    """:meth:`OnlineFeatureStore.entity_rows` of one pair from ``READ_LUA``'s joined hashes."""
+    return decode_rows([customer], [_fields(customer_joined)], [terminal], [_fields(terminal_joined)])
 
 
 def _bucket_rows(table: pd.DataFrame, key: str, values: list[str]):

@@ -25,6 +25,11 @@ def wait_until_ready(server, workers: int = 2, timeout: float = 240) -> None:
         time.sleep(0.2)
 
 
+def hgetall_calls(store) -> int:
+    """Entity hashes Redis has read so far (its command statistics count the calls of scripts too)."""
+    return int(store.client().info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+
 def test_rate_limit_is_per_key_with_retry_after(tmp_path, api_registry, keys, online_store_url, seeded_store):
     """Two worker processes share each key's bucket (it lives in the online store's Redis)."""
     api_registry.promote("1")
@@ -48,8 +53,10 @@ def test_rate_limit_is_per_key_with_retry_after(tmp_path, api_registry, keys, on
         with server.client(keys.full) as client:
             statuses = [client.post("/v1/decisions", json=request_body(i)).status_code for i in range(5)]
             assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:], statuses
+            reads = hgetall_calls(seeded_store)
             limited = client.post("/v1/decisions", json=request_body(9))
             assert limited.status_code == 429 and limited.json()["error"]["rule"] == "rate_limited"
+            assert hgetall_calls(seeded_store) == reads, "a refused request's features were read"
             assert int(limited.headers["Retry-After"]) >= 1
             # another key has its own bucket
             assert server.client(keys.read_only).get("/v1/transactions/tx-unknown-0001").status_code == 404
@@ -149,6 +156,42 @@ def test_store_outage_is_503_and_the_api_recovers(tmp_path, api_registry, keys):
                 time.sleep(0.2)
             assert client.get("/readyz").status_code == 200
             assert client.post("/v1/decisions", json=request_body(3)).status_code == 200
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_a_hung_store_never_blocks_the_event_loop(tmp_path, api_registry, keys):
+    """Redis stopped, not down (connections open, no answers): a decision waits for the store's
+    timeout and gets a 503, while the worker keeps answering other requests meanwhile."""
+    import os
+    import signal
+
+    from fraud_platform.infra.online_store import OnlineFeatureStore
+    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+
+    redis = EmbeddedOnlineStore(tmp_path / "redis")
+    state = redis.start()
+    OnlineFeatureStore.from_url(state.url, prefix="hung:").apply_transactions(history())
+    api_registry.promote("1")
+    server = start_server(tmp_path, api_env(api_registry, keys, state.url, "hung:", tmp_path,
+                                            FRAUD_ONLINE_STORE_TIMEOUT_SECONDS="5"))
+    try:
+        with server.client(keys.full) as client, ThreadPoolExecutor(1) as pool:
+            assert client.post("/v1/decisions", json=request_body(1)).status_code == 200
+            os.kill(state.pid, signal.SIGSTOP)
+            try:
+                pending = pool.submit(lambda: server.client(keys.full).post("/v1/decisions", json=request_body(2)))
+                time.sleep(0.5)  # the decision is waiting for Redis now
+                assert server.client().get("/healthz").status_code == 200
+                assert server.client().get("/metrics").status_code == 200
+                assert not pending.done(), "the worker answered nothing else while the decision waited for Redis"
+                down = pending.result(timeout=60)
+                assert down.status_code == 503, down.text
+                assert down.json()["error"]["rule"] == "store_unavailable" and "Retry-After" in down.headers
+            finally:
+                os.kill(state.pid, signal.SIGCONT)
+            assert client.post("/v1/decisions", json=request_body(3)).status_code == 200  # a new connection
     finally:
         server.stop()
         redis.stop()

@@ -109,13 +109,46 @@ def test_an_unexpected_error_on_a_path_holding_a_card_number_is_logged_masked(ca
 
     key, entry = new_key("reader", ("read",))
 
-    def broken(*_args, **_kwargs):  # a defect before the route's own card-number check
+    async def broken(*_args, **_kwargs):  # a defect before the route's own card-number check
         raise RuntimeError("limiter defect")
 
-    app = create_app(keys=KeyRing(parse_entries(entry)), limiter=SimpleNamespace(acquire=broken, burst=1), engine=None,
+    app = create_app(keys=KeyRing(parse_entries(entry)), limiter=SimpleNamespace(acquire_async=broken, burst=1, rate=1.0), engine=None,
                      decision_log=None, store_ping=lambda: None, max_body_bytes=1024, max_batch=1)
     caplog.set_level(logging.ERROR)
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.get("/v1/transactions/4539148803436467", headers={"X-API-Key": key})
     assert answer.status_code == 500 and answer.json()["error"]["rule"] == "internal_error"
     assert "453914******6467" in caplog.text and not contains_pan(caplog.text)
+
+
+def test_the_decision_route_answers_alike_ahead_of_fastapi_and_through_it():
+    """POST /v1/decisions is served by a plain ASGI handler ahead of FastAPI; the route declared in
+    FastAPI (the OpenAPI document, a request under a root_path) answers exactly alike."""
+    from starlette.testclient import TestClient
+
+    from fraud_platform.api.app import create_app
+
+    key, entry = new_key("decider", ("decide",))
+    reader, reader_entry = new_key("reader", ("read",))
+    app = create_app(keys=KeyRing(parse_entries(f"{entry}\n{reader_entry}")), limiter=RateLimiter(1000, 100), engine=None,
+                     decision_log=None, store_ping=lambda: None, max_body_bytes=1024, max_batch=10)
+    cases = [({}, b"{}"), ({"Authorization": "Bearer fpk_unknown"}, b"{}"), ({"X-API-Key": reader}, b"{}"),
+             ({"X-API-Key": key}, b'{"transaction_id": '), ({"Authorization": f"Bearer {key}"}, b'{"card_token": "4111111111111111"}'),
+             ({"X-API-Key": key}, b"[" + b" " * 2000 + b"]")]
+
+    def answers() -> list[tuple]:
+        client = TestClient(app)
+        out = []
+        for headers, body in cases:
+            response = client.post("/v1/decisions", content=body, headers={"Content-Type": "application/json", **headers})
+            out.append((response.status_code, response.content, response.headers.get("content-type"),
+                        response.headers.get("www-authenticate"), response.headers.get("content-length")))
+        out.append(client.get("/metrics").text.count('fraud_api_requests_total{endpoint="/v1/decisions"'))
+        return out
+
+    ahead = answers()
+    app.decide_asgi = None  # every request through FastAPI's routing
+    through = answers()
+    assert ahead == through
+    assert [status for status, *_ in ahead[:-1]] == [401, 401, 403, 422, 422, 413]
+    assert b"4111111111111111" not in b"".join(answer[1] for answer in ahead[:-1])
