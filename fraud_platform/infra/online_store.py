@@ -259,6 +259,29 @@ end
 return out
 """
 
+# ARGV: prefix, number of customers, number of terminals, customers, terminals, then transaction
+# ids. ONE bulk string for a whole micro-batch's read: every entity hash joined as in
+# _READ_ENTITIES, entities separated by \x1e (record separator; ids cannot hold control
+# characters), then one '1'/'0' per transaction id (already in the transaction index). One reply
+# instead of one per hash field: redis-py's pure-Python RESP parser took ~0.1 ms per record for a
+# batch's HGETALL replies, more than the features cost.
+_READ_HISTORY = """
+local p, nc, nt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 4, 3 + nc do
+  out[#out + 1] = table.concat(redis.call('HGETALL', p .. 'c:' .. ARGV[i]), '\\n')
+end
+for i = 4 + nc, 3 + nc + nt do
+  out[#out + 1] = table.concat(redis.call('HGETALL', p .. 't:' .. ARGV[i]), '\\n')
+end
+local bits = {}
+for i = 4 + nc + nt, #ARGV do
+  bits[#bits + 1] = redis.call('EXISTS', p .. 'x:' .. ARGV[i]) == 1 and '1' or '0'
+end
+out[#out + 1] = table.concat(bits)
+return table.concat(out, '\\30')
+"""
+
 
 class LuaScript:
     """A Lua script queued with EVALSHA on a pipeline. redis-py's ``Script`` on a pipeline asks
@@ -297,6 +320,7 @@ def execute_loading(client, queue: Callable[[Any], None]) -> list:
 
 
 _READ_ENTITIES_SCRIPT = LuaScript(_READ_ENTITIES)
+_READ_HISTORY_SCRIPT = LuaScript(_READ_HISTORY)
 
 
 class OnlineStoreUnavailable(RuntimeError):
@@ -490,20 +514,13 @@ class OnlineFeatureStore:
         return features_on_history(history, events, in_history=applied, config=self.config)
 
     def _read(self, customers: list[str], terminals: list[str], transaction_ids: list[str]) -> tuple[EntityHistory, np.ndarray]:
-        def run():
-            pipe = self.client().pipeline(transaction=False)
-            for customer in customers:
-                pipe.hgetall(self.key("c", customer))
-            for terminal in terminals:
-                pipe.hgetall(self.key("t", terminal))
-            if transaction_ids:
-                pipe.mget([self.key("x", tx) for tx in transaction_ids])
-            return pipe.execute()
-
-        replies = self._call("read", run)
-        applied = np.asarray([v is not None for v in replies[-1]], dtype=bool) if transaction_ids else np.zeros(0, bool)
-        return decode_history(customers, replies[:len(customers)], terminals,
-                              replies[len(customers):len(customers) + len(terminals)]), applied
+        args = [self.prefix, len(customers), len(terminals), *customers, *terminals, *transaction_ids]
+        (reply,) = self._call("read", lambda: execute_loading(
+            self.client(), lambda pipe: _READ_HISTORY_SCRIPT.queue(pipe, [], args)))
+        *hashes, bits = reply.split(b"\x1e")
+        applied = np.frombuffer(bits, dtype=np.uint8) == ord("1")
+        fields = [_fields(h) for h in hashes]
+        return decode_history(customers, fields[:len(customers)], terminals, fields[len(customers):]), applied
 
     def entity_rows(self, customer: str, terminal: str) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
         """One customer's and one terminal's state as row tuples (one pipelined round trip), for
