@@ -519,8 +519,7 @@ class OnlineFeatureStore:
             self.client(), lambda pipe: _READ_HISTORY_SCRIPT.queue(pipe, [], args)))
         *hashes, bits = reply.split(b"\x1e")
         applied = np.frombuffer(bits, dtype=np.uint8) == ord("1")
-        fields = [_fields(h) for h in hashes]
-        return decode_history(customers, fields[:len(customers)], terminals, fields[len(customers):]), applied
+        return decode_history_joined(customers, hashes[:len(customers)], terminals, hashes[len(customers):]), applied
 
     def entity_rows(self, customer: str, terminal: str) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
         """One customer's and one terminal's state as row tuples (one pipelined round trip), for
@@ -668,6 +667,86 @@ def decode_history(customers: list[str], customer_hashes: list[dict], terminals:
                    terminal_hashes: list[dict]) -> EntityHistory:
     """Stored hash fields (see the module docstring) -> the feature core's activity rows."""
     return EntityHistory.from_rows(*decode_rows(customers, customer_hashes, terminals, terminal_hashes))
+
+
+def _joined_fields(entities: list[str], joined: list[bytes]):
+    """(owner entity per field, field names, values, kinds = names' first two bytes, names' rest)
+    of hashes joined as ``field\nvalue\n...`` (Arrow arrays; owner an object array; kind a
+    boolean mask per field kind)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tokens: list[bytes] = []
+    counts = np.zeros(len(joined), dtype="int64")
+    for i, blob in enumerate(joined):
+        if blob:
+            parts = blob.split(b"\n")
+            tokens.extend(parts)
+            counts[i] = len(parts) // 2
+    owner = np.asarray(entities, dtype=object)[np.repeat(np.arange(len(joined)), counts)]
+    names, values = pa.array(tokens[0::2], pa.binary()), pa.array(tokens[1::2], pa.binary())
+    kinds = pc.binary_slice(names, 0, 2)
+    kind = {k: pc.equal(kinds, pa.scalar(k, pa.binary())).to_numpy(zero_copy_only=False) for k in (b"e:", b"b:", b"p:", b"f:", b"s:")}
+    return owner, names, values, kind, pc.utf8_slice_codeunits(names.cast(pa.string()), 2)
+
+
+def _parts(values, at: np.ndarray, n: int, separator: str = ","):
+    """The first ``n`` ``separator``-separated parts of ``values[at]``: ints, the last as str."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    split = pc.split_pattern(values.take(pa.array(at, pa.int64())), separator, max_splits=n - 1)
+    return [pc.list_element(split, k).cast(pa.string()) for k in range(n)]
+
+
+def _ints(array) -> np.ndarray:
+    import pyarrow as pa
+
+    return array.cast(pa.string()).cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def decode_history_joined(customers: list[str], customer_joined: list[bytes], terminals: list[str],
+                          terminal_joined: list[bytes]) -> EntityHistory:
+    """:func:`decode_history` of hashes joined as ``field\nvalue\n...`` (the batch read's reply),
+    column-wise in Arrow: the same rows in the same order, without a Python loop per hash field
+    (that loop cost ~20 us per scored record in a micro-batch)."""
+    owner, names, values, kind, rest = _joined_fields(customers, customer_joined)
+    n = len(names)
+    time, count, cents = np.zeros(n, "int64"), np.zeros(n, "int64"), np.zeros(n, "int64")
+    pair_terminal, pair_time = np.empty(n, dtype=object), np.zeros(n, "int64")
+    e, b, p = (np.flatnonzero(kind[k]) for k in (b"e:", b"b:", b"p:"))
+    if len(e):
+        e_time, e_cents, e_terminal = _parts(values, e, 3)
+        time[e], cents[e], count[e] = _ints(e_time), _ints(e_cents), 1
+        pair_terminal[e], pair_time[e] = e_terminal.to_numpy(zero_copy_only=False), time[e]
+    if len(b):
+        b_n, b_cents = _parts(values, b, 2)
+        time[b], count[b], cents[b] = _ints(rest.take(b)) * US_PER_DAY, _ints(b_n), _ints(b_cents)
+    if len(p):
+        pair_terminal[p] = rest.take(p).cast("string").to_numpy(zero_copy_only=False)
+        pair_time[p] = _ints(values.take(p))
+    activity = np.flatnonzero(kind[b"e:"] | kind[b"b:"])
+    pairs = np.flatnonzero(kind[b"e:"] | kind[b"p:"])
+    customer_activity = pd.DataFrame({"customer_key": owner[activity], "time": time[activity], "n": count[activity],
+                                      "cents": cents[activity]})
+    customer_terminals = pd.DataFrame({"customer_key": owner[pairs], "terminal_id": pair_terminal[pairs], "time": pair_time[pairs]})
+
+    owner, names, values, kind, rest = _joined_fields(terminals, terminal_joined)
+    n = len(names)
+    day, known, count = np.zeros(n, "int64"), np.zeros(n, "int64"), np.zeros(n, "int64")
+    b, f, s = (np.flatnonzero(kind[k]) for k in (b"b:", b"f:", b"s:"))
+    if len(b):
+        day[b], count[b] = _ints(rest.take(b)), _ints(values.take(b))
+    if len(f):
+        f_day, f_known = _parts(values, f, 2)
+        day[f], known[f], count[f] = _ints(f_day), _ints(f_known), 1
+    if len(s):
+        s_day, s_known = _parts(rest, s, 2, ":")
+        day[s], known[s], count[s] = _ints(s_day), _ints(s_known), _ints(values.take(s))
+    frauds = np.flatnonzero(kind[b"f:"] | kind[b"s:"])
+    terminal_activity = pd.DataFrame({"terminal_id": owner[b], "time": day[b] * US_PER_DAY, "n": count[b]})
+    terminal_frauds = pd.DataFrame({"terminal_id": owner[frauds], "tx_day": day[frauds], "time": known[frauds], "n": count[frauds]})
+    return EntityHistory(customer_activity, customer_terminals, terminal_activity, terminal_frauds)
 
 
 def decode_rows(customers: list[str], customer_hashes: list[dict], terminals: list[str],
