@@ -19,7 +19,8 @@ Only a customer's current day needs exact times (terminal windows and earlier cu
 whole days), so events stay exact while their day is "open" (``open_days`` up to the newest day
 seen) and are folded into daily buckets after; everything older than the longest window is
 dropped at compaction and every entity key has a TTL, so memory is bounded by entities x window.
-All writes run as Lua scripts (atomic, one round trip per batch); reads are one pipelined round trip.
+All writes run as Lua scripts (atomic, one round trip per batch); reads are one round trip, a Lua
+script that returns a batch's whole state as one string (cheap to parse in Python).
 """
 
 from __future__ import annotations
@@ -502,7 +503,7 @@ class OnlineFeatureStore:
 
     # Reads -----------------------------------------------------------------------------------
     def history(self, customers, terminals) -> EntityHistory:
-        """The stored state of these entities (one pipelined round trip)."""
+        """The stored state of these entities (one round trip)."""
         history, _ = self._read(list(pd.unique(np.asarray(customers, dtype=object))),
                                 list(pd.unique(np.asarray(terminals, dtype=object))), [])
         return history
