@@ -520,11 +520,21 @@ class OnlineFeatureStore:
         return features_on_history(history, events, in_history=applied, config=self.config)
 
     def _read(self, customers: list[str], terminals: list[str], transaction_ids: list[str]) -> tuple[EntityHistory, np.ndarray]:
-        args = [self.prefix, len(customers), len(terminals), *customers, *terminals, *transaction_ids]
-        (reply,) = self._call("read", lambda: execute_loading(
-            self.client(), lambda pipe: _READ_HISTORY_SCRIPT.queue(pipe, [], args)))
-        *hashes, bits = reply.split(b"\x1e")
-        applied = np.frombuffer(bits, dtype=np.uint8) == ord("1")
+        # Several short scripts in one round trip: a script blocks the server while it runs, and the
+        # decision API reads the same server (a 100k-record backlog batch must not stall it for 1 s).
+        calls = [(chunk, [], []) for chunk in _chunks(customers)] + [([], chunk, []) for chunk in _chunks(terminals)]
+        calls += [([], [], chunk) for chunk in _chunks(transaction_ids)]
+
+        def queue(pipe) -> None:
+            for c, t, x in calls:
+                _READ_HISTORY_SCRIPT.queue(pipe, [], [self.prefix, len(c), len(t), *c, *t, *x])
+
+        hashes, bits = [], []
+        for reply in self._call("read", lambda: execute_loading(self.client(), queue)):
+            *joined, applied_bits = reply.split(b"\x1e")
+            hashes += joined
+            bits.append(applied_bits)
+        applied = np.frombuffer(b"".join(bits), dtype=np.uint8) == ord("1")
         return decode_history_joined(customers, hashes[:len(customers)], terminals, hashes[len(customers):]), applied
 
     def entity_rows(self, customer: str, terminal: str) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
@@ -657,6 +667,10 @@ class OnlineFeatureStore:
             return deleted
 
         return self._call("clear", run)
+
+
+def _chunks(items: list, size: int = _CHUNK) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def _fields(joined: bytes) -> dict[bytes, bytes]:
