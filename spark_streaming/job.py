@@ -356,6 +356,8 @@ def lag_listener(metrics: StreamMetrics):
                 except (ValueError, TypeError, AttributeError):
                     pass  # the native source reports nested offsets; lag then comes from Kafka tooling
             metrics.input_rows_per_second.set(progress.inputRowsPerSecond or 0.0)
+            # Where a micro-batch's time went outside the tasks (walCommit, latestOffset, addBatch, ...)
+            log.info("batch %d durations ms: %s", progress.batchId, json.dumps(progress.durationMs, sort_keys=True))
 
         def onQueryIdle(self, event) -> None:
             pass

@@ -19,11 +19,13 @@ Only a customer's current day needs exact times (terminal windows and earlier cu
 whole days), so events stay exact while their day is "open" (``open_days`` up to the newest day
 seen) and are folded into daily buckets after; everything older than the longest window is
 dropped at compaction and every entity key has a TTL, so memory is bounded by entities x window.
-All writes run as Lua scripts (atomic, one round trip per batch); reads are one pipelined round trip.
+All writes run as Lua scripts (atomic, one round trip per batch); reads are one round trip, a Lua
+script that returns a batch's whole state as one string (cheap to parse in Python).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -226,21 +228,22 @@ redis.call('EXPIRE', key, ARGV[2])
 return 1
 """
 
-# ARGV: prefix, ttl, token, then ids (unique within the call).
+# ARGV: prefix, ttl, token, then ids (unique within the call). One '1'/'0' per id in ONE string
+# (a reply per id cost redis-py's Python parser more than the claim).
 _CLAIM = """
 local p, ttl, token = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
 for i = 4, #ARGV do
   local key = p .. 'd:' .. ARGV[i]
   if redis.call('SET', key, token, 'NX', 'EX', ttl) then
-    out[#out + 1] = 1
+    out[#out + 1] = '1'
   elseif redis.call('GET', key) == token then
-    out[#out + 1] = 1
+    out[#out + 1] = '1'
   else
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
   end
 end
-return out
+return table.concat(out)
 """
 
 
@@ -269,6 +272,29 @@ for i = 2, #ARGV, 2 do
   out[#out + 1] = joined_hash(p .. 't:' .. ARGV[i + 1])
 end
 return out
+"""
+
+# ARGV: prefix, number of customers, number of terminals, customers, terminals, then transaction
+# ids. ONE bulk string for a whole micro-batch's read: every entity hash joined as in
+# _READ_ENTITIES, entities separated by \x1e (record separator; ids cannot hold control
+# characters), then one '1'/'0' per transaction id (already in the transaction index). One reply
+# instead of one per hash field: redis-py's pure-Python RESP parser took ~0.1 ms per record for a
+# batch's HGETALL replies, more than the features cost.
+_READ_HISTORY = """
+local p, nc, nt = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 4, 3 + nc do
+  out[#out + 1] = table.concat(redis.call('HGETALL', p .. 'c:' .. ARGV[i]), '\\n')
+end
+for i = 4 + nc, 3 + nc + nt do
+  out[#out + 1] = table.concat(redis.call('HGETALL', p .. 't:' .. ARGV[i]), '\\n')
+end
+local bits = {}
+for i = 4 + nc + nt, #ARGV do
+  bits[#bits + 1] = redis.call('EXISTS', p .. 'x:' .. ARGV[i]) == 1 and '1' or '0'
+end
+out[#out + 1] = table.concat(bits)
+return table.concat(out, '\\30')
 """
 
 
@@ -309,6 +335,13 @@ def execute_loading(client, queue: Callable[[Any], None]) -> list:
 
 
 _READ_ENTITIES_SCRIPT = LuaScript(_READ_ENTITIES)
+
+
+@functools.lru_cache(maxsize=None)
+def _lua_script(source: str) -> LuaScript:
+    """One :class:`LuaScript` per source (EVALSHA, no SCRIPT EXISTS round trip per call)."""
+    return LuaScript(source)
+_READ_HISTORY_SCRIPT = LuaScript(_READ_HISTORY)
 
 
 class OnlineStoreUnavailable(RuntimeError):
@@ -439,15 +472,13 @@ class OnlineFeatureStore:
     def _run_script(self, name: str, source: str, head: list, rows: np.ndarray) -> list:
         """Run a Lua script over ``rows`` (one row = one item's arguments) in chunks of ``_CHUNK``
         items, all in one pipelined round trip; returns each chunk's reply."""
-        script = self._script(name, source)
+        script = _lua_script(source)
 
-        def run():
-            pipe = self.client().pipeline(transaction=False)
+        def queue(pipe) -> None:
             for start in range(0, len(rows), _CHUNK):
-                script(args=head + rows[start:start + _CHUNK].ravel().tolist(), client=pipe)
-            return pipe.execute()
+                script.queue(pipe, [], head + rows[start:start + _CHUNK].ravel().tolist())
 
-        return self._call(name, run)
+        return self._call(name, lambda: execute_loading(self.client(), queue))
 
     # Writes ----------------------------------------------------------------------------------
     def apply_transactions(self, events: pd.DataFrame) -> dict[str, int]:
@@ -492,13 +523,12 @@ class OnlineFeatureStore:
             return result
         parts = self._run_script("claim_ids", _CLAIM, [self.prefix, self.dedupe_ttl_seconds, token],
                                  np.asarray(unique_ids, dtype=object)[:, None])
-        claimed = [flag for part in parts for flag in part]
-        result[np.flatnonzero(first)] = np.asarray(claimed, dtype=bool)
+        result[np.flatnonzero(first)] = np.frombuffer(b"".join(parts), dtype=np.uint8) == ord("1")
         return result
 
     # Reads -----------------------------------------------------------------------------------
     def history(self, customers, terminals) -> EntityHistory:
-        """The stored state of these entities (one pipelined round trip)."""
+        """The stored state of these entities (one round trip)."""
         history, _ = self._read(list(pd.unique(np.asarray(customers, dtype=object))),
                                 list(pd.unique(np.asarray(terminals, dtype=object))), [])
         return history
@@ -515,20 +545,22 @@ class OnlineFeatureStore:
         return features_on_history(history, events, in_history=applied, config=self.config)
 
     def _read(self, customers: list[str], terminals: list[str], transaction_ids: list[str]) -> tuple[EntityHistory, np.ndarray]:
-        def run():
-            pipe = self.client().pipeline(transaction=False)
-            for customer in customers:
-                pipe.hgetall(self.key("c", customer))
-            for terminal in terminals:
-                pipe.hgetall(self.key("t", terminal))
-            if transaction_ids:
-                pipe.mget([self.key("x", tx) for tx in transaction_ids])
-            return pipe.execute()
+        # Several short scripts in one round trip: a script blocks the server while it runs, and the
+        # decision API reads the same server (a 100k-record backlog batch must not stall it for 1 s).
+        calls = [(chunk, [], []) for chunk in _chunks(customers)] + [([], chunk, []) for chunk in _chunks(terminals)]
+        calls += [([], [], chunk) for chunk in _chunks(transaction_ids)]
 
-        replies = self._call("read", run)
-        applied = np.asarray([v is not None for v in replies[-1]], dtype=bool) if transaction_ids else np.zeros(0, bool)
-        return decode_history(customers, replies[:len(customers)], terminals,
-                              replies[len(customers):len(customers) + len(terminals)]), applied
+        def queue(pipe) -> None:
+            for c, t, x in calls:
+                _READ_HISTORY_SCRIPT.queue(pipe, [], [self.prefix, len(c), len(t), *c, *t, *x])
+
+        hashes, bits = [], []
+        for reply in self._call("read", lambda: execute_loading(self.client(), queue)):
+            *joined, applied_bits = reply.split(b"\x1e")
+            hashes += joined
+            bits.append(applied_bits)
+        applied = np.frombuffer(b"".join(bits), dtype=np.uint8) == ord("1")
+        return decode_history_joined(customers, hashes[:len(customers)], terminals, hashes[len(customers):]), applied
 
     def entity_rows(self, customer: str, terminal: str) -> tuple[list[tuple], list[tuple], list[tuple], list[tuple]]:
         """One customer's and one terminal's state as row tuples (one pipelined round trip), for
@@ -661,6 +693,10 @@ class OnlineFeatureStore:
         return self._call("clear", run)
 
 
+def _chunks(items: list, size: int = _CHUNK) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 def _fields(joined: bytes) -> dict[bytes, bytes]:
     parts = joined.split(b"\n") if joined else []
     return dict(zip(parts[::2], parts[1::2]))
@@ -680,6 +716,86 @@ def decode_history(customers: list[str], customer_hashes: list[dict], terminals:
                    terminal_hashes: list[dict]) -> EntityHistory:
     """Stored hash fields (see the module docstring) -> the feature core's activity rows."""
     return EntityHistory.from_rows(*decode_rows(customers, customer_hashes, terminals, terminal_hashes))
+
+
+def _joined_fields(entities: list[str], joined: list[bytes]):
+    """(owner entity per field, field names, values, kinds = names' first two bytes, names' rest)
+    of hashes joined as ``field\nvalue\n...`` (Arrow arrays; owner an object array; kind a
+    boolean mask per field kind)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tokens: list[bytes] = []
+    counts = np.zeros(len(joined), dtype="int64")
+    for i, blob in enumerate(joined):
+        if blob:
+            parts = blob.split(b"\n")
+            tokens.extend(parts)
+            counts[i] = len(parts) // 2
+    owner = np.asarray(entities, dtype=object)[np.repeat(np.arange(len(joined)), counts)]
+    names, values = pa.array(tokens[0::2], pa.binary()), pa.array(tokens[1::2], pa.binary())
+    kinds = pc.binary_slice(names, 0, 2)
+    kind = {k: pc.equal(kinds, pa.scalar(k, pa.binary())).to_numpy(zero_copy_only=False) for k in (b"e:", b"b:", b"p:", b"f:", b"s:")}
+    return owner, names, values, kind, pc.utf8_slice_codeunits(names.cast(pa.string()), 2)
+
+
+def _parts(values, at: np.ndarray, n: int, separator: str = ","):
+    """The first ``n`` ``separator``-separated parts of ``values[at]``: ints, the last as str."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    split = pc.split_pattern(values.take(pa.array(at, pa.int64())), separator, max_splits=n - 1)
+    return [pc.list_element(split, k).cast(pa.string()) for k in range(n)]
+
+
+def _ints(array) -> np.ndarray:
+    import pyarrow as pa
+
+    return array.cast(pa.string()).cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def decode_history_joined(customers: list[str], customer_joined: list[bytes], terminals: list[str],
+                          terminal_joined: list[bytes]) -> EntityHistory:
+    """:func:`decode_history` of hashes joined as ``field\nvalue\n...`` (the batch read's reply),
+    column-wise in Arrow: the same rows in the same order, without a Python loop per hash field
+    (that loop cost ~20 us per scored record in a micro-batch)."""
+    owner, names, values, kind, rest = _joined_fields(customers, customer_joined)
+    n = len(names)
+    time, count, cents = np.zeros(n, "int64"), np.zeros(n, "int64"), np.zeros(n, "int64")
+    pair_terminal, pair_time = np.empty(n, dtype=object), np.zeros(n, "int64")
+    e, b, p = (np.flatnonzero(kind[k]) for k in (b"e:", b"b:", b"p:"))
+    if len(e):
+        e_time, e_cents, e_terminal = _parts(values, e, 3)
+        time[e], cents[e], count[e] = _ints(e_time), _ints(e_cents), 1
+        pair_terminal[e], pair_time[e] = e_terminal.to_numpy(zero_copy_only=False), time[e]
+    if len(b):
+        b_n, b_cents = _parts(values, b, 2)
+        time[b], count[b], cents[b] = _ints(rest.take(b)) * US_PER_DAY, _ints(b_n), _ints(b_cents)
+    if len(p):
+        pair_terminal[p] = rest.take(p).cast("string").to_numpy(zero_copy_only=False)
+        pair_time[p] = _ints(values.take(p))
+    activity = np.flatnonzero(kind[b"e:"] | kind[b"b:"])
+    pairs = np.flatnonzero(kind[b"e:"] | kind[b"p:"])
+    customer_activity = pd.DataFrame({"customer_key": owner[activity], "time": time[activity], "n": count[activity],
+                                      "cents": cents[activity]})
+    customer_terminals = pd.DataFrame({"customer_key": owner[pairs], "terminal_id": pair_terminal[pairs], "time": pair_time[pairs]})
+
+    owner, names, values, kind, rest = _joined_fields(terminals, terminal_joined)
+    n = len(names)
+    day, known, count = np.zeros(n, "int64"), np.zeros(n, "int64"), np.zeros(n, "int64")
+    b, f, s = (np.flatnonzero(kind[k]) for k in (b"b:", b"f:", b"s:"))
+    if len(b):
+        day[b], count[b] = _ints(rest.take(b)), _ints(values.take(b))
+    if len(f):
+        f_day, f_known = _parts(values, f, 2)
+        day[f], known[f], count[f] = _ints(f_day), _ints(f_known), 1
+    if len(s):
+        s_day, s_known = _parts(rest, s, 2, ":")
+        day[s], known[s], count[s] = _ints(s_day), _ints(s_known), _ints(values.take(s))
+    frauds = np.flatnonzero(kind[b"f:"] | kind[b"s:"])
+    terminal_activity = pd.DataFrame({"terminal_id": owner[b], "time": day[b] * US_PER_DAY, "n": count[b]})
+    terminal_frauds = pd.DataFrame({"terminal_id": owner[frauds], "tx_day": day[frauds], "time": known[frauds], "n": count[frauds]})
+    return EntityHistory(customer_activity, customer_terminals, terminal_activity, terminal_frauds)
 
 
 def decode_rows(customers: list[str], customer_hashes: list[dict], terminals: list[str],

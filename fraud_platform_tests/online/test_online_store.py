@@ -247,3 +247,30 @@ def test_no_card_number_or_raw_customer_id_reaches_redis_or_its_append_only_file
         if path.is_file():
             data = path.read_bytes()
             assert marker.encode() not in data and not pans(data.decode("utf-8", "replace")) & injected, path
+
+
+def test_the_batch_read_decodes_the_same_history_as_the_per_field_decoder() -> None:
+    """The scorer's one-string read (``decode_history_joined``) gives exactly the rows, order and
+    dtypes of ``decode_history`` over the same hashes: every field kind, empty hashes, the cutoff."""
+    from fraud_platform.infra.online_store import _fields, decode_history, decode_history_joined
+
+    customers = {
+        "c1": {b"e:t1": b"1767225600000000,1250,T9", b"b:20450": b"3,4599", b"p:T7": b"1767139200000000", b"k": b"20451",
+               b"e:t2": b"1767225700000000,1,T7", b"b:20449": b"1,100"},
+        "c2": {},
+        "c3": {b"p:T1": b"1767000000000000"},
+    }
+    terminals = {
+        "T9": {b"b:20450": b"12", b"f:t0": b"20449,1767200000000000", b"s:20440:1767100000000000": b"2", b"k": b"20451"},
+        "T7": {},
+        "T1": {b"s:20441:1767110000000000": b"1", b"b:20441": b"5"},
+    }
+    joined = lambda h: b"\n".join(x for item in h.items() for x in item)  # noqa: E731 - as _READ_HISTORY joins
+    for names in (["c1", "c2", "c3"], [], ["c2"]):
+        for terms in (["T9", "T7", "T1"], [], ["T7"]):
+            c_hashes, t_hashes = [customers[c] for c in names], [terminals[t] for t in terms]
+            assert [_fields(joined(h)) for h in c_hashes] == c_hashes
+            expected = decode_history(names, c_hashes, terms, t_hashes)
+            got = decode_history_joined(names, [joined(h) for h in c_hashes], terms, [joined(h) for h in t_hashes])
+            for table in FeatureSnapshot.TABLES:
+                pd.testing.assert_frame_equal(getattr(got, table), getattr(expected, table), check_dtype=True)

@@ -127,3 +127,25 @@ def test_challenger_watcher_follows_the_alias_and_is_quiet_without_one(registry)
         registry.client.delete_registered_model_alias(MODEL_NAME, "challenger")
     assert watcher.refresh() is True and watcher.info() is None
     assert failures == []
+
+
+def test_a_loaded_xgboost_model_predicts_on_one_thread() -> None:
+    """Each Spark task owns one core: the champion (XGBoost alone or ending a pipeline) must not
+    start OpenMP threads on every core (they spun against the other task's), and scores the same."""
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    from spark_streaming.champion import single_threaded
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(300, 4)), columns=list("abcd"))
+    y = (X["a"] > 0.5).astype(int)
+    for fitted in (XGBClassifier(n_estimators=5, max_depth=2).fit(X, y),
+                   Pipeline([("model", XGBClassifier(n_estimators=5, max_depth=2))]).fit(X, y)):
+        before = fitted.predict_proba(X)[:, 1]
+        single_threaded(fitted)
+        estimator = fitted.steps[-1][1] if hasattr(fitted, "steps") else fitted
+        config = json.loads(estimator.get_booster().save_config())
+        assert estimator.n_jobs == 1
+        assert config["learner"]["generic_param"]["nthread"] == "1"
+        np.testing.assert_array_equal(fitted.predict_proba(X)[:, 1], before)
