@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -131,17 +132,29 @@ def test_registry_outage_keeps_the_last_good_model(tmp_path, api_registry, keys,
         server.stop()
 
 
-def test_store_outage_is_503_and_the_api_recovers(tmp_path, api_registry, keys):
+@contextmanager
+def server_over_its_own_store(tmp_path, api_registry, keys, prefix: str, timeout_seconds: str):
+    """(embedded Redis, its state, API server) over a store of its own that the test may stop or freeze."""
     from fraud_platform.infra.online_store import OnlineFeatureStore
     from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
 
     redis = EmbeddedOnlineStore(tmp_path / "redis")
     state = redis.start()
-    OnlineFeatureStore.from_url(state.url, prefix="outage:").apply_transactions(history())
-    api_registry.promote("1")
-    server = start_server(tmp_path, api_env(api_registry, keys, state.url, "outage:", tmp_path,
-                                            FRAUD_ONLINE_STORE_TIMEOUT_SECONDS="1"))
     try:
+        OnlineFeatureStore.from_url(state.url, prefix=prefix).apply_transactions(history())
+        api_registry.promote("1")
+        server = start_server(tmp_path, api_env(api_registry, keys, state.url, prefix, tmp_path,
+                                                FRAUD_ONLINE_STORE_TIMEOUT_SECONDS=timeout_seconds))
+        try:
+            yield redis, state, server
+        finally:
+            server.stop()
+    finally:
+        redis.stop()
+
+
+def test_store_outage_is_503_and_the_api_recovers(tmp_path, api_registry, keys):
+    with server_over_its_own_store(tmp_path, api_registry, keys, "outage:", "1") as (redis, state, server):
         with server.client(keys.full) as client:
             assert client.post("/v1/decisions", json=request_body(1)).status_code == 200
             redis.stop()
@@ -156,9 +169,6 @@ def test_store_outage_is_503_and_the_api_recovers(tmp_path, api_registry, keys):
                 time.sleep(0.2)
             assert client.get("/readyz").status_code == 200
             assert client.post("/v1/decisions", json=request_body(3)).status_code == 200
-    finally:
-        server.stop()
-        redis.stop()
 
 
 def test_a_hung_store_never_blocks_the_event_loop(tmp_path, api_registry, keys):
@@ -167,16 +177,7 @@ def test_a_hung_store_never_blocks_the_event_loop(tmp_path, api_registry, keys):
     import os
     import signal
 
-    from fraud_platform.infra.online_store import OnlineFeatureStore
-    from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
-
-    redis = EmbeddedOnlineStore(tmp_path / "redis")
-    state = redis.start()
-    OnlineFeatureStore.from_url(state.url, prefix="hung:").apply_transactions(history())
-    api_registry.promote("1")
-    server = start_server(tmp_path, api_env(api_registry, keys, state.url, "hung:", tmp_path,
-                                            FRAUD_ONLINE_STORE_TIMEOUT_SECONDS="5"))
-    try:
+    with server_over_its_own_store(tmp_path, api_registry, keys, "hung:", "5") as (_redis, state, server):
         with server.client(keys.full) as client, ThreadPoolExecutor(1) as pool:
             assert client.post("/v1/decisions", json=request_body(1)).status_code == 200
             os.kill(state.pid, signal.SIGSTOP)
@@ -192,9 +193,6 @@ def test_a_hung_store_never_blocks_the_event_loop(tmp_path, api_registry, keys):
             finally:
                 os.kill(state.pid, signal.SIGCONT)
             assert client.post("/v1/decisions", json=request_body(3)).status_code == 200  # a new connection
-    finally:
-        server.stop()
-        redis.stop()
 
 
 def test_api_and_streaming_path_give_the_same_score_over_the_same_state(tmp_path, api_registry, keys, online_store_url,
