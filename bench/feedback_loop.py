@@ -23,11 +23,29 @@ What the platform does with them, reproduced with its own code:
   analyst verdict known by then (the verdicts arm's feedback samples). Labels are those known at
   training time; each row's features are the point-in-time ones it was scored with.
 
+A third arm, ``verdicts-fc`` (``--arms``), uses the same verdicts the FDH / Dal Pozzolo way instead
+of the platform's one-model rule: a *delayed* classifier on the matured rows (the chargebacks arm's
+model) and a *feedback* classifier on the verdict rows of the immature days, scores averaged
+(``--feedback-weight`` alpha, 0.5). It is the Handbook's remedy for what the joint model does: a
+few hundred verdict rows drowned in tens of thousands of matured ones.
+
+World options, common to all arms (never per arm): ``--label-delay fixed`` makes every fraud known
+exactly 7 days after it (FDH's delay period: within the last week nothing is known except what
+investigators confirm) instead of the simulator's uniform 1..7 days; ``--drift-day N`` switches card
+compromises from day N on to the simulator's scenario 4 (night bursts at unfamiliar terminals at
+1.5-3x the holder's mean amount instead of 5x amounts), a new fraud pattern mid-period. With drift
+the means are also printed for the days from the drift on (the days before it are the stationary
+run's, byte for byte).
+
 Printed per day and as means: card precision@k, AP, card recall@k (compromised cards caught among
-those not caught before). Target: verdicts raise mean CP@k by >= 10 % relative.
+those not caught before). Target: verdicts raise mean CP@k by >= 10 % relative. Then where the
+verdicts can act (per scenario, terminal fraud known, same-day verdicts) and how each arm spends its
+budget (alerts on cards already alerted before, overlap with the chargebacks arm's alerts).
 
     .venv/bin/python bench/feedback_loop.py                 # 60 days, FDH population, k = 100
     .venv/bin/python bench/feedback_loop.py --days 35 --customers 1000 --terminals 2000 --k 20   # smoke
+    .venv/bin/python bench/feedback_loop.py --label-delay fixed --retrain-days 1 --drift-day 41 \
+        --arms chargebacks,verdicts,verdicts-fc             # FDH delay, daily retraining, drift
 """
 
 from __future__ import annotations
