@@ -23,11 +23,29 @@ What the platform does with them, reproduced with its own code:
   analyst verdict known by then (the verdicts arm's feedback samples). Labels are those known at
   training time; each row's features are the point-in-time ones it was scored with.
 
+A third arm, ``verdicts-fc`` (``--arms``), uses the same verdicts the FDH / Dal Pozzolo way instead
+of the platform's one-model rule: a *delayed* classifier on the matured rows (the chargebacks arm's
+model) and a *feedback* classifier on the verdict rows of the immature days, scores averaged
+(``--feedback-weight`` alpha, 0.5). It is the Handbook's remedy for what the joint model does: a
+few hundred verdict rows drowned in tens of thousands of matured ones.
+
+World options, common to all arms (never per arm): ``--label-delay fixed`` makes every fraud known
+exactly 7 days after it (FDH's delay period: within the last week nothing is known except what
+investigators confirm) instead of the simulator's uniform 1..7 days; ``--drift-day N`` switches card
+compromises from day N on to the simulator's scenario 4 (night bursts at unfamiliar terminals at
+1.5-3x the holder's mean amount instead of 5x amounts), a new fraud pattern mid-period. With drift
+the means are also printed for the days from the drift on (the days before it are the stationary
+run's, byte for byte).
+
 Printed per day and as means: card precision@k, AP, card recall@k (compromised cards caught among
-those not caught before). Target: verdicts raise mean CP@k by >= 10 % relative.
+those not caught before). Target: verdicts raise mean CP@k by >= 10 % relative. Then where the
+verdicts can act (per scenario, terminal fraud known, same-day verdicts) and how each arm spends its
+budget (alerts on cards already alerted before, overlap with the chargebacks arm's alerts).
 
     .venv/bin/python bench/feedback_loop.py                 # 60 days, FDH population, k = 100
     .venv/bin/python bench/feedback_loop.py --days 35 --customers 1000 --terminals 2000 --k 20   # smoke
+    .venv/bin/python bench/feedback_loop.py --label-delay fixed --retrain-days 1 --drift-day 41 \
+        --arms chargebacks,verdicts,verdicts-fc             # FDH delay, daily retraining, drift
 """
 
 from __future__ import annotations
@@ -48,7 +66,7 @@ from _machine import machine_line, print_table  # noqa: E402
 from fraud_platform.domain.catalogue import label_is_final
 from fraud_platform.domain.features import FEATURE_COLUMNS, FeatureSnapshot
 from fraud_platform.domain.metrics import average_precision, card_precision_top_k
-from fraud_platform.domain.simulator import SimulationConfig, TransactionSimulator
+from fraud_platform.domain.simulator import LABEL_DELAYS, SimulationConfig, TransactionSimulator
 from fraud_platform.ml.datasets import simulated_sandbox_frame
 from fraud_platform.ml.training import Candidate, TrainingConfig, build_pipeline
 
@@ -66,12 +84,17 @@ def top_cards(day_frame: pd.DataFrame, k: int) -> pd.DataFrame:
     return cards.sort_values(["score", "card_key"], ascending=[False, True], kind="stable").head(k)
 
 
+ARMS = ("chargebacks", "verdicts", "verdicts-fc")
+
+
 class Arm:
     """One arm's state: per transaction the label outcome as it stands (earliest fraud label, else an
     analyst's "legitimate"), its point-in-time features and score."""
 
     def __init__(self, name: str, frame: pd.DataFrame, args) -> None:
         self.name, self.frame, self.args = name, frame, args
+        self.reviews = name != "chargebacks"
+        self.feedback_model = None  # verdicts-fc: the FDH feedback classifier beside the delayed one
         self.known_at = frame["chargeback_at"].copy()  # earliest fraud label's known_at (NaT: none)
         self.label_type = frame["chargeback_type"].copy()
         self.verdict_at = pd.Series(pd.NaT, index=frame.index, dtype=self.known_at.dtype)  # "legitimate" verdicts
@@ -97,13 +120,39 @@ class Arm:
         final = label_is_final(rows["event_date"], self.label_type[window], outcome_at, self.args.maturity_days,
                                cutoff.to_pydatetime())
         window = window[final]
-        y = ((self.known_at[window] < cutoff) & (self.frame.loc[window, "truth"] == 1)).to_numpy(dtype=int)
-        X = pd.DataFrame(self.features[window], columns=FEATURE_COLUMNS)
-        config = TrainingConfig(n_jobs=self.args.threads, seed=self.args.seed)
-        self.model = build_pipeline(MODEL, y, config).fit(X, y)
-        matured = int((self.frame.loc[window, "event_date"] <= day - timedelta(days=self.args.maturity_days + 1)).sum())
+        is_matured = (self.frame.loc[window, "event_date"] <= day - timedelta(days=self.args.maturity_days + 1)).to_numpy()
+        matured = int(is_matured.sum())
+        note = ""
+        if self.name == "verdicts-fc":  # delayed classifier on matured rows, feedback classifier on the verdicts
+            feedback, window = window[~is_matured], window[is_matured]
+            self.feedback_model, note = self._fit(feedback, cutoff), f"; feedback classifier on {len(feedback):,} rows"
+            if self.feedback_model is None:
+                note += " (one class: not used)"
+        self.model = self._fit(window, cutoff)
+        y = self._labels(window, cutoff)
         return (f"{self.name}: retrained at {day} on {first}..{day - timedelta(days=1)}: {len(window):,} rows "
-                f"({matured:,} matured, {len(window) - matured:,} with verdicts), {int(y.sum()):,} frauds")
+                f"({matured:,} matured, {len(window) - matured:,} with verdicts), {int(y.sum()):,} frauds{note}")
+
+    def _labels(self, rows: pd.Index, cutoff: pd.Timestamp) -> np.ndarray:
+        return ((self.known_at[rows] < cutoff) & (self.frame.loc[rows, "truth"] == 1)).to_numpy(dtype=int)
+
+    def _fit(self, rows: pd.Index, cutoff: pd.Timestamp):
+        """The platform's pipeline on these rows, labelled as known at ``cutoff`` (None: one class only)."""
+        y = self._labels(rows, cutoff)
+        if len(y) == 0 or y.min() == y.max():
+            return None
+        config = TrainingConfig(n_jobs=self.args.threads, seed=self.args.seed)
+        return build_pipeline(MODEL, y, config).fit(pd.DataFrame(self.features[rows], columns=FEATURE_COLUMNS), y)
+
+    def score(self, rows: pd.Index) -> np.ndarray:
+        """The model's fraud probability; verdicts-fc averages the delayed and feedback classifiers
+        (FDH / Dal Pozzolo et al. 2017: A_t = alpha F_t + (1 - alpha) D_t)."""
+        X = pd.DataFrame(self.features[rows], columns=FEATURE_COLUMNS)
+        delayed = self.model.predict_proba(X)[:, 1]
+        if self.feedback_model is None:
+            return delayed
+        alpha = self.args.feedback_weight
+        return alpha * self.feedback_model.predict_proba(X)[:, 1] + (1 - alpha) * delayed
 
 
 def run_arm(arm: Arm, days: list[date], by_day: dict, args) -> None:
@@ -119,12 +168,12 @@ def run_arm(arm: Arm, days: list[date], by_day: dict, args) -> None:
         feats = snapshot.features(today, arm.fraud_labels(start, end))
         arm.features[rows] = feats[FEATURE_COLUMNS].to_numpy(dtype="float64")
         if arm.model is not None:
-            arm.scores[rows] = arm.model.predict_proba(pd.DataFrame(arm.features[rows], columns=FEATURE_COLUMNS))[:, 1]
+            arm.scores[rows] = arm.score(rows)
             scored = today.assign(score=arm.scores[rows])
             alerts = top_cards(scored[~scored["card_key"].isin(arm.caught)], args.k)
             arm.caught.update(set(scored.loc[scored["truth"] == 1, "card_key"]) & set(alerts["card_key"]))
             arm.alerts.append(alerts[["card_key"]].assign(event_date=day))
-            if arm.name == "verdicts":
+            if arm.reviews:
                 review(arm, scored, alerts, args.verdict_hours)
         snapshot = snapshot.update(today, arm.fraud_labels(start, end), as_of=end)
 
@@ -155,9 +204,11 @@ def evaluate(frame: pd.DataFrame, scores: np.ndarray, k: int) -> pd.DataFrame:
 
 
 def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
-    """Where verdicts can act: per scenario, the frauds on cards not caught before that get alerted,
-    and the terminal frauds whose terminal already had a known fraud (the only label-fed features)."""
-    scored = ~np.isnan(arms["chargebacks"].scores)
+    """Where verdicts can act: per scenario, the frauds on cards not caught before that get alerted;
+    the terminal frauds whose terminal already had a known fraud (the label-fed features); the same
+    day's verdicts the day-aligned windows cannot see yet; and how the arms spend their budgets."""
+    base = arms["chargebacks"]
+    scored = ~np.isnan(base.scores)
     frauds = frame.loc[scored & (frame["truth"] == 1).to_numpy(), ["event_date", "card_key", "fraud_scenario"]]
     shares = {}
     for name, arm in arms.items():
@@ -174,13 +225,32 @@ def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
         for open_, alerted in shares.values():
             row += [int((mine & open_).sum()), f"{(mine & open_ & alerted).sum() / max((mine & open_).sum(), 1):.3f}"]
         rows.append(row)
-    print_table("Frauds on cards not caught before, and the share of them alerted, per scenario (1 amount, 2 terminal, 3 card)",
-                ["scenario", "frauds", "open charge.", "alerted charge.", "open verdicts", "alerted verdicts"], rows)
+    print_table("Frauds on cards not caught before, and the share of them alerted, per scenario "
+                "(1 amount, 2 terminal, 3 card, 4 drifted card)",
+                ["scenario", "frauds", *[f"{h} {name}" for name in arms for h in ("open", "alerted")]], rows)
     terminal = (frame["fraud_scenario"].fillna(0) == 2).to_numpy(dtype=bool) & scored
     column = FEATURE_COLUMNS.index("terminal_fraud_count_recent_28d")
-    informed = {name: float((arm.features[terminal, column] > 0).mean()) for name, arm in arms.items()}
-    print(f"\nterminal-compromise frauds scored with a known fraud at their terminal (last 28 days): "
-          f"{informed['chargebacks']:.3f} with chargebacks, {informed['verdicts']:.3f} with verdicts", flush=True)
+    informed = ", ".join(f"{float((arm.features[terminal, column] > 0).mean()):.3f} {name}" for name, arm in arms.items())
+    print(f"\nterminal-compromise frauds scored with a known fraud at their terminal (last 28 days): {informed}")
+    for name, arm in arms.items():
+        # A fraud at the same terminal on the same day, known (verdict) before this one: counted by no
+        # feature, since the terminal windows end at the previous midnight.
+        known = frame.loc[(frame["truth"] == 1).to_numpy(), ["terminal_id", "event_date"]].assign(known=arm.known_at)
+        first_known = known.groupby(["terminal_id", "event_date"])["known"].min()
+        key = pd.MultiIndex.from_frame(frame.loc[terminal, ["terminal_id", "event_date"]])
+        same_day = (first_known.reindex(key).to_numpy() < frame.loc[terminal, "event_time"].to_numpy())
+        print(f"  {name}: {same_day.mean():.3f} of them had a fraud at that terminal known earlier the same day "
+              f"(invisible to the day-aligned windows)")
+    print("\nAlert budgets (scored days):")
+    base_alerts = pd.concat(base.alerts)
+    for name, arm in arms.items():
+        alerts = pd.concat(arm.alerts)
+        seen = alerts.groupby("card_key")["event_date"].transform("min") < alerts["event_date"]
+        overlap = np.mean([len(set(a["card_key"]) & set(b["card_key"])) / max(len(set(a["card_key"]) | set(b["card_key"])), 1)
+                           for (_, a), (_, b) in zip(alerts.groupby("event_date"), base_alerts.groupby("event_date"))])
+        print(f"  {name}: {seen.mean():.3f} of the alerts on cards already alerted on an earlier day (false positives "
+              f"then, not blocked); daily overlap with the chargebacks arm's alerts (Jaccard) {overlap:.3f}; "
+              f"{arm.verdicts:,} verdicts")
 
 
 def main() -> None:
@@ -194,45 +264,68 @@ def main() -> None:
     parser.add_argument("--maturity-days", type=int, default=7, help="the platform's label maturity (FRAUD_LABEL_MATURITY_DAYS)")
     parser.add_argument("--retrain-days", type=int, default=7)
     parser.add_argument("--verdict-hours", type=float, default=4.0, help="verdict known this long after the alert")
+    parser.add_argument("--label-delay", choices=LABEL_DELAYS, default="uniform",
+                        help="simulator chargeback delay: uniform 1..7 days, or fixed 7 days (FDH's delay period)")
+    parser.add_argument("--drift-day", type=int, default=None,
+                        help="optional concept drift: card compromises from this day index on are scenario 4")
+    parser.add_argument("--arms", default="chargebacks,verdicts",
+                        help=f"comma-separated, from {ARMS}; the first must be chargebacks (the baseline)")
+    parser.add_argument("--feedback-weight", type=float, default=0.5, help="verdicts-fc: alpha of the feedback classifier")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    names = args.arms.split(",")
+    if names[0] != "chargebacks" or not set(names) <= set(ARMS) or len(set(names)) != len(names):
+        parser.error(f"--arms must start with chargebacks and name distinct arms from {ARMS}")
     if args.days < 60:
         print(f"note: {args.days} days is shorter than the 60-day protocol", flush=True)
     started = time.perf_counter()
     print(f"machine: {machine_line()}", flush=True)
-    sim = TransactionSimulator(SimulationConfig(start=date(2026, 1, 1), days=args.days, n_customers=args.customers,
-                                                n_terminals=args.terminals, seed=args.seed))
+    start = date(2026, 1, 1)
+    drift = None if args.drift_day is None else start + timedelta(days=args.drift_day)
+    sim = TransactionSimulator(SimulationConfig(start=start, days=args.days, n_customers=args.customers,
+                                                n_terminals=args.terminals, seed=args.seed, label_delay=args.label_delay,
+                                                drift_start=drift))
     frame = simulated_sandbox_frame(sim).rename(columns={"is_fraud": "truth", "label_known_at": "chargeback_at",
                                                           "label_type": "chargeback_type"})
     days = sorted(frame["event_date"].unique())
     by_day = {d: idx for d, idx in frame.groupby("event_date").groups.items()}
+    delay = ((frame["chargeback_at"] - frame["event_time"]) / pd.Timedelta(days=1)).dropna()
     print(f"{len(frame):,} transactions over {len(days)} days, {int(frame['truth'].sum()):,} frauds; k = {args.k}, "
           f"warm-up {args.warmup_days} days, retraining every {args.retrain_days} days on {args.train_days} matured days "
-          f"(+ verdicts), maturity {args.maturity_days} days, verdicts after {args.verdict_hours:g} h", flush=True)
+          f"(+ verdicts), maturity {args.maturity_days} days, verdicts after {args.verdict_hours:g} h; chargeback delay "
+          f"{args.label_delay}: {delay.min():.1f}..{delay.max():.1f} days, median {delay.median():.1f}; "
+          f"drift {'from ' + str(drift) if drift else 'none'}; arms {', '.join(names)}", flush=True)
     per_arm, arms = {}, {}
-    for name in ("chargebacks", "verdicts"):
+    for name in names:
         arm_started = time.perf_counter()
         print(f"arm {name}:", flush=True)
         arm = arms[name] = Arm(name, frame, args)
         run_arm(arm, days, by_day, args)
-        per_arm[name] = evaluate(frame, arm.scores, args.k)
+        per_arm[name] = evaluate(frame, arm.scores, args.k).set_index("day")
         print(f"  {name}: {time.perf_counter() - arm_started:.0f} s, {arm.verdicts:,} verdicts, load avg "
               f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    a, b = per_arm["chargebacks"], per_arm["verdicts"].set_index("day").loc[per_arm["chargebacks"]["day"]].reset_index()
-    cols = ["card_precision", "average_precision", "card_recall"]
-    rows = [[str(d), *[x for c in cols for x in (a.loc[i, c], b.loc[i, c])]] for i, d in enumerate(a["day"])]
-    fmt = lambda rows: [[r[0], *[f"{x:.3f}" for x in r[1:]]] for r in rows]  # noqa: E731
-    header = ["day", f"CP@{args.k} charge.", f"CP@{args.k} verdicts", "AP charge.", "AP verdicts",
-              "recall charge.", "recall verdicts"]
-    print_table("Per day", header, fmt(rows))
-    means = [["mean", *[x for c in cols for x in (a[c].mean(), b[c].mean())]]]
-    print_table(f"Mean over {len(a)} scored days", header, fmt(means))
-    lift = b["card_precision"].mean() / a["card_precision"].mean() - 1 if a["card_precision"].mean() else float("nan")
+    day_index = per_arm["chargebacks"].index
+    tables = {name: table.loc[day_index] for name, table in per_arm.items()}
+    cols = [("card_precision", f"CP@{args.k}"), ("average_precision", "AP"), ("card_recall", "recall")]
+    header = ["day", *[f"{label} {name}" for _, label in cols for name in names]]
+    rows = [[str(d), *[f"{tables[name].loc[d, c]:.3f}" for c, _ in cols for name in names]] for d in day_index]
+    print_table("Per day", header, rows)
+    means = [["mean", *[f"{tables[name][c].mean():.3f}" for c, _ in cols for name in names]]]
+    print_table(f"Mean over {len(day_index)} scored days", header, means)
+    if drift is not None:
+        after = day_index >= drift
+        print_table(f"Mean over the {int(after.sum())} scored days from the drift on ({drift})", header,
+                    [["mean", *[f"{tables[name].loc[after, c].mean():.3f}" for c, _ in cols for name in names]]])
+    base = tables["chargebacks"]
+    for name in names[1:]:
+        lift = lambda c, mask=slice(None): tables[name].loc[mask, c].mean() / base.loc[mask, c].mean() - 1  # noqa: E731
+        extra = f"; from the drift on CP lift {lift('card_precision', after):+.1%}" if drift is not None else ""
+        print(f"\n{name}: CP@{args.k} relative lift {lift('card_precision'):+.1%} (target >= +10 %); "
+              f"AP lift {lift('average_precision'):+.1%}{extra}", flush=True)
     why(frame, arms)
-    print(f"\nCP@{args.k} relative lift from verdicts: {lift:+.1%} (target >= +10 %); AP lift "
-          f"{b['average_precision'].mean() / a['average_precision'].mean() - 1:+.1%}; {len(a)} scored days; "
-          f"{time.perf_counter() - started:.0f} s; load avg at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(f"\n{len(day_index)} scored days; {time.perf_counter() - started:.0f} s; load avg at end "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

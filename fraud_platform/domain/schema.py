@@ -116,7 +116,8 @@ class TransactionEvent(BaseModel):
 class LabelEvent(BaseModel):
     """A fraud outcome for an earlier transaction, published on the ``labels`` topic when it
     becomes known (chargeback or analyst confirmation). ``fraud_scenario`` is only set by the
-    simulator (1 = amount, 2 = compromised terminal, 3 = compromised card)."""
+    simulator (1 = amount, 2 = compromised terminal, 3 = compromised card, 4 = compromised card
+    used the drifted way, only with ``SimulationConfig.drift_start``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

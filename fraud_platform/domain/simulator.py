@@ -83,10 +83,19 @@ MCC_ORDER: tuple[str, ...] = tuple(MERCHANT_CATEGORIES)
 CONTACTLESS_LIMIT_EUR = 50.0  # EU contactless limit without PIN
 CONTACTLESS_SHARE = 0.7
 ECOMMERCE_SHARE = 0.9  # of online terminal traffic; the rest is mail/telephone order
-CHARGEBACK_SHARE_BY_SCENARIO = {1: 0.6, 2: 0.4, 3: 0.8}  # card holders notice stolen-card spend
+CHARGEBACK_SHARE_BY_SCENARIO = {1: 0.6, 2: 0.4, 3: 0.8, 4: 0.8}  # card holders notice stolen-card spend
+# Optional concept drift (``SimulationConfig.drift_start``): cards compromised from that day on are
+# used the new way (scenario 4) - bursts of card-not-present style spend at night, at terminals
+# anywhere (not the holder's neighbourhood), at 1.5-3x the holder's mean amount - instead of
+# scenario 3's 5x amounts on a third of the holder's own spend. Fraudsters adapting to a model
+# that has learned "5x amounts" is the kind of new pattern the FDH feedback classifier exists for.
+DRIFT_TX_PER_DAY = 2.0  # Poisson mean of fraudulent transactions per drifted card and day
+DRIFT_HOURS = (0.0, 6.0)  # uniform time of day (UTC hours) of the drifted frauds
+DRIFT_AMOUNT_FACTOR = (1.5, 3.0)  # uniform multiple of the holder's mean amount
+LABEL_DELAYS = ("uniform", "fixed")
 
 # RNG stream tags: one independent stream per purpose so adding draws to one never shifts another.
-_PROFILE_STREAM, _TX_STREAM, _LABEL_STREAM, _TERMINAL_COMPROMISE_STREAM, _CUSTOMER_COMPROMISE_STREAM = range(5)
+_PROFILE_STREAM, _TX_STREAM, _LABEL_STREAM, _TERMINAL_COMPROMISE_STREAM, _CUSTOMER_COMPROMISE_STREAM, _DRIFT_STREAM = range(6)
 
 _CH = {name: CHANNELS.index(name) for name in CHANNELS}
 
@@ -104,6 +113,12 @@ class SimulationConfig:
     ``fraud_rate=None`` keeps the FDH compromise intensities (about 0.9 % fraud); a number sets the
     daily compromise counts so the expected overall fraud rate matches it. Production callers
     pass ``PlatformSettings.tokenisation_key`` (see :meth:`from_settings`).
+
+    ``label_delay="uniform"`` makes each fraud known 1..``label_delay_days`` days after it;
+    ``"fixed"`` exactly ``label_delay_days`` after (FDH's delay period: nothing of the last week is
+    known except what investigators confirm). ``drift_start`` (a date, default none) switches card
+    compromises to scenario 4 from that day on (see ``DRIFT_TX_PER_DAY``); ``fraud_rate``
+    calibration and ``expected_rate`` ignore it.
     """
 
     start: date
@@ -114,6 +129,8 @@ class SimulationConfig:
     fraud_rate: float | None = None
     label_delay_days: int = 7
     radius: float = 5.0
+    label_delay: str = "uniform"
+    drift_start: date | None = None
     tokenisation_key: str = field(default_factory=_platform_tokenisation_key, repr=False)  # a secret
 
     def __post_init__(self) -> None:
@@ -127,6 +144,8 @@ class SimulationConfig:
             raise ValueError("label_delay_days must be >= 1 (a label is never known instantly)")
         if not self.radius > 0:
             raise ValueError("radius must be > 0")
+        if self.label_delay not in LABEL_DELAYS:
+            raise ValueError(f"label_delay must be one of {LABEL_DELAYS}, not {self.label_delay!r}")
 
     @classmethod
     def from_settings(cls, settings: "PlatformSettings", start: date, days: int, **overrides) -> "SimulationConfig":
@@ -432,13 +451,22 @@ class TransactionSimulator:
 
         return self._compromised_cache.get_or_compute((stream, ordinal), draw)
 
-    def _compromised_mask(self, stream: int, ordinal: int) -> np.ndarray:
-        """Entities under compromise on day ``ordinal``: those picked on any of the last N days."""
+    def _compromised_mask(self, stream: int, ordinal: int, since: int | None = None, before: int | None = None) -> np.ndarray:
+        """Entities under compromise on day ``ordinal``: those picked on any of the last N days
+        (only picks on days ``since <= day < before`` when given)."""
         population, _, duration = self._compromise_spec(stream)
+        first, last = ordinal - duration + 1, ordinal
+        first = first if since is None else max(first, since)
+        last = last if before is None else min(last, before - 1)
         mask = np.zeros(population, dtype=bool)
-        for day in range(ordinal - duration + 1, ordinal + 1):
+        for day in range(first, last + 1):
             mask[self._compromised_on(stream, day)] = True
         return mask
+
+    @property
+    def _drift_ordinal(self) -> int | None:
+        start = self.config.drift_start
+        return None if start is None else start.toordinal()
 
     def compromised_terminals(self, day: date) -> list[str]:
         """Terminals compromised on ``day``: all their transactions for 28 days are fraud."""
@@ -479,20 +507,49 @@ class TransactionSimulator:
         amount_eur[negative] = rng.uniform(0, 2 * mean[negative])
 
         # Scenario 3: a third of a compromised card's transactions, at five times the amount.
-        card_fraud = self._compromised_mask(_CUSTOMER_COMPROMISE_STREAM, ordinal)[customer] & (
+        # (With drift, only cards compromised before it; the draw is made either way.)
+        card_fraud = self._compromised_mask(_CUSTOMER_COMPROMISE_STREAM, ordinal, before=self._drift_ordinal)[customer] & (
             rng.random(n) < CUSTOMER_FRAUD_SHARE
         )
         amount_eur[card_fraud] *= CUSTOMER_FRAUD_AMOUNT_FACTOR
+        amount, charged_eur = self._local_amounts(amount_eur, terminal)
+        channel = self._channels(terminal, charged_eur, rng.random(n))
 
-        # Local currency of the terminal's country, rounded to its minor unit (at least one unit).
+        # Later scenarios take precedence, as in FDH (amount, then terminal, then card).
+        scenario = np.zeros(n, dtype=np.int8)
+        scenario[charged_eur > AMOUNT_FRAUD_THRESHOLD_EUR] = 1
+        scenario[self._compromised_mask(_TERMINAL_COMPROMISE_STREAM, ordinal)[terminal]] = 2
+        scenario[card_fraud] = 3
+
+        event_us = _ordinal_epoch_us(ordinal) + (seconds * 1e6).astype(np.int64)
+        transaction_id = _hex_ids(rng, n, "tx-")
+        if self._drift_ordinal is not None and ordinal >= self._drift_ordinal:
+            extra = self._drifted_frauds(ordinal)
+            event_us, transaction_id, customer, terminal, amount, channel, scenario = (
+                np.concatenate([mine, theirs]) for mine, theirs in
+                zip((event_us, transaction_id, customer, terminal, amount, channel, scenario), extra)
+            )
+        order = np.argsort(event_us, kind="stable")
+        return _Day(
+            event_us=event_us[order],
+            transaction_id=transaction_id,  # random ids: assigned in event order, as without drift
+            customer=customer[order],
+            terminal=terminal[order],
+            amount=amount[order],
+            channel=channel[order],
+            fraud_scenario=scenario[order],
+        )
+
+    def _local_amounts(self, amount_eur: np.ndarray, terminal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(amount in the terminal's currency rounded to its minor unit, at least one unit; that amount in EUR)."""
         minor = self._term_minor_units[terminal]
         fx = self._term_fx[terminal]
         amount = np.maximum(np.round(amount_eur / fx * minor), 1.0) / minor
-        charged_eur = amount * fx  # what the processed zone will compute from the event
+        return amount, amount * fx  # EUR: what the processed zone will compute from the event
 
+    def _channels(self, terminal: np.ndarray, charged_eur: np.ndarray, u: np.ndarray) -> np.ndarray:
         kind = self._term_kind[terminal]
-        u = rng.random(n)
-        channel = np.where(
+        return np.where(
             kind == TERMINAL_TYPES.index("atm"),
             _CH["atm"],
             np.where(
@@ -502,31 +559,32 @@ class TransactionSimulator:
             ),
         ).astype(np.int8)
 
-        # Later scenarios take precedence, as in FDH (amount, then terminal, then card).
-        scenario = np.zeros(n, dtype=np.int8)
-        scenario[charged_eur > AMOUNT_FRAUD_THRESHOLD_EUR] = 1
-        scenario[self._compromised_mask(_TERMINAL_COMPROMISE_STREAM, ordinal)[terminal]] = 2
-        scenario[card_fraud] = 3
-
+    def _drifted_frauds(self, ordinal: int) -> tuple[np.ndarray, ...]:
+        """Scenario 4 transactions of the cards compromised since the drift, from their own (seed, day)
+        stream (so the genuine traffic is the same bytes with or without drift)."""
+        rng = self._rng(_DRIFT_STREAM, ordinal)
+        drifted = np.flatnonzero(self._compromised_mask(_CUSTOMER_COMPROMISE_STREAM, ordinal, since=self._drift_ordinal))
+        drifted = drifted[self._cust_rate[drifted] > 0]
+        customer = np.repeat(drifted, rng.poisson(DRIFT_TX_PER_DAY, size=drifted.size))
+        m = customer.size
+        seconds = rng.uniform(DRIFT_HOURS[0] * 3600, DRIFT_HOURS[1] * 3600, size=m)
+        terminal = rng.integers(0, self.config.n_terminals, size=m)
+        amount_eur = self._cust_mean[customer] * rng.uniform(*DRIFT_AMOUNT_FACTOR, size=m)
+        amount, charged_eur = self._local_amounts(amount_eur, terminal)
+        channel = self._channels(terminal, charged_eur, rng.random(m))
         event_us = _ordinal_epoch_us(ordinal) + (seconds * 1e6).astype(np.int64)
-        order = np.argsort(event_us, kind="stable")
-        return _Day(
-            event_us=event_us[order],
-            transaction_id=_hex_ids(rng, n, "tx-"),
-            customer=customer[order],
-            terminal=terminal[order],
-            amount=amount[order],
-            channel=channel[order],
-            fraud_scenario=scenario[order],
-        )
+        ids = _hex_ids(rng, m, "tx-")
+        return event_us, ids, customer, terminal, amount, channel, np.full(m, 4, dtype=np.int8)
 
     def _draw_labels(self, ordinal: int, day: _Day) -> _Labels:
         """Labels for the frauds of one day, drawn from their own (seed, day) stream."""
         fraud = np.flatnonzero(day.fraud_scenario)
         rng = self._rng(_LABEL_STREAM, ordinal)
         delay = rng.integers(US_PER_DAY, self.config.label_delay_days * US_PER_DAY, size=fraud.size, endpoint=True)
+        if self.config.label_delay == "fixed":  # drawn anyway, so the label types stay the same draws
+            delay = np.full(fraud.size, self.config.label_delay_days * US_PER_DAY, dtype=np.int64)
         scenario = day.fraud_scenario[fraud]
-        chargeback_share = np.array([0.0] + [CHARGEBACK_SHARE_BY_SCENARIO[s] for s in (1, 2, 3)])[scenario]
+        chargeback_share = np.array([0.0] + [CHARGEBACK_SHARE_BY_SCENARIO[s] for s in (1, 2, 3, 4)])[scenario]
         label_type = np.where(rng.random(fraud.size) < chargeback_share, "chargeback", "confirmed_fraud").astype(object)
         return _Labels(day.transaction_id[fraud], day.event_us[fraud] + delay, label_type, scenario)
 

@@ -109,8 +109,9 @@ def raw_labels_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
     return [
         *contract_expectations(RAW_LABELS_SCHEMA),
         gxe.ExpectColumnValuesToBeInSet(column="label_type", value_set=list(LABEL_TYPES)),
-        # Scenarios 1-3 on frauds; real histories also put 0 ("none") on legitimate rows.
-        gxe.ExpectColumnValuesToBeInSet(column="fraud_scenario", value_set=[1, 2, 3],
+        # Scenarios 1-4 on frauds (4: the simulator's optional drift); real histories also put 0
+        # ("none") on legitimate rows.
+        gxe.ExpectColumnValuesToBeInSet(column="fraud_scenario", value_set=[1, 2, 3, 4],
                                         row_condition="is_fraud == True", condition_parser="pandas"),
         gxe.ExpectColumnValuesToBeInSet(column="fraud_scenario", value_set=[0],
                                         row_condition="is_fraud == False", condition_parser="pandas"),

@@ -361,3 +361,35 @@ def test_from_settings_uses_the_platform_tokenisation_key(monkeypatch: pytest.Mo
     pan = card_number(config.seed, 0)
     assert TransactionSimulator(config).customers["card_token"][0] == tokenise_pan(pan, "prod-like-key")
 
+
+
+def test_fixed_label_delay_is_fdh_delay_period_and_keeps_the_label_types() -> None:
+    uniform = TransactionSimulator(SimulationConfig(start=START, days=6, fraud_rate=0.03, **SMALL))
+    fixed = TransactionSimulator(SimulationConfig(start=START, days=6, fraud_rate=0.03, label_delay="fixed", **SMALL))
+    tx = fixed.transactions()[["transaction_id", "event_time"]]
+    window = (START, START + timedelta(days=20))
+    a = uniform.labels_for_window(*window).set_index("transaction_id")
+    b = fixed.labels_for_window(*window).merge(tx, on="transaction_id").set_index("transaction_id")
+    assert len(b) > 50 and set(a.index) >= set(b.index)
+    assert ((b["known_at"] - b["event_time"]) == pd.Timedelta(days=7)).all()
+    assert (a.loc[b.index, "label_type"] == b["label_type"]).all()
+    assert ((a.loc[b.index, "known_at"] - b["event_time"]) < pd.Timedelta(days=7)).mean() > 0.9
+    with pytest.raises(ValueError):
+        SimulationConfig(start=START, days=1, label_delay="gamma", **SMALL)
+
+
+def test_drift_changes_nothing_before_it_and_replaces_card_compromises_after() -> None:
+    drift = START + timedelta(days=2)
+    base = TransactionSimulator(SimulationConfig(start=START, days=17, fraud_rate=0.03, **SMALL)).transactions()
+    drifted_sim = TransactionSimulator(SimulationConfig(start=START, days=17, fraud_rate=0.03, drift_start=drift, **SMALL))
+    drifted = drifted_sim.transactions()
+    before = lambda df: df[df["event_time"] < pd.Timestamp(drift, tz="UTC")]  # noqa: E731
+    pd.testing.assert_frame_equal(before(base), before(drifted))
+    new = drifted[drifted["fraud_scenario"] == 4]
+    assert len(new) > 20 and (new["event_time"] >= pd.Timestamp(drift, tz="UTC")).all()
+    assert (new["event_time"].dt.hour < 6).all() and (new["is_fraud"] == 1).all()
+    # Cards compromised after the drift no longer get scenario 3 (only those compromised before it).
+    late = drifted[drifted["event_time"] >= pd.Timestamp(drift + timedelta(days=14), tz="UTC")]
+    assert (late["fraud_scenario"] != 3).all() and (late["fraud_scenario"] == 4).any()
+    labels = drifted_sim.labels_for_window(START, START + timedelta(days=25))
+    assert set(new["transaction_id"]) <= set(labels["transaction_id"])
