@@ -107,7 +107,6 @@ def test_a_row_the_duckdb_alert_table_refuses_is_dead_lettered_and_the_rest_is_s
 
     import spark_streaming.executor as executor
     from fraud_platform.infra.decision_log import DecisionLogTarget
-    from fraud_platform.settings import ApiSettings
     from spark_streaming.config import StreamConfig
     from spark_streaming.job import BatchHandler, Components
     from spark_streaming.metrics import StreamMetrics
@@ -132,7 +131,7 @@ def test_a_row_the_duckdb_alert_table_refuses_is_dead_lettered_and_the_rest_is_s
     watcher = type("Watcher", (), {"current": lambda self: model, "stop": lambda self: None})()
     parts = Components(config=config, metrics=StreamMetrics(), watcher=watcher, lake=LocalLakeStore(config.platform.lake.root),
                        alerts=alerts, kafka=KafkaSettings.from_env(), store=online_store,
-                       decision_log=DecisionLogTarget.from_settings(ApiSettings.from_env()))
+                       decision_log=DecisionLogTarget.from_settings())
     try:
         BatchHandler(parts).process(records, batch_id=0)
         stored = {r[0] for r in alerts.connection().execute(f"SELECT transaction_id FROM {config.alerts_table}").fetchall()}
