@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from fraud_platform.infra.dead_letters import DEFAULT_MAX_DEAD_LETTER_BYTES, dead_letter_message
+from fraud_platform.infra.decision_log import create_tables_locked
 from fraud_platform.infra.lake import LakeStore, partition_prefix
 
 from spark_streaming.scoring import DeadLetter, ScoredBatch, prediction_records
@@ -102,14 +103,9 @@ class PostgresAlertStore:
         return self._conn
 
     def ensure_schema(self) -> None:
-        conn = self._connection()
-        with conn.transaction():
-            # replicas starting together would collide in the catalog despite IF NOT EXISTS: one at a time
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
-            if "." in self.table:
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.table.split('.')[0]}")
-            conn.execute(create_sql(self.table))
-            conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS reasons TEXT")
+        # replicas starting together would collide in the catalog despite IF NOT EXISTS: one at a time
+        create_tables_locked(self._connection(), self.table, create_sql(self.table),
+                             f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS reasons TEXT")
 
     def upsert(self, alerts: pd.DataFrame) -> int:
         if alerts.empty:
