@@ -119,7 +119,7 @@ def main() -> None:
     try:
         pool = simulated_pool(customers=args.customers, terminals=args.terminals)
         state = fill_online_store(pool)
-        train_champion(pool, os.environ["MLFLOW_TRACKING_URI"], (home / "artifacts").as_uri())
+        train_champion(pool, (home / "artifacts").as_uri())
         topics = use_topics(home, "profile", 1)
         producer = Producer(pool, topics["FRAUD_TOPIC_TRANSACTIONS"])
         own = psutil.Process()
