@@ -385,12 +385,13 @@ def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
               f"(verdict arms: cleared by an analyst) within the last {arm.args.suppress_days:g} days")
         missed = np.array(arm.missed_ranks)
         k = arm.args.k
-        print(f"    compromised cards left out of the budget: {len(missed):,}; share ranked within the first k+{k // 10}: "
-              f"{(missed <= k + k // 10).mean():.3f}, within 2k: {(missed <= 2 * k).mean():.3f}, median rank {np.median(missed):.0f}")
+        print(f"    compromised cards left out of the budget: {len(missed):,}; share ranked within the first "
+              f"k+{k // 10}: {(missed <= k + k // 10).mean():.3f}, within 2k: {(missed <= 2 * k).mean():.3f}, "
+              f"median rank {np.median(missed):.0f}")
         if arm.sweeps:
             swept = pd.DataFrame(arm.swept)
-            print(f"    sweep: {swept['alerted'].sum():,} budget slots went to swept cards ({swept['alerted'].mean():.1f} a day), "
-                  f"{swept['fraud'].sum():,} of them held a fraud that day")
+            print(f"    sweep: {swept['alerted'].sum():,} budget slots went to swept cards "
+                  f"({swept['alerted'].mean():.1f} a day), {swept['fraud'].sum():,} of them held a fraud that day")
         if arm.suppresses:
             moved = pd.DataFrame(arm.suppression)
             print(f"    suppression: {moved['out'].sum():,} budget slots freed ({moved['out'].mean():.1f} a day); the "
