@@ -29,6 +29,15 @@ model) and a *feedback* classifier on the verdict rows of the immature days, sco
 (``--feedback-weight`` alpha, 0.5). It is the Handbook's remedy for what the joint model does: a
 few hundred verdict rows drowned in tens of thousands of matured ones.
 
+Two budget policies, each an arm of its own, measured against the analysis's open channels:
+``verdicts-sc`` is the verdicts arm with *cleared-card suppression* (a card an analyst cleared as
+legitimate is not re-alerted for ``--suppress-days`` unless its score exceeds the cleared score by
+``--suppress-margin``; the freed slots go to the next cards); ``chargebacks-sw`` / ``verdicts-sw``
+add a *same-day terminal sweep* (common point of purchase: when a terminal's fraud becomes known
+today - a chargeback arriving, or an analyst confirming an alerted card's fraud there - its other
+cards of the day are alerted next, inside the same budget). Their CP@k is that of the budget they
+actually alerted.
+
 World options, common to all arms (never per arm): ``--label-delay fixed`` makes every fraud known
 exactly 7 days after it (FDH's delay period: within the last week nothing is known except what
 investigators confirm) instead of the simulator's uniform 1..7 days; ``--drift-day N`` switches card
@@ -39,13 +48,16 @@ run's, byte for byte).
 
 Printed per day and as means: card precision@k, AP, card recall@k (compromised cards caught among
 those not caught before). Target: verdicts raise mean CP@k by >= 10 % relative. Then where the
-verdicts can act (per scenario, terminal fraud known, same-day verdicts) and how each arm spends its
-budget (alerts on cards already alerted before, overlap with the chargebacks arm's alerts).
+verdicts can act (per scenario, terminal fraud known, same-day verdicts, the missed cards a same-day
+sweep could reach) and how each arm spends its budget (alerts on cards already alerted before or
+cleared within ``--suppress-days``, the rank of the compromised cards left out, overlap with the
+chargebacks arm's alerts).
 
     .venv/bin/python bench/feedback_loop.py                 # 60 days, FDH population, k = 100
     .venv/bin/python bench/feedback_loop.py --days 35 --customers 1000 --terminals 2000 --k 20   # smoke
     .venv/bin/python bench/feedback_loop.py --label-delay fixed --retrain-days 1 --drift-day 41 \
         --arms chargebacks,verdicts,verdicts-fc             # FDH delay, daily retraining, drift
+    .venv/bin/python bench/feedback_loop.py --arms chargebacks,verdicts,verdicts-sc,chargebacks-sw,verdicts-sw
 """
 
 from __future__ import annotations
@@ -77,14 +89,27 @@ def midnight(day: date) -> pd.Timestamp:
     return pd.Timestamp(day, tz="UTC")
 
 
-def top_cards(day_frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The day's alert budget as CP@k picks it: per card its max score and that transaction's time."""
+def ranked_cards(day_frame: pd.DataFrame) -> pd.DataFrame:
+    """The day's cards as CP@k ranks them: per card its max score and that transaction's time."""
     best = day_frame.sort_values(["score", "event_time"], ascending=[False, True], kind="stable")
     cards = best.drop_duplicates("card_key")[["card_key", "score", "event_time"]]
-    return cards.sort_values(["score", "card_key"], ascending=[False, True], kind="stable").head(k)
+    return cards.sort_values(["score", "card_key"], ascending=[False, True], kind="stable")
 
 
-ARMS = ("chargebacks", "verdicts", "verdicts-fc")
+def suppressed_by_clearance(candidates: pd.DataFrame, clearances: pd.DataFrame, days: float, margin: float) -> np.ndarray:
+    """Per candidate (card_key, score, event_time): True when an analyst cleared the card as legitimate
+    within ``days`` before it (clearances: card_key, cleared_at, score) and its score is not above the
+    highest cleared score by more than ``margin``."""
+    if clearances.empty:
+        return np.zeros(len(candidates), dtype=bool)
+    pairs = candidates.reset_index(drop=True).reset_index().merge(clearances, on="card_key", suffixes=("", "_cleared"))
+    recent = (pairs["cleared_at"] < pairs["event_time"]) & (pairs["cleared_at"] >= pairs["event_time"] - pd.Timedelta(days=days))
+    ceiling = pairs.loc[recent].groupby("index")["score_cleared"].max()
+    reference = pd.Series(np.arange(len(candidates))).map(ceiling)
+    return (reference.notna() & (candidates["score"].to_numpy() <= reference + margin)).to_numpy()
+
+
+ARMS = ("chargebacks", "verdicts", "verdicts-fc", "verdicts-sc", "chargebacks-sw", "verdicts-sw")
 
 
 class Arm:
@@ -93,7 +118,14 @@ class Arm:
 
     def __init__(self, name: str, frame: pd.DataFrame, args) -> None:
         self.name, self.frame, self.args = name, frame, args
-        self.reviews = name != "chargebacks"
+        self.reviews = not name.startswith("chargebacks")
+        self.sweeps = name.endswith("-sw")  # same-day terminal sweep (common point of purchase)
+        self.swept: list[dict] = []  # per day: cards the sweep alerted, and how many held a fraud
+        self.suppresses = name == "verdicts-sc"  # cleared-card suppression on the alert budget
+        self.clearances: list[pd.DataFrame] = []  # (card_key, cleared_at, score): alerted, no fraud that day
+        self.suppression: list[dict] = []  # per day: what the policy moved out of the budget
+        self.compromised: dict[date, int] = {}  # per day: cards with a fraud, not caught before (recall's base)
+        self.missed_ranks: list[int] = []  # rank of each compromised card left out of the budget (CP@k's k + 1, ...)
         self.feedback_model = None  # verdicts-fc: the FDH feedback classifier beside the delayed one
         self.known_at = frame["chargeback_at"].copy()  # earliest fraud label's known_at (NaT: none)
         self.label_type = frame["chargeback_type"].copy()
@@ -103,7 +135,7 @@ class Arm:
         self.caught: set = set()  # cards with a true alert: blocked, out of later budgets (as CP@k)
         self.model = None
         self.verdicts = 0
-        self.alerts: list[pd.DataFrame] = []  # (event_date, card_key) of each day's budget
+        self.alerts: list[pd.DataFrame] = []  # (event_date, card_key, fraud, cleared_recently) of each day's budget
 
     def fraud_labels(self, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         """Fraud labels becoming known in [start, end), as the labels topic would carry them."""
@@ -170,12 +202,79 @@ def run_arm(arm: Arm, days: list[date], by_day: dict, args) -> None:
         if arm.model is not None:
             arm.scores[rows] = arm.score(rows)
             scored = today.assign(score=arm.scores[rows])
-            alerts = top_cards(scored[~scored["card_key"].isin(arm.caught)], args.k)
+            alerts = pick_alerts(arm, scored, day, args)
             arm.caught.update(set(scored.loc[scored["truth"] == 1, "card_key"]) & set(alerts["card_key"]))
-            arm.alerts.append(alerts[["card_key"]].assign(event_date=day))
             if arm.reviews:
                 review(arm, scored, alerts, args.verdict_hours)
         snapshot = snapshot.update(today, arm.fraud_labels(start, end), as_of=end)
+
+
+def pick_alerts(arm: Arm, scored: pd.DataFrame, day: date, args) -> pd.DataFrame:
+    """The day's alert budget: the top-k cards not caught before; in verdicts-sc, cards an analyst
+    cleared within ``--suppress-days`` are skipped unless their score rose by ``--suppress-margin``.
+    Records the alerts, how many went to recently cleared cards, and what the suppression moved."""
+    ranked = ranked_cards(scored[~scored["card_key"].isin(arm.caught)])
+    fraud_cards = set(scored.loc[scored["truth"] == 1, "card_key"])
+    clearances = pd.concat(arm.clearances) if arm.clearances else pd.DataFrame(columns=["card_key", "cleared_at", "score"])
+    cleared = suppressed_by_clearance(ranked, clearances, args.suppress_days, np.inf)  # cleared within N days
+    suppressed = suppressed_by_clearance(ranked, clearances, args.suppress_days, args.suppress_margin)
+    keep = ~suppressed if arm.suppresses else np.ones(len(ranked), dtype=bool)
+    alerts = swept_budget(arm, ranked[keep], scored, day, args.k) if arm.sweeps else ranked[keep].head(args.k)
+    if arm.suppresses:
+        plain = ranked.head(args.k)
+        out = plain[~plain["card_key"].isin(alerts["card_key"])]
+        came_in = alerts[~alerts["card_key"].isin(plain["card_key"])]
+        arm.suppression.append({"day": day, "out": len(out), "out_fraud": int(out["card_key"].isin(fraud_cards).sum()),
+                                "in_fraud": int(came_in["card_key"].isin(fraud_cards).sum())})
+    fraud = alerts["card_key"].isin(fraud_cards)
+    arm.compromised[day] = int(ranked["card_key"].isin(fraud_cards).sum())
+    eligible = ranked[keep]  # rank among the cards it may alert
+    left_out = eligible["card_key"].isin(fraud_cards) & ~eligible["card_key"].isin(alerts["card_key"])
+    arm.missed_ranks.extend((np.flatnonzero(left_out.to_numpy()) + 1).tolist())
+    cleared_recently = alerts["card_key"].map(pd.Series(cleared, index=ranked["card_key"].to_numpy()))
+    arm.alerts.append(alerts[["card_key"]].assign(event_date=day, fraud=fraud.to_numpy(),
+                                                  cleared_recently=cleared_recently.to_numpy(dtype=bool)))
+    cleared_today = alerts.loc[~fraud.to_numpy()]  # an analyst (verdict arms) or nobody (chargebacks) found no fraud
+    arm.clearances.append(cleared_today.assign(cleared_at=cleared_today["event_time"] + pd.Timedelta(hours=args.verdict_hours))
+                          [["card_key", "cleared_at", "score"]])
+    return alerts
+
+
+def swept_budget(arm: Arm, ranked: pd.DataFrame, scored: pd.DataFrame, day: date, k: int) -> pd.DataFrame:
+    """The budget filled with a same-day terminal sweep: a terminal whose fraud becomes known today
+    (a chargeback arriving today, or an analyst confirming an alerted card's fraud there) has its
+    other cards of the day alerted next, ahead of the lower-scored ones."""
+    start, end = midnight(day), midnight(day + timedelta(days=1))
+    known = (arm.known_at >= start) & (arm.known_at < end) & (arm.frame["truth"] == 1)
+    terminal_cards = scored.groupby("terminal_id")["card_key"].unique()
+    fraud_terminals = scored.loc[scored["truth"] == 1].groupby("card_key")["terminal_id"].unique()
+    row_of = ranked.set_index("card_key")
+    order = list(ranked["card_key"])
+    queue, swept_terminals, picked, swept = [], set(), [], set()
+
+    def sweep(terminals) -> None:
+        fresh = [t for t in terminals if t not in swept_terminals]
+        swept_terminals.update(fresh)
+        cards = {c for t in fresh for c in terminal_cards.get(t, ())} & set(row_of.index)
+        new = sorted(cards - set(picked) - set(queue), key=lambda c: (-row_of.at[c, "score"], c))  # as ranked_cards
+        queue.extend(new)
+        swept.update(new)
+
+    sweep(set(arm.frame.loc[known, "terminal_id"]) & set(terminal_cards.index))
+    position = 0
+    while len(picked) < k and (queue or position < len(order)):
+        if queue:
+            card = queue.pop(0)
+        else:
+            card, position = order[position], position + 1
+            if card in picked:
+                continue
+        picked.append(card)
+        if arm.reviews and card in fraud_terminals.index:  # the analyst confirms fraud at these terminals
+            sweep(fraud_terminals[card])
+    in_budget = swept & set(picked)
+    arm.swept.append({"day": day, "alerted": len(in_budget), "fraud": len(in_budget & set(fraud_terminals.index))})
+    return row_of.loc[picked].reset_index()
 
 
 def review(arm: Arm, scored: pd.DataFrame, alerts: pd.DataFrame, hours: float) -> None:
@@ -194,13 +293,44 @@ def review(arm: Arm, scored: pd.DataFrame, alerts: pd.DataFrame, hours: float) -
     arm.verdicts += len(alerted)
 
 
-def evaluate(frame: pd.DataFrame, scores: np.ndarray, k: int) -> pd.DataFrame:
+def evaluate(frame: pd.DataFrame, arm: Arm, k: int) -> pd.DataFrame:
+    """Per day CP@k of the budget the arm actually alerted, AP and card recall. Without suppression
+    or sweep the budget is the FDH CP@k's own top-k (checked against ``card_precision_top_k``)."""
+    scores = arm.scores
     scored = frame.assign(score=scores, is_fraud=frame["truth"]).loc[~np.isnan(scores)]
     _, per_day = card_precision_top_k(scored, k)
+    alerts = pd.concat(arm.alerts).groupby("event_date")["fraud"].sum()
+    detected = per_day["day"].map(alerts).fillna(0).astype(int)
+    compromised = per_day["day"].map(arm.compromised).fillna(0).astype(int)
+    if not (arm.suppresses or arm.sweeps):
+        assert (detected == per_day["detected_cards"]).all() and (compromised == per_day["compromised_cards"]).all(), \
+            "the arm's budget differs from CP@k's top-k"
+    per_day["detected_cards"], per_day["compromised_cards"], per_day["card_precision"] = detected, compromised, detected / k
     ap = {d: average_precision(g["is_fraud"].to_numpy(), g["score"].to_numpy()) for d, g in scored.groupby("event_date")}
     per_day["average_precision"] = per_day["day"].map(ap)
     per_day["card_recall"] = per_day["detected_cards"] / per_day["compromised_cards"].clip(lower=1)
     return per_day
+
+
+def sweep_reach(frame: pd.DataFrame, frauds: pd.DataFrame, arms: dict[str, Arm], shares: dict) -> None:
+    """Upper bound of a same-day terminal sweep (common point of purchase): the compromised cards left
+    out of the budget that had a fraud that day at a terminal with a fraud label becoming known that
+    same day (by an analyst verdict or a chargeback) - cards a sweep of that terminal would reach."""
+    days = frauds["event_date"].nunique()
+    for name, arm in arms.items():
+        open_, alerted = shares[name]
+        missed = frauds.loc[open_ & ~alerted]
+        is_fraud = (frame["truth"] == 1).to_numpy() & arm.known_at.notna().to_numpy()
+        known = pd.DataFrame({"terminal_id": frame.loc[is_fraud, "terminal_id"],
+                              "event_date": arm.known_at[is_fraud].dt.date,
+                              "verdict": (arm.label_type[is_fraud] == "analyst_confirmed").to_numpy()})
+        hit = missed.merge(known.drop_duplicates(), on=["terminal_id", "event_date"])
+        cards = missed.drop_duplicates(["event_date", "card_key"])
+        reach = hit.drop_duplicates(["event_date", "card_key"])
+        by_verdict = hit.loc[hit["verdict"]].drop_duplicates(["event_date", "card_key"])
+        print(f"  {name}: {len(cards):,} compromised cards left out of the budget ({len(cards) / days:.1f} a day); "
+              f"a same-day terminal sweep would reach {len(reach):,} ({len(reach) / days:.1f} a day), "
+              f"{len(by_verdict):,} of them through a verdict")
 
 
 def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
@@ -209,7 +339,7 @@ def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
     day's verdicts the day-aligned windows cannot see yet; and how the arms spend their budgets."""
     base = arms["chargebacks"]
     scored = ~np.isnan(base.scores)
-    frauds = frame.loc[scored & (frame["truth"] == 1).to_numpy(), ["event_date", "card_key", "fraud_scenario"]]
+    frauds = frame.loc[scored & (frame["truth"] == 1).to_numpy(), ["event_date", "card_key", "fraud_scenario", "terminal_id"]]
     shares = {}
     for name, arm in arms.items():
         alerts = pd.concat(arm.alerts)
@@ -218,6 +348,7 @@ def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
         blocked = frauds["event_date"] > frauds["card_key"].map(first_hit).fillna(date.max)
         alerted = frauds.merge(alerts.assign(hit=1), on=["event_date", "card_key"], how="left")["hit"].notna().to_numpy()
         shares[name] = (~blocked.to_numpy(), alerted)
+    sweep_reach(frame, frauds, arms, shares)
     rows = []
     for scenario in sorted(frauds["fraud_scenario"].dropna().unique()):
         mine = (frauds["fraud_scenario"].fillna(0) == scenario).to_numpy(dtype=bool)
@@ -250,7 +381,22 @@ def why(frame: pd.DataFrame, arms: dict[str, Arm]) -> None:
                            for (_, a), (_, b) in zip(alerts.groupby("event_date"), base_alerts.groupby("event_date"))])
         print(f"  {name}: {seen.mean():.3f} of the alerts on cards already alerted on an earlier day (false positives "
               f"then, not blocked); daily overlap with the chargebacks arm's alerts (Jaccard) {overlap:.3f}; "
-              f"{arm.verdicts:,} verdicts")
+              f"{arm.verdicts:,} verdicts; {alerts['cleared_recently'].mean():.3f} on cards alerted without fraud "
+              f"(verdict arms: cleared by an analyst) within the last {arm.args.suppress_days:g} days")
+        missed = np.array(arm.missed_ranks)
+        k = arm.args.k
+        print(f"    compromised cards left out of the budget: {len(missed):,}; share ranked within the first "
+              f"k+{k // 10}: {(missed <= k + k // 10).mean():.3f}, within 2k: {(missed <= 2 * k).mean():.3f}, "
+              f"median rank {np.median(missed):.0f}")
+        if arm.sweeps:
+            swept = pd.DataFrame(arm.swept)
+            print(f"    sweep: {swept['alerted'].sum():,} budget slots went to swept cards "
+                  f"({swept['alerted'].mean():.1f} a day), {swept['fraud'].sum():,} of them held a fraud that day")
+        if arm.suppresses:
+            moved = pd.DataFrame(arm.suppression)
+            print(f"    suppression: {moved['out'].sum():,} budget slots freed ({moved['out'].mean():.1f} a day); the "
+                  f"suppressed cards held {moved['out_fraud'].sum():,} frauds, the cards that took their slots "
+                  f"{moved['in_fraud'].sum():,}")
 
 
 def main() -> None:
@@ -270,6 +416,10 @@ def main() -> None:
                         help="optional concept drift: card compromises from this day index on are scenario 4")
     parser.add_argument("--arms", default="chargebacks,verdicts",
                         help=f"comma-separated, from {ARMS}; the first must be chargebacks (the baseline)")
+    parser.add_argument("--suppress-days", type=float, default=7.0,
+                        help="verdicts-sc: a card cleared as legitimate is not re-alerted for this many days ...")
+    parser.add_argument("--suppress-margin", type=float, default=0.1,
+                        help="... unless its score exceeds the highest cleared score by this much")
     parser.add_argument("--feedback-weight", type=float, default=0.5, help="verdicts-fc: alpha of the feedback classifier")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
@@ -302,7 +452,7 @@ def main() -> None:
         print(f"arm {name}:", flush=True)
         arm = arms[name] = Arm(name, frame, args)
         run_arm(arm, days, by_day, args)
-        per_arm[name] = evaluate(frame, arm.scores, args.k).set_index("day")
+        per_arm[name] = evaluate(frame, arm, args.k).set_index("day")
         print(f"  {name}: {time.perf_counter() - arm_started:.0f} s, {arm.verdicts:,} verdicts, load avg "
               f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     day_index = per_arm["chargebacks"].index
