@@ -231,9 +231,10 @@ class BatchHandler:
     def __call__(self, frame, batch_id: int) -> None:
         started = time.monotonic()
         plan = self.plan(batch_id)
+        planned = time.monotonic()
         # The only thing collected: one row of counts per Kafka partition range.
         rows = [row.asDict() for row in frame.mapInArrow(partial(score_task, plan), TASK_RESULT_SCHEMA).collect()]
-        self.complete(plan, rows, started)
+        self.complete(plan, rows, started, {"plan": planned - started, "tasks": time.monotonic() - planned})
 
     def process(self, records, batch_id: int) -> None:
         """The same tasks in this process, without Spark (the benchmark's plain-Python reference)."""
@@ -242,7 +243,10 @@ class BatchHandler:
         rows = [b.to_pylist()[0] for b in score_task(plan, iter(records.to_batches()))]
         self.complete(plan, rows, started)
 
-    def complete(self, plan: TaskPlan, rows: list[dict], started: float) -> None:
+    def complete(self, plan: TaskPlan, rows: list[dict], started: float, phases: dict[str, float] | None = None) -> None:
+        """Sink the driver's share (staged DuckDB alerts), check the counts reconcile, update the
+        metrics and log the batch with where its time went (``phases``: seconds before ``complete``)."""
+        completing = time.monotonic()
         p = self.parts
         batch_id = plan.batch_id
         alerts = sum(r["alerts"] for r in rows)
@@ -269,10 +273,12 @@ class BatchHandler:
         m.batch_seconds.observe(elapsed)
         self.batches += 1
         self.last_batch_id = batch_id
+        phases = {**(phases or {}), "complete": time.monotonic() - completing}
         log.info(
-            "batch %d: %d in = %d scored + %d dead-lettered; %d alerts; model %s v%s; %.2fs (%d tasks, slowest %.2fs)",
+            "batch %d: %d in = %d scored + %d dead-lettered; %d alerts; model %s v%s; %.2fs (%d tasks, slowest %.2fs; %s)",
             batch_id, totals["rows_in"], totals["scored"], totals["dead_lettered"], alerts, plan.model_name,
             plan.champion.version, elapsed, len(rows), max((r["seconds"] for r in rows), default=0.0),
+            ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in phases.items()),
         )
 
 
