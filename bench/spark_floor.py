@@ -23,6 +23,7 @@ Printed: median and p90 of the whole cycle (``triggerExecution``), of ``addBatch
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -111,7 +112,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="per shape")
     args = parser.parse_args()
-    import os
 
     from fraud_platform.infra.spark import build_spark_session
     from spark_streaming.job import scorer_spark_conf

@@ -229,19 +229,20 @@ class BatchHandler:
         )
 
     def __call__(self, frame, batch_id: int) -> None:
-        started = time.monotonic()
-        plan = self.plan(batch_id)
-        planned = time.monotonic()
         # The only thing collected: one row of counts per Kafka partition range.
-        rows = [row.asDict() for row in frame.mapInArrow(partial(score_task, plan), TASK_RESULT_SCHEMA).collect()]
-        self.complete(plan, rows, started, {"plan": planned - started, "tasks": time.monotonic() - planned})
+        self._run(batch_id, lambda plan: [row.asDict() for row in
+                                          frame.mapInArrow(partial(score_task, plan), TASK_RESULT_SCHEMA).collect()])
 
     def process(self, records, batch_id: int) -> None:
         """The same tasks in this process, without Spark (the benchmark's plain-Python reference)."""
+        self._run(batch_id, lambda plan: [b.to_pylist()[0] for b in score_task(plan, iter(records.to_batches()))])
+
+    def _run(self, batch_id: int, run_tasks: Callable[[TaskPlan], list[dict]]) -> None:
         started = time.monotonic()
         plan = self.plan(batch_id)
-        rows = [b.to_pylist()[0] for b in score_task(plan, iter(records.to_batches()))]
-        self.complete(plan, rows, started)
+        planned = time.monotonic()
+        rows = run_tasks(plan)
+        self.complete(plan, rows, started, {"plan": planned - started, "tasks": time.monotonic() - planned})
 
     def complete(self, plan: TaskPlan, rows: list[dict], started: float, phases: dict[str, float] | None = None) -> None:
         """Sink the driver's share (staged DuckDB alerts), check the counts reconcile, update the
