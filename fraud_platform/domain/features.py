@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
@@ -212,6 +212,9 @@ class _State:
 # --------------------------------------------------------------------------------------------
 
 
+Columns = Mapping[str, np.ndarray]  # a DataFrame, or column name -> array (what the core passes)
+
+
 class _AsOf:
     """As-of lookup: for each query (keys, at), the row with the same keys and the latest time < at.
 
@@ -220,20 +223,20 @@ class _AsOf:
     on the integer keys from :func:`_integer_keys`, several times cheaper than ``merge_asof``.
     """
 
-    def __init__(self, rows: pd.DataFrame, keys: list[str]) -> None:
+    def __init__(self, rows: Columns, keys: list[str]) -> None:
         self.keys = keys
-        columns = [rows[k].to_numpy() for k in keys]
-        time = rows["time"].to_numpy(dtype="int64")
+        columns = [np.asarray(rows[k]) for k in keys]
+        time = np.asarray(rows["time"], dtype="int64")
         self.order = np.lexsort((time, *reversed(columns)))
         self.columns = [column[self.order] for column in columns]
         self.time = time[self.order]
 
-    def last(self, query: pd.DataFrame, at: np.ndarray) -> np.ndarray:
+    def last(self, query: Columns, at: np.ndarray) -> np.ndarray:
         """Sorted-row index of each query's match, -1 when there is none."""
-        n, m = len(self.time), len(query)
+        n, m = len(self.time), len(at)
         if n == 0 or m == 0:
             return np.full(m, -1, dtype="int64")
-        wanted = [query[k].to_numpy() for k in self.keys]
+        wanted = [np.asarray(query[k]) for k in self.keys]
         keys = [np.concatenate([mine, theirs]) for mine, theirs in zip(self.columns, wanted)]
         time = np.concatenate([self.time, np.asarray(at, dtype="int64")])
         is_row = np.concatenate([np.ones(n, dtype=np.int8), np.zeros(m, dtype=np.int8)])
@@ -253,80 +256,109 @@ class _Prefix:
     """Running aggregate of ``values`` per key over time; ``before(keys, at)`` = aggregate over rows < at.
 
     ``how="sum"`` gives prefix sums (window = difference of two lookups); ``"max"``/``"min"`` give
-    running extremes, ``fill`` where a key has no row before ``at``.
+    running extremes, ``fill`` where a key has no row before ``at``. Integer arithmetic only, in
+    numpy: the streaming scorer builds a few of these per micro-batch, where pandas' groupby cost
+    more than the lookups.
     """
 
-    def __init__(self, rows: pd.DataFrame, keys: list[str], values: list[str], how: str = "sum", fill: int = 0) -> None:
+    def __init__(self, rows: Columns, keys: list[str], values: list[str], how: str = "sum", fill: int = 0) -> None:
         self.values, self.fill = values, fill
         self.index = _AsOf(rows, keys)
-        amounts = rows[values].to_numpy(dtype="int64")[self.index.order]
+        amounts = np.column_stack([np.asarray(rows[v], dtype="int64") for v in values])[self.index.order]
         new_key = np.zeros(len(amounts), dtype=bool)
         new_key[:1] = True
         for column in self.index.columns:
             new_key[1:] |= column[1:] != column[:-1]
-        runs = pd.DataFrame(amounts).groupby(np.cumsum(new_key), sort=False)
-        self.running = getattr(runs, f"cum{how}")().to_numpy(dtype="int64").reshape(len(amounts), len(values))
+        run = np.cumsum(new_key) - 1  # which key's run each sorted row is in
+        self.running = _running(amounts, run, np.flatnonzero(new_key), how)
 
-    def before(self, query: pd.DataFrame, at: np.ndarray) -> pd.DataFrame:
+    def before(self, query: Columns, at: np.ndarray) -> dict[str, np.ndarray]:
         found = self.index.last(query, at)
-        picked = self.running[np.maximum(found, 0)] if len(self.running) else np.zeros((len(found), len(self.values)), "int64")
-        return pd.DataFrame(np.where((found >= 0)[:, None], picked, self.fill), columns=self.values)
+        if not len(self.running):
+            return {v: np.full(len(found), self.fill, dtype="int64") for v in self.values}
+        picked = self.running[np.maximum(found, 0)]
+        return {v: np.where(found >= 0, picked[:, i], self.fill) for i, v in enumerate(self.values)}
 
 
-def _last_before(rows: pd.DataFrame, keys: list[str], query: pd.DataFrame, at: np.ndarray) -> np.ndarray:
+def _running(amounts: np.ndarray, run: np.ndarray, starts: np.ndarray, how: str) -> np.ndarray:
+    """Cumulative sum / max / min of ``amounts`` (rows x values, int64) restarting at each run."""
+    if len(amounts) == 0:
+        return amounts
+    if how == "sum":
+        total = np.cumsum(amounts, axis=0)
+        return total - (total[starts] - amounts[starts])[run]
+    if how not in ("max", "min"):
+        raise ValueError(f"how must be sum, max or min, not {how!r}")
+    # Lift each run above every earlier one (run * span), so one global accumulate never carries a
+    # value across runs; a min is a max of the values mirrored within [low, high].
+    low, high = int(amounts.min()), int(amounts.max())
+    span = high - low + 1
+    if (int(run[-1]) + 1) * span >= 2**62:  # cannot lift without overflow: per-run accumulate
+        return pd.DataFrame(amounts).groupby(run, sort=False).transform(f"cum{how}").to_numpy(dtype="int64")
+    shifted = (amounts - low) if how == "max" else (high - amounts)
+    lifted = np.maximum.accumulate(shifted + (run * span)[:, None], axis=0) - (run * span)[:, None]
+    return lifted + low if how == "max" else high - lifted
+
+
+def _last_before(rows: Columns, keys: list[str], query: Columns, at: np.ndarray) -> np.ndarray:
     """Latest row time < at per key (int64 us), -1 when there is none."""
     index = _AsOf(rows, keys)
     found = index.last(query, at)
     return np.where(found >= 0, index.time[np.maximum(found, 0)], -1) if len(index.time) else found
 
 
-def _known_frauds(frauds: pd.DataFrame, queries: pd.DataFrame, day: np.ndarray, t: np.ndarray, n: int,
+def _known_frauds(frauds: Columns, queries: Columns, day: np.ndarray, t: np.ndarray, n: int,
                   delay: int, how: str = "sum") -> np.ndarray:
     """Per query, over the frauds at its terminal with transaction day in [D-delay-n, D-delay-1] and
     label known < t: their count (``how="sum"``) or latest/earliest transaction day (``"max"``/``"min"``,
     -1 when there is none)."""
     value, fill = ("n", 0) if how == "sum" else ("tx_day", -1)
     out = np.full(len(t), fill, dtype="int64")
+    tx_day = np.asarray(frauds["tx_day"])
+    terminals = np.asarray(queries["terminal_id"])
     for d in np.unique(day):
-        rows = frauds[(frauds["tx_day"] >= d - delay - n) & (frauds["tx_day"] <= d - delay - 1)]
-        if rows.empty:
+        window = (tx_day >= d - delay - n) & (tx_day <= d - delay - 1)
+        if not window.any():
             continue
         mask = day == d
-        prefix = _Prefix(rows, ["terminal_id"], [value], how=how, fill=fill)
-        out[mask] = prefix.before(queries.loc[mask].reset_index(drop=True), t[mask])[value].to_numpy()
+        prefix = _Prefix({k: np.asarray(frauds[k])[window] for k in ("terminal_id", "time", value)},
+                         ["terminal_id"], [value], how=how, fill=fill)
+        out[mask] = prefix.before({"terminal_id": terminals[mask]}, t[mask])[value]
     return out
 
 
 _ENTITY_COLUMNS = ("customer_key", "terminal_id")
 
 
-def _integer_keys(state: _State, queries: pd.DataFrame) -> tuple[_State, pd.DataFrame]:
-    """State and queries with entity ids replaced by shared integer codes.
+def _integer_keys(state: _State, queries: pd.DataFrame) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """State tables and queries as columns of numpy arrays, entity ids replaced by shared integer codes.
 
     Every lookup joins on entity ids; hashing the strings once here instead of in each of the
-    ~20 as-of joins makes the core several times faster and changes no value.
+    ~20 as-of joins makes the core several times faster and changes no value. Plain arrays from
+    here on: a DataFrame column lookup costs more than many of the core's numpy calls.
     """
-    frames = {name: getattr(state, name) for name in state.__dataclass_fields__}
-    frames["_queries"] = queries
+    frames = {name: {c: getattr(state, name)[c].to_numpy() for c in getattr(state, name).columns}
+              for name in state.__dataclass_fields__}
+    frames["_queries"] = {c: queries[c].to_numpy() for c in queries.columns}
     for column in _ENTITY_COLUMNS:
         holders = [name for name, frame in frames.items() if column in frame]
-        codes, _ = pd.factorize(np.concatenate([frames[name][column].to_numpy(dtype=object) for name in holders]))
+        codes, _ = pd.factorize(np.concatenate([frames[name][column].astype(object) for name in holders]))
         start = 0
         for name in holders:
-            size = len(frames[name])
-            frames[name] = frames[name].assign(**{column: codes[start:start + size]})
+            size = len(frames[name][column])
+            frames[name][column] = codes[start:start + size]
             start += size
-    queries = frames.pop("_queries")
-    return _State(**frames), queries
+    queries_columns = frames.pop("_queries")
+    return frames, queries_columns
 
 
 def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:
     """Features for ``queries`` (normalised events) given history ``state`` (may include them)."""
-    state, queries = _integer_keys(state, queries)
-    t = queries["time"].to_numpy()
-    day = queries["day"].to_numpy()
+    tables, queries = _integer_keys(state, queries)
+    t = np.asarray(queries["time"], dtype="int64")
+    day = np.asarray(queries["day"], dtype="int64")
     midnight = lambda d: d * US_PER_DAY  # noqa: E731 - local shorthand
-    out: dict[str, np.ndarray] = {"amount_eur": queries["amount_eur"].to_numpy(dtype="float64")}
+    out: dict[str, np.ndarray] = {"amount_eur": np.asarray(queries["amount_eur"], dtype="float64")}
 
     hour = (t // US_PER_HOUR) % 24
     weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
@@ -335,14 +367,14 @@ def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.
     out["is_weekend"] = (weekday >= 5).astype("float64")
 
     # Customer spending: cum(t) - cum(00:00 of D-N).
-    cust = _Prefix(state.customer_activity, ["customer_key"], ["n", "cents"])
+    cust = _Prefix(tables["customer_activity"], ["customer_key"], ["n", "cents"])
     upto = cust.before(queries, t)
 
-    def spend(since: np.ndarray, until: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def spend(since: np.ndarray, until: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(count, mean amount or 0) of the customer's transactions in [since, until)."""
         start = cust.before(queries, since)
-        count = (until["n"] - start["n"]).to_numpy()
-        cents = (until["cents"] - start["cents"]).to_numpy()
+        count = until["n"] - start["n"]
+        cents = until["cents"] - start["cents"]
         return count, np.divide(cents / 100.0, count, out=np.zeros(len(count)), where=count > 0)
 
     def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -363,32 +395,32 @@ def _compute(state: _State, queries: pd.DataFrame, config: FeatureConfig) -> pd.
 
     # Behaviour: gap since the customer's previous transaction; terminal unseen in the window.
     cap_us = config.gap_cap_days * US_PER_DAY
-    last_any = _last_before(state.customer_terminals, ["customer_key"], queries, t)
+    last_any = _last_before(tables["customer_terminals"], ["customer_key"], queries, t)
     gap = np.where(last_any >= 0, np.minimum(t - last_any, cap_us), cap_us)
     out["customer_seconds_since_prev"] = gap / 1e6
-    last_pair = _last_before(state.customer_terminals, ["customer_key", "terminal_id"], queries, t)
+    last_pair = _last_before(tables["customer_terminals"], ["customer_key", "terminal_id"], queries, t)
     out["customer_new_terminal"] = (last_pair < midnight(day - config.new_terminal_days)).astype("float64")
 
     # Terminal risk over [D-delay-N, D-delay-1] (FDH's delayed window) and the undelayed recent
     # windows; a fraud only counts if its label was known before t.
-    term = _Prefix(state.terminal_activity, ["terminal_id"], ["n"])
+    term = _Prefix(tables["terminal_activity"], ["terminal_id"], ["n"])
     windows = [(n, config.terminal_delay_days, "") for n in config.terminal_windows]
     windows += [(n, 0, "recent_") for n in config.terminal_recent_windows]
     for n, delay, tag in windows:
         end = midnight(day - delay)
-        tx_count = term.before(queries, end)["n"].to_numpy() - term.before(queries, end - n * US_PER_DAY)["n"].to_numpy()
-        fraud_count = _known_frauds(state.terminal_frauds, queries, day, t, n, delay)
+        tx_count = term.before(queries, end)["n"] - term.before(queries, end - n * US_PER_DAY)["n"]
+        fraud_count = _known_frauds(tables["terminal_frauds"], queries, day, t, n, delay)
         out[f"terminal_tx_count_{tag}{n}d"] = tx_count.astype("float64")
         out[f"terminal_fraud_count_{tag}{n}d"] = fraud_count.astype("float64")
         out[f"terminal_fraud_rate_{tag}{n}d"] = np.divide(fraud_count, tx_count, out=np.zeros(len(t)), where=tx_count > 0)
     # Age of the terminal's known fraud history (days D-age .. D-1); "none" reads as age + 1.
     age = config.terminal_fraud_age_days
     for name, how in (("last", "max"), ("first", "min")):
-        fraud_day = _known_frauds(state.terminal_frauds, queries, day, t, age, 0, how=how)
+        fraud_day = _known_frauds(tables["terminal_frauds"], queries, day, t, age, 0, how=how)
         out[f"terminal_days_since_{name}_fraud"] = np.where(fraud_day >= 0, day - fraud_day, age + 1).astype("float64")
 
     frame = pd.DataFrame(out)[config.feature_columns()]
-    frame.insert(0, "transaction_id", queries["transaction_id"].to_numpy())
+    frame.insert(0, "transaction_id", queries["transaction_id"])
     return frame
 
 

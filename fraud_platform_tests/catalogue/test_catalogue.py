@@ -71,3 +71,12 @@ def test_champion_model_depends_on_what_it_reads() -> None:
 
     assert {key.to_user_string() for key in champion_model.asset_deps[champion_model.key]} == {
         "transaction_features", "fraud_model", "model_evaluation"}
+
+
+def test_transaction_features_depends_on_every_dataset_it_reads() -> None:
+    """The matrix reads the sandbox, and for verdict rows the later processed days and their raw
+    labels: all three are upstream in the lineage, so a stale input shows on the asset graph."""
+    from fraud_platform.defs.features.assets import transaction_features
+
+    assert {key.to_user_string() for key in transaction_features.asset_deps[transaction_features.key]} == {
+        catalogue.SANDBOX_TRANSACTIONS.asset_key, catalogue.PROCESSED_TRANSACTIONS.asset_key, catalogue.RAW_LABELS.asset_key}

@@ -6,6 +6,7 @@ browser download is not reachable here)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from fraud_platform_tests.streaming.conftest import MODEL_NAME
 from fraud_platform_tests.api.conftest import api_env, api_registry, keys, seeded_store, start_server  # noqa: F401 (fixtures)
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+REFRESH_DOCS_SCREENSHOTS = "FRAUD_REFRESH_DOC_SCREENSHOTS"  # =1: the browser test rewrites docs/images/
 # The champion's test-window score distribution as champion_model tags it (shares per 0.1 bin).
 TEST_WINDOW_SHARES = [0.9, 0.04, 0.02, 0.01, 0.01, 0.005, 0.005, 0.004, 0.003, 0.003]
 
@@ -28,6 +30,16 @@ def chromium_path() -> str:
         pytest.fail(f"{CHROMIUM} is missing: run `python3.11 -m fraud_platform.bootstrap browser` as root "
                     "(it runs `apt-get install -y chromium`)")
     return str(CHROMIUM)
+
+
+@pytest.fixture()
+def screenshots(tmp_path) -> Path:
+    """Where the browser test saves its page screenshots: docs/images/ when asked to refresh the
+    docs (``FRAUD_REFRESH_DOC_SCREENSHOTS=1``), else the test's own folder, so a test run leaves the
+    checkout as it found it."""
+    folder = DOCS_IMAGES if os.environ.get(REFRESH_DOCS_SCREENSHOTS) == "1" else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture()

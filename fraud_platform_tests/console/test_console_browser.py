@@ -1,6 +1,6 @@
 """The analyst console in a real browser (Playwright driving Debian's Chromium) against a real API
 process: sign in, find an alert, open it, confirm fraud, see it leave the queue and reach the
-overview; the verdict becomes a valid label on the labels topic. Screenshots go to docs/images/."""
+overview; the verdict becomes a valid label on the labels topic. Screenshots: the ``screenshots`` fixture."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from fraud_platform.domain.schema import LabelEvent
 from fraud_platform.domain.validation import LabelValidator
 from fraud_platform.infra.kafka import read_range, topic_partitions
 from fraud_platform_tests.api.conftest import request_body
-from fraud_platform_tests.console.conftest import DOCS_IMAGES
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +36,13 @@ def labels_on_topic(kafka_settings) -> list[bytes]:
     return [m.value() for chunk, _ in read_range(kafka_settings, topic, {p: 0 for p in partitions}) for m in chunk]
 
 
-def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key, chromium_path, kafka_settings):
+def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key, chromium_path, kafka_settings, screenshots):
     from playwright.sync_api import expect, sync_playwright
 
     decided = decide(console_server, keys.full, 3) + decide(console_server, keys.full, 1, channel="atm", country="DE")
     assert {d["decision"] for d in decided} <= {"review", "block"}  # review threshold 0: every decision is an alert
     target = decided[-1]["transaction_id"]
     base = f"{console_server.url}/console"
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, headless=True, args=["--no-sandbox"])
@@ -56,7 +54,7 @@ def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key
             page.fill("#api_key", "fpk_not-a-key")
             page.click("#sign-in")
             expect(page.get_by_role("alert")).to_contain_text("unknown API key")
-            page.screenshot(path=str(DOCS_IMAGES / "console-login.png"))
+            page.screenshot(path=str(screenshots / "console-login.png"))
             page.fill("#api_key", analyst_key[0])
             page.click("#sign-in")
             expect(page.locator("#analyst")).to_have_text("alice")
@@ -78,12 +76,12 @@ def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key
             # Live refresh: a decision made now appears without reloading the page.
             (late,) = decide(console_server, keys.full, 1)
             expect(page.locator(f"#alert-rows tr[data-transaction='{late['transaction_id']}']")).to_have_count(1, timeout=15_000)
-            page.screenshot(path=str(DOCS_IMAGES / "console-queue.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "console-queue.png"), full_page=True)
 
             # Search by id opens the transaction: decision, reasons, model version, feature values.
             page.click("#nav-search")
             page.fill("#search-id", target)
-            page.screenshot(path=str(DOCS_IMAGES / "console-search.png"))
+            page.screenshot(path=str(screenshots / "console-search.png"))
             page.click("#search-go")
             expect(page.locator("#tx-id")).to_have_text(target)
             expect(page.locator("#tx-model")).to_contain_text(f"version {decided[-1]['model']['version']}")
@@ -93,7 +91,7 @@ def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key
 
             # Confirm fraud with a note: back on the queue, the alert is gone.
             page.fill("#verdict-note", "customer denies; card used abroad")
-            page.screenshot(path=str(DOCS_IMAGES / "console-transaction.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "console-transaction.png"), full_page=True)
             page.click("#verdict-fraud")
             expect(page.locator("#closed-notice")).to_contain_text(target)
             expect(page.locator(f"#alert-rows tr[data-transaction='{target}']")).to_have_count(0)
@@ -117,9 +115,11 @@ def test_analyst_confirms_fraud_in_the_browser(console_server, keys, analyst_key
             expect(page.locator("#alerts-per-day")).to_contain_text("review")
             expect(page.locator("#score-distribution")).to_contain_text("Test window (training)")
             expect(page.locator("#score-distribution tbody tr").first).to_contain_text("90.0%")  # the champion's tagged shares
-            page.screenshot(path=str(DOCS_IMAGES / "console-overview.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "console-overview.png"), full_page=True)
         finally:
             browser.close()
+    for name in ("login", "queue", "search", "transaction", "overview"):
+        assert (screenshots / f"console-{name}.png").read_bytes().startswith(b"\x89PNG"), name
 
     # The challenger (v2) scored every decision in shadow; the API acted on the champion (v1) only.
     from fraud_platform.infra.decision_log import SQLiteBackend

@@ -180,18 +180,21 @@ def test_rolling_in_many_micro_batches_stays_exact_and_bounded(sandbox_frame):
     np.testing.assert_array_equal(online[FEATURE_COLUMNS].to_numpy(), batch[FEATURE_COLUMNS].to_numpy())
 
 
-def test_as_of_sums_and_last_times_match_brute_force():
-    """The numpy as-of core (sum/max/min, strictly-before, ties, unknown keys, two-column keys) vs a loop."""
+@pytest.mark.parametrize("low, high", [(1, 4), (-5, 5), (0, 2**61)], ids=["counts", "negative", "too-wide-to-lift"])
+def test_as_of_sums_and_last_times_match_brute_force(low, high):
+    """The numpy as-of core (sum/max/min, strictly-before, ties, unknown keys, two-column keys) vs a
+    loop; values below zero and a range too wide for the lifted running max (its groupby path)."""
     from fraud_platform.domain.features import _last_before, _Prefix
 
     rng = np.random.default_rng(7)
+    values = rng.choice([low, high], 400) if high > 2**40 else rng.integers(low, high, 400)
     rows = pd.DataFrame({"a": rng.integers(0, 6, 400), "b": rng.integers(0, 3, 400),
-                         "time": rng.integers(0, 50, 400), "n": rng.integers(1, 4, 400)})
+                         "time": rng.integers(0, 50, 400), "n": values})
     queries = pd.DataFrame({"a": rng.integers(0, 8, 300), "b": rng.integers(0, 3, 300)})
     at = rng.integers(0, 55, 300)
-    sums = _Prefix(rows, ["a"], ["n"]).before(queries, at)["n"].to_numpy()
-    highs = _Prefix(rows, ["a"], ["n"], how="max", fill=-1).before(queries, at)["n"].to_numpy()
-    lows = _Prefix(rows, ["a"], ["n"], how="min", fill=-1).before(queries, at)["n"].to_numpy()
+    sums = _Prefix(rows, ["a"], ["n"]).before(queries, at)["n"]
+    highs = _Prefix(rows, ["a"], ["n"], how="max", fill=-1).before(queries, at)["n"]
+    lows = _Prefix(rows, ["a"], ["n"], how="min", fill=-1).before(queries, at)["n"]
     last = _last_before(rows, ["a", "b"], queries, at)
     for i, (a, b, t) in enumerate(zip(queries["a"], queries["b"], at)):
         before = rows.loc[(rows["a"] == a) & (rows["time"] < t), "n"]

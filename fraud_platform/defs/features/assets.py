@@ -204,7 +204,8 @@ def read_immature_history(store: LakeStore, lake_processing: LakeProcessingResou
 
 
 @dg.asset(
-    **_COMMON,
+    # Reads the sandbox, and the processed days after it with their raw labels (verdict rows).
+    **{**_COMMON, "deps": [SANDBOX_TRANSACTIONS.asset_key, PROCESSED_TRANSACTIONS.asset_key, RAW_LABELS.asset_key]},
     description="Training matrix: point-in-time features for every sandbox transaction plus its label "
                 "(features/transaction_features/date=D/), and beside it the rows of immature processed days "
                 "that carry an analyst verdict, with their label (features/verdict_features/date=D/): "
