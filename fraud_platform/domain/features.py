@@ -296,7 +296,8 @@ def _running(amounts: np.ndarray, run: np.ndarray, starts: np.ndarray, how: str)
     if (int(run[-1]) + 1) * span >= 2**62:  # cannot lift without overflow: per-run accumulate
         return pd.DataFrame(amounts).groupby(run, sort=False).transform(f"cum{how}").to_numpy(dtype="int64")
     shifted = (amounts - low) if how == "max" else (high - amounts)
-    lifted = np.maximum.accumulate(shifted + (run * span)[:, None], axis=0) - (run * span)[:, None]
+    lift = (run * span)[:, None]
+    lifted = np.maximum.accumulate(shifted + lift, axis=0) - lift
     return lifted + low if how == "max" else high - lifted
 
 
