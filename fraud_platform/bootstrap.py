@@ -82,6 +82,17 @@ def ensure_chromium() -> bool:
     return ensure_debian_package(CHROMIUM, "chromium", "the console browser tests")
 
 
+def _parallel_test_files(pytest_args: list[str]) -> list[str]:
+    """Most of the suite's wall time is spent waiting (JVM and server start-ups, Spark micro-batches,
+    a daemon's ticks), so test files run in parallel, one pytest-xdist worker per core (at most 4:
+    each worker starts its own Spark, broker and Redis). A file stays on one worker, keeping its
+    module fixtures; ``-n``/``-p no:xdist`` given by the caller wins."""
+    if any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg == "no:xdist" for arg in pytest_args):
+        return []
+    workers = min(len(os.sched_getaffinity(0)), 4)
+    return ["--numprocesses", str(workers), "--dist", "loadfile"] if workers > 1 else []
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("run", "test", "install", "browser"):
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "run":
         command = [_bin("fraud-platform"), "run-local", *argv[1:]]
     else:
-        command = [_bin("python"), "-m", "pytest", *argv[1:]]
+        command = [_bin("python"), "-m", "pytest", *_parallel_test_files(argv[1:]), *argv[1:]]
     return subprocess.run(command, cwd=ROOT, env=env).returncode
 
 
