@@ -1,11 +1,13 @@
-"""Validate one lake partition with GX Core 1.x in an ephemeral context (nothing written to disk)
-and reduce GX's result to what an on-call engineer needs: which expectation failed, on which column,
-with which values and which transaction_ids."""
+"""Validate lake partitions with GX Core 1.x in an ephemeral context (nothing written to disk) and
+reduce GX's result to what an on-call engineer needs, per partition: which expectation failed, on
+which column, with which values and which transaction_ids."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -16,6 +18,8 @@ from fraud_platform.infra.lake import LakeStore
 from fraud_platform.quality.suites import DatasetSuite, PartitionContext, QualityBounds, previous_day
 
 MAX_REPORTED = 20
+# Rows per GX run when partitions are validated together (bounds the concatenated frame's memory).
+MAX_ROWS_PER_RUN = 1_000_000
 # Nullable pandas dtypes keep int/bool columns typed even when they contain nulls.
 _PANDAS_TYPES = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
@@ -76,16 +80,25 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _failure(result: Any, id_column: str) -> FailedExpectation:
+def _failure(result: Any, frame: pd.DataFrame, id_column: str, positions: list[int] | None = None) -> FailedExpectation:
+    """One failed GX result as a report. Offending rows come from GX's ``unexpected_index_list``
+    (row positions in ``frame``, or only those of ``positions`` when a result over several partitions
+    is split between them); their values and ids are read back from the frame."""
     config = result.expectation_config
     details = result.result or {}
     kwargs = config.kwargs
-    column = kwargs.get("column") or (f"{kwargs['column_A']},{kwargs['column_B']}" if "column_A" in kwargs else None)
-    ids: list[str] = []
-    for row in details.get("unexpected_index_list") or []:
-        if isinstance(row, dict) and row.get(id_column) is not None and str(row[id_column]) not in ids:
-            ids.append(str(row[id_column]))
-    values = list(dict.fromkeys(_short(v) for v in (details.get("partial_unexpected_list") or [])))
+    pair = ("column_A" in kwargs) and [kwargs["column_A"], kwargs["column_B"]]
+    column = kwargs.get("column") or (",".join(pair) if pair else None)
+    if positions is None:
+        positions = list(details.get("unexpected_index_list") or [])
+    shown = positions[: MAX_REPORTED * 50]
+    if shown and (kwargs.get("column") or pair):
+        rows = frame.iloc[shown]
+        raw_values = rows[kwargs["column"]].tolist() if kwargs.get("column") else list(zip(rows[pair[0]], rows[pair[1]]))
+    else:
+        raw_values = list(details.get("partial_unexpected_list") or [])
+    values = list(dict.fromkeys(_short(v) for v in raw_values))
+    ids = list(dict.fromkeys(str(t) for t in frame[id_column].iloc[shown] if pd.notna(t))) if id_column in frame.columns else []
     error = None
     if result.exception_info and result.exception_info.get("raised_exception"):
         error = _short(result.exception_info.get("exception_message"))
@@ -93,7 +106,7 @@ def _failure(result: Any, id_column: str) -> FailedExpectation:
     return FailedExpectation(
         expectation=config.type,
         column=column,
-        unexpected_count=details.get("unexpected_count"),
+        unexpected_count=len(positions) if positions else details.get("unexpected_count"),
         unexpected_values=values[:MAX_REPORTED],
         transaction_ids=ids[:MAX_REPORTED],
         observed_value=None if observed is None else _short(observed),
@@ -101,8 +114,9 @@ def _failure(result: Any, id_column: str) -> FailedExpectation:
     )
 
 
-def validate_frame(df: pd.DataFrame, expectations: list, id_column: str = "transaction_id", name: str = "partition") -> tuple[int, list[FailedExpectation]]:
-    """Run ``expectations`` on ``df``; returns (evaluated count, failures)."""
+def run_expectations(df: pd.DataFrame, expectations: list, name: str = "partition") -> list:
+    """Run ``expectations`` on ``df`` in an ephemeral GX context; returns GX's results, whose
+    ``unexpected_index_list`` holds row positions (``df`` must have a RangeIndex)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -114,35 +128,87 @@ def validate_frame(df: pd.DataFrame, expectations: list, id_column: str = "trans
     )
     suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations))
     result_format: dict[str, Any] = {"result_format": "COMPLETE", "partial_unexpected_count": MAX_REPORTED}
-    if id_column in df.columns:
-        result_format["unexpected_index_column_names"] = [id_column]
-    result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format=result_format)
-    return len(result.results), [_failure(r, id_column) for r in result.results if not r.success]
+    return list(batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format=result_format).results)
 
 
-def validate_partition(store: LakeStore, suite: DatasetSuite, day: date, bounds: QualityBounds, previous_row_count: int | None = None) -> ValidationOutcome:
-    """Validate one daily partition; a missing partition is a failure unless its source is missing
-    too or the dataset may have empty days (labels)."""
-    df = load_partition_frame(store, suite, day)
-    if df is None and (suite.may_be_missing or (suite.source and not store.parquet_keys(suite.source, day))):
+def _validate_together(suite: DatasetSuite, bounds: QualityBounds, parts: list[tuple[PartitionContext, pd.DataFrame]]) -> list[ValidationOutcome]:
+    """Validate partitions of one shape in a single GX run: GX's cost is per run (it builds a metric
+    graph of the ~70 expectations, seconds each time) far more than per row. Row-level expectations
+    run once over the concatenated rows and their failures are split by row position; each
+    partition's own expectations run on its rows only (``PartitionContext.scope``)."""
+    frame = pd.concat([df for _, df in parts], ignore_index=True)
+    ends = list(itertools.accumulate(len(df) for _, df in parts))
+    contexts = [replace(ctx, rows=(end - len(df), end)) for (ctx, df), end in zip(parts, ends)]
+    expectations = [*suite.rows(), *(e for ctx in contexts for e in suite.partition(ctx, bounds))]
+    days = [ctx.day for ctx in contexts]
+    evaluated = dict.fromkeys(days, 0)
+    failures: dict[date, list[FailedExpectation]] = {day: [] for day in days}
+    for result in run_expectations(frame, expectations, name=suite.name):
+        own_day = (result.expectation_config.meta or {}).get("partition")
+        if own_day is not None:
+            day = date.fromisoformat(own_day)
+            evaluated[day] += 1
+            if not result.success:
+                failures[day].append(_failure(result, frame, suite.id_column))
+            continue
+        for day in days:
+            evaluated[day] += 1
+        if result.success:
+            continue
+        positions = (result.result or {}).get("unexpected_index_list")
+        if not positions:  # a table-level fact (columns, types) or an error: true of every partition here
+            for day in days:
+                failures[day].append(_failure(result, frame, suite.id_column))
+            continue
+        by_partition: dict[int, list[int]] = {}
+        for position in positions:
+            by_partition.setdefault(bisect.bisect_right(ends, position), []).append(position)
+        for index, owned in by_partition.items():
+            failures[days[index]].append(_failure(result, frame, suite.id_column, owned))
+    return [ValidationOutcome(suite.name, ctx.day, len(df), evaluated[ctx.day], failures[ctx.day])
+            for ctx, (_, df) in zip(contexts, parts)]
+
+
+def validate_partitions(store: LakeStore, suite: DatasetSuite, days: list[date], bounds: QualityBounds,
+                        max_rows: int = MAX_ROWS_PER_RUN) -> list[ValidationOutcome]:
+    """Validate daily partitions, each against its own day and its predecessor's row count. A
+    missing partition is a failure unless its source is missing too or the dataset may have empty
+    days (labels). Partitions are validated together, up to ``max_rows`` rows per GX run."""
+    days = sorted(set(days))
+    outcomes: dict[date, ValidationOutcome] = {}
+    rows_of: dict[date, int] = {}
+    batch: list[tuple[PartitionContext, pd.DataFrame]] = []
+
+    def flush() -> None:
+        shapes: dict[tuple, list[tuple[PartitionContext, pd.DataFrame]]] = {}
+        for ctx, df in batch:  # a partition whose columns or types differ is validated apart
+            shapes.setdefault(tuple(zip(df.columns, map(str, df.dtypes))), []).append((ctx, df))
+        for parts in shapes.values():
+            outcomes.update((o.day, o) for o in _validate_together(suite, bounds, parts))
+        batch.clear()
+
+    for day in days:
+        df = load_partition_frame(store, suite, day)
+        if df is None:
+            outcomes[day] = _missing_partition(store, suite, day)
+            continue
+        if batch and sum(len(f) for _, f in batch) + len(df) > max_rows:
+            flush()
+        before = previous_day(day)
+        previous_rows = rows_of[before] if before in rows_of else partition_row_count(store, suite, before)
+        rows_of[day] = len(df)
+        batch.append((PartitionContext(day, previous_rows), df))
+    flush()
+    return [outcomes[day] for day in days]
+
+
+def validate_partition(store: LakeStore, suite: DatasetSuite, day: date, bounds: QualityBounds) -> ValidationOutcome:
+    """Validate one daily partition (see ``validate_partitions``)."""
+    return validate_partitions(store, suite, [day], bounds)[0]
+
+
+def _missing_partition(store: LakeStore, suite: DatasetSuite, day: date) -> ValidationOutcome:
+    if suite.may_be_missing or (suite.source and not store.parquet_keys(suite.source, day)):
         return ValidationOutcome(suite.name, day, 0, 0, [])
-    if df is None:
-        missing = FailedExpectation("partition_exists", None, error=f"no parquet files under {suite.target.partition_prefix(day)}")
-        return ValidationOutcome(suite.name, day, 0, 1, [missing])
-    if previous_row_count is None:
-        previous_row_count = partition_row_count(store, suite, previous_day(day))
-    ctx = PartitionContext(day, previous_row_count)
-    evaluated, failures = validate_frame(df, suite.build(ctx, bounds), suite.id_column, name=suite.name)
-    return ValidationOutcome(suite.name, day, len(df), evaluated, failures)
-
-
-def validate_partitions(store: LakeStore, suite: DatasetSuite, days: list[date], bounds: QualityBounds) -> list[ValidationOutcome]:
-    """Validate consecutive partitions, each against its predecessor's row count."""
-    outcomes: list[ValidationOutcome] = []
-    previous: int | None = None
-    for i, day in enumerate(sorted(days)):
-        prior = previous if i and outcomes and outcomes[-1].day == previous_day(day) else None
-        outcome = validate_partition(store, suite, day, bounds, prior)
-        outcomes.append(outcome)
-        previous = outcome.rows or None
-    return outcomes
+    missing = FailedExpectation("partition_exists", None, error=f"no parquet files under {suite.target.partition_prefix(day)}")
+    return ValidationOutcome(suite.name, day, 0, 1, [missing])

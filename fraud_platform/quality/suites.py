@@ -1,6 +1,9 @@
 """Expectation suites per lake dataset, derived from the pyarrow contracts in ``domain.schema`` so
-a contract change updates its checks. Each suite is built per partition (its day bounds the event
-times; the previous partition's size bounds the row count)."""
+a contract change updates its checks. A suite has two halves: expectations on every row whatever its
+day (contract, value sets, ranges, pair orderings), and expectations bound to one partition (its day
+bounds the event times, the previous partition's size bounds the row count, ids are unique within
+it, its fraud rate is bounded). ``runner`` evaluates the first half once over several partitions and
+the second half per partition, restricted to that partition's rows."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Callable
 
 import great_expectations.expectations as gxe
+from great_expectations.expectations.row_conditions import Column
 import pandas as pd
 import pyarrow as pa
 
@@ -52,6 +56,17 @@ class QualityBounds:
 class PartitionContext:
     day: date
     previous_row_count: int | None = None
+    # [first, end) row positions of this partition when several are validated in one frame.
+    rows: tuple[int, int] | None = None
+
+    @property
+    def scope(self) -> dict:
+        """Keyword arguments restricting a partition's expectation to its own rows (none when the
+        frame holds only this partition); ``meta`` names the partition so results map back to it."""
+        if self.rows is None:
+            return {}
+        first, end = self.rows
+        return {"row_condition": (Column("index") >= first) & (Column("index") < end), "meta": {"partition": self.day.isoformat()}}
 
     @property
     def start(self) -> pd.Timestamp:
@@ -75,7 +90,7 @@ def contract_expectations(contract: pa.Schema) -> list:
 
 
 def _within_day(column: str, ctx: PartitionContext) -> gxe.Expectation:
-    return gxe.ExpectColumnValuesToBeBetween(column=column, min_value=ctx.start, max_value=ctx.last_instant)
+    return gxe.ExpectColumnValuesToBeBetween(column=column, min_value=ctx.start, max_value=ctx.last_instant, **ctx.scope)
 
 
 def _row_count(ctx: PartitionContext, bounds: QualityBounds) -> list:
@@ -83,7 +98,8 @@ def _row_count(ctx: PartitionContext, bounds: QualityBounds) -> list:
         return []
     prev = ctx.previous_row_count
     return [gxe.ExpectTableRowCountToBeBetween(
-        min_value=int(prev * (1 - bounds.row_count_tolerance)), max_value=int(prev * (1 + bounds.row_count_tolerance)) + 1
+        min_value=int(prev * (1 - bounds.row_count_tolerance)), max_value=int(prev * (1 + bounds.row_count_tolerance)) + 1,
+        **ctx.scope,
     )]
 
 
@@ -95,62 +111,79 @@ def _transaction_values() -> list:
     ]
 
 
-def raw_transactions_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
+def raw_transactions_rows() -> list:
     return [
         *contract_expectations(RAW_TRANSACTIONS_SCHEMA),
         *_transaction_values(),
         gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0, strict_min=True, max_value=MAX_RAW_AMOUNT),
-        _within_day("event_time", ctx),
-        *_row_count(ctx, bounds),
     ]
 
 
-def raw_labels_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
+def raw_transactions_partition(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [_within_day("event_time", ctx), *_row_count(ctx, bounds)]
+
+
+def raw_labels_rows() -> list:
     return [
         *contract_expectations(RAW_LABELS_SCHEMA),
         gxe.ExpectColumnValuesToBeInSet(column="label_type", value_set=list(LABEL_TYPES)),
         # Scenarios 1-4 on frauds (4: the simulator's optional drift); real histories also put 0
         # ("none") on legitimate rows.
         gxe.ExpectColumnValuesToBeInSet(column="fraud_scenario", value_set=[1, 2, 3, 4],
-                                        row_condition="is_fraud == True", condition_parser="pandas"),
+                                        row_condition=Column("is_fraud") == True),  # noqa: E712 (a GX condition, not a comparison)
         gxe.ExpectColumnValuesToBeInSet(column="fraud_scenario", value_set=[0],
-                                        row_condition="is_fraud == False", condition_parser="pandas"),
-        _within_day("known_at", ctx),
+                                        row_condition=Column("is_fraud") == False),  # noqa: E712
     ]
 
 
-def _curated_transactions(contract: pa.Schema, ctx: PartitionContext, bounds: QualityBounds) -> list:
+def raw_labels_partition(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [_within_day("known_at", ctx)]
+
+
+def _curated_rows(contract: pa.Schema) -> list:
     return [
         *contract_expectations(contract),
         *_transaction_values(),
-        gxe.ExpectColumnValuesToBeUnique(column="transaction_id"),
         gxe.ExpectColumnValuesToBeBetween(column="amount_eur", min_value=0, strict_min=True, max_value=MAX_AMOUNT_EUR),
         gxe.ExpectColumnValuesToBeBetween(column="hour", min_value=0, max_value=23),
         gxe.ExpectColumnValuesToBeBetween(column="day_of_week", min_value=0, max_value=6),
         gxe.ExpectColumnValuesToBeInSet(column="is_fraud", value_set=[0, 1]),
-        gxe.ExpectColumnValuesToBeBetween(column="event_date", min_value=ctx.day, max_value=ctx.day),
-        _within_day("event_time", ctx),
         # A label can never be known before the transaction happened.
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="label_known_at", column_B="event_time", or_equal=True, ignore_row_if="either_value_is_missing"
         ),
+    ]
+
+
+def curated_partition(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [
+        gxe.ExpectColumnValuesToBeUnique(column="transaction_id", **ctx.scope),
+        gxe.ExpectColumnValuesToBeBetween(column="event_date", min_value=ctx.day, max_value=ctx.day, **ctx.scope),
+        _within_day("event_time", ctx),
         *_row_count(ctx, bounds),
     ]
 
 
-def processed_transactions_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
-    return _curated_transactions(PROCESSED_TRANSACTIONS_SCHEMA, ctx, bounds)
+def processed_transactions_rows() -> list:
+    return _curated_rows(PROCESSED_TRANSACTIONS_SCHEMA)
 
 
-def sandbox_transactions_suite(ctx: PartitionContext, bounds: QualityBounds) -> list:
+def sandbox_transactions_rows() -> list:
     return [
-        *_curated_transactions(SANDBOX_TRANSACTIONS_SCHEMA, ctx, bounds),
+        *_curated_rows(SANDBOX_TRANSACTIONS_SCHEMA),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLIT_NAMES)),
-        gxe.ExpectColumnMeanToBeBetween(column="is_fraud", min_value=bounds.fraud_rate_min, max_value=bounds.fraud_rate_max),
         # The sandbox's promise: every label it carries was known before the partition matured.
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="matured_at", column_B="label_known_at", ignore_row_if="either_value_is_missing"
         ),
+    ]
+
+
+def sandbox_transactions_partition(ctx: PartitionContext, bounds: QualityBounds) -> list:
+    return [
+        *curated_partition(ctx, bounds),
+        gxe.ExpectColumnMeanToBeBetween(column="is_fraud", min_value=bounds.fraud_rate_min, max_value=bounds.fraud_rate_max,
+                                        **ctx.scope),
     ]
 
 
@@ -159,7 +192,8 @@ class DatasetSuite:
     """The expectations of one catalogue dataset (its contract is the catalogue's schema)."""
 
     target: Dataset
-    build: Callable[[PartitionContext, QualityBounds], list]
+    rows: Callable[[], list]  # on every row, whatever its partition
+    partition: Callable[[PartitionContext, QualityBounds], list]  # bound to one partition's day and size
     id_column: str = "transaction_id"
 
     @property
@@ -190,10 +224,10 @@ class DatasetSuite:
 DATASETS: dict[str, DatasetSuite] = {
     s.name: s
     for s in (
-        DatasetSuite(catalogue.RAW_TRANSACTIONS, raw_transactions_suite),
-        DatasetSuite(catalogue.RAW_LABELS, raw_labels_suite, may_be_missing=True),
-        DatasetSuite(catalogue.PROCESSED_TRANSACTIONS, processed_transactions_suite),
-        DatasetSuite(catalogue.SANDBOX_TRANSACTIONS, sandbox_transactions_suite),
+        DatasetSuite(catalogue.RAW_TRANSACTIONS, raw_transactions_rows, raw_transactions_partition),
+        DatasetSuite(catalogue.RAW_LABELS, raw_labels_rows, raw_labels_partition, may_be_missing=True),
+        DatasetSuite(catalogue.PROCESSED_TRANSACTIONS, processed_transactions_rows, curated_partition),
+        DatasetSuite(catalogue.SANDBOX_TRANSACTIONS, sandbox_transactions_rows, sandbox_transactions_partition),
     )
 }
 

@@ -157,3 +157,41 @@ def test_check_summary_says_what_it_leaves_out():
     assert "(+2 more failed expectations)" in summary and "+1 more failed partitions" in summary
     assert summary.endswith("(all in metadata 'failures').")
     assert check_summary(outcomes[4:]) == "1 partitions passed"
+
+
+def _on_day(frame: pd.DataFrame, offset: int) -> pd.DataFrame:
+    """The crafted processed partition moved ``offset`` days later (same transaction_ids)."""
+    shift = pd.Timedelta(days=offset)
+    return frame.assign(event_time=frame["event_time"] + shift, label_known_at=frame["label_known_at"] + shift,
+                        event_date=D1 + timedelta(days=offset))
+
+
+def test_partitions_validated_together_report_exactly_what_each_validated_alone_reports(store):
+    """One GX run covers a range of partitions; every failure must still land on its own partition,
+    with its own rows, exactly as when each partition is validated on its own."""
+    good = good_frame("processed_transactions")
+    days = [D1 + timedelta(days=i) for i in range(5)]
+    land(store, "processed_transactions", _on_day(good, 0), day=days[0])  # clean (and shares ids with every other day)
+    land(store, "processed_transactions", _set("amount_eur", 4, 60_000.0)(_on_day(good, 1)), day=days[1])
+    land(store, "processed_transactions", _duplicate_first_row(_on_day(good, 2)), day=days[2])
+    land(store, "processed_transactions", _set("event_time", 3, pd.Timestamp(days[4]).tz_localize("UTC"))(_on_day(good, 3)), day=days[3])
+    drifted = _on_day(good, 4).astype({"hour": "float64"})
+    land(store, "processed_transactions", drifted, day=days[4],
+         schema=pa.schema([pa.field("hour", pa.float64()) if f.name == "hour" else f for f in DATASETS["processed_transactions"].contract]))
+
+    together = validate_partitions(store, DATASETS["processed_transactions"], days, LENIENT)
+    alone = validate_partitions(store, DATASETS["processed_transactions"], days, LENIENT, max_rows=1)  # one GX run each
+
+    def report(outcomes):
+        return [(o.day, o.rows, o.evaluated, sorted(f.describe() for f in o.failures)) for o in outcomes]
+
+    assert report(together) == report(alone)
+    failed = {o.day: {(f.expectation, f.column): f for f in o.failures} for o in together}
+    assert failed[days[0]] == {}
+    assert set(failed[days[1]]) == {("expect_column_values_to_be_between", "amount_eur")}
+    assert failed[days[1]]["expect_column_values_to_be_between", "amount_eur"].transaction_ids == ["tx000005"]
+    assert set(failed[days[2]]) == {("expect_column_values_to_be_unique", "transaction_id")}
+    assert failed[days[2]]["expect_column_values_to_be_unique", "transaction_id"].unexpected_count == 2
+    assert set(failed[days[3]]) == {("expect_column_values_to_be_between", "event_time")}
+    assert failed[days[3]]["expect_column_values_to_be_between", "event_time"].transaction_ids == ["tx000004"]
+    assert ("expect_column_values_to_be_of_type", "hour") in failed[days[4]]
