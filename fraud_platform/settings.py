@@ -487,6 +487,14 @@ class StreamingSettings(DecisionSettings):
     # How long the scorer keeps restarting its query while the broker does not answer, then exits 1.
     broker_outage_seconds: float = Field(300.0, ge=0)
 
+    @property
+    def delivery_timeout_seconds(self) -> float:
+        """How long a task waits for its Kafka deliveries before failing (its batch then replays
+        from the checkpoint): within the outage the scorer may ride out, so a short outage budget
+        is honoured, and between 10 s (deliveries need a moment even when all is well) and 30 s (a
+        healthy broker acknowledges in milliseconds; longer is an outage, handled by the replay)."""
+        return min(30.0, max(10.0, self.broker_outage_seconds))
+
     @model_validator(mode="after")
     def _thresholds(self) -> "StreamingSettings":
         if self.review_threshold is not None and self.review_threshold > self.block_threshold:

@@ -71,6 +71,7 @@ class TaskPlan:
     decision_log: DecisionLogTarget | None = None  # every decision upserted here from the tasks
     shadow: ShadowPlan | None = None  # the challenger scoring in shadow, if one is aliased
     eof_timeout_seconds: float = 10.0  # reading a range (``source.read_ranges``) fails after this long without progress
+    delivery_timeout_seconds: float = 60.0  # the task fails when its Kafka deliveries take longer
     alerts_table_sql: str | None = None  # the driver's DuckDB alert table (``CREATE TABLE``), probed before staging
     dlq_max_message_bytes: int = DEFAULT_MAX_DEAD_LETTER_BYTES  # dead letters are cut to this (the broker's limit)
 
@@ -239,7 +240,7 @@ def process_range(plan: TaskPlan, records: pa.Table) -> TaskResult:
     outputs.send_dead_letters(batch.dead_letters)
     outputs.send_predictions(batch.scored)
     ScoredLake(worker_lake(plan)).write(batch, partition)
-    outputs.flush()
+    outputs.flush(plan.delivery_timeout_seconds)
     latency = time.time() - batch.kafka_timestamps_ms / 1000.0
     bounds = np.asarray(LATENCY_BUCKETS, dtype="float64")
     counts = np.bincount(np.searchsorted(bounds, latency, side="left"), minlength=len(bounds) + 1)

@@ -228,6 +228,7 @@ class BatchHandler:
             alerts_table=cfg.alerts_table, mlflow_tracking_uri=platform.mlflow.tracking_uri,
             mlflow_registry_uri=platform.mlflow.resolved_registry_uri,
             decision_log=p.decision_log, shadow=shadow, eof_timeout_seconds=cfg.eof_timeout_seconds,
+            delivery_timeout_seconds=cfg.delivery_timeout_seconds,
             alerts_table_sql=p.alerts.table_sql() if p.alerts is not None else None,  # read per batch: constraints may change
             dlq_max_message_bytes=self.dlq_max_message_bytes,
         )
