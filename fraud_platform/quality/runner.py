@@ -19,7 +19,7 @@ from fraud_platform.quality.suites import DatasetSuite, PartitionContext, Qualit
 
 MAX_REPORTED = 20
 # Rows per GX run when partitions are validated together (bounds the concatenated frame's memory).
-MAX_ROWS_PER_RUN = 1_000_000
+MAX_ROWS_PER_RUN = 500_000
 # Nullable pandas dtypes keep int/bool columns typed even when they contain nulls.
 _PANDAS_TYPES = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
