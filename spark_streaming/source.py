@@ -222,14 +222,33 @@ def messages_to_batch(messages: list) -> pa.RecordBatch:
 
 # Executor-side consumers kept between micro-batches (Python workers are reused): a consumer that
 # stopped exactly at this range's start is already fetching it, which saves a reconnect per batch.
-_CONSUMERS: dict[tuple, tuple[object, int]] = {}
+# Keyed by (options, topic, partition) -> (consumer, position, last used); one idle for longer than
+# IDLE_CONSUMER_SECONDS is closed, so a worker never keeps consumers of partitions, topics or
+# brokers it no longer reads (they would hold threads and reconnect to a broker that is gone).
+_CONSUMERS: dict[tuple, tuple[object, int, float]] = {}
+IDLE_CONSUMER_SECONDS = 120.0
+
+
+def _close_idle_consumers(now: float) -> None:
+    for key in [key for key, (_, _, used) in _CONSUMERS.items() if now - used > IDLE_CONSUMER_SECONDS]:
+        _CONSUMERS.pop(key)[0].close()
+
+
+def close_cached_consumers() -> int:
+    """Close every consumer this process keeps between batches (before its broker goes away, e.g.
+    at the end of a test session that read ranges in-process); returns how many."""
+    closed = len(_CONSUMERS)
+    while _CONSUMERS:
+        _CONSUMERS.popitem()[1][0].close()
+    return closed
 
 
 def _range_consumer(options: Mapping[str, str], part: KafkaRange):
     from confluent_kafka import TopicPartition
 
+    _close_idle_consumers(time.monotonic())
     key = (tuple(sorted((k, v) for k, v in options.items() if k.startswith(_KAFKA_PREFIX))), part.topic, part.partition)
-    consumer, position = _CONSUMERS.pop(key, (None, -1))
+    consumer, position, _ = _CONSUMERS.pop(key, (None, -1, 0.0))
     if consumer is None:
         consumer = _consumer(options)
     if position != part.start:
@@ -270,7 +289,7 @@ def read_range(options: Mapping[str, str], part: KafkaRange, timeout: float) -> 
     except BaseException:
         consumer.close()
         raise
-    _CONSUMERS[key] = (consumer, position)
+    _CONSUMERS[key] = (consumer, position, time.monotonic())
 
 
 def read_ranges(options: Mapping[str, str], ranges: pa.Table, timeout: float) -> Iterator[pa.Table]:

@@ -20,16 +20,6 @@ PG_ADMIN_DSN = os.environ.get("FRAUD_TEST_POSTGRES_ADMIN_DSN", "postgresql://pos
 MODEL_NAME = "fraud_detector_stream_test"
 
 
-@pytest.fixture(scope="session")
-def broker(platform_home):
-    from fraud_platform.infra.broker import EmbeddedBroker
-
-    embedded = EmbeddedBroker.default()
-    embedded.start()
-    yield embedded
-    embedded.stop()
-
-
 @pytest.fixture()
 def stream_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker, online_store_url) -> dict[str, str]:
     """Unique topics, lake, checkpoint, DuckDB file, decision log and online-store key prefix for one test (env vars)."""

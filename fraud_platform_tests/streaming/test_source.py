@@ -94,3 +94,31 @@ def test_split_limit_shares_the_budget_by_backlog():
     assert split_limit({"0": 0, "1": 0}, {"0": 3, "1": 4}, 100) == {"0": 3, "1": 4}
     capped = split_limit({"0": 5, "1": 0, "2": 7}, {"0": 10, "1": 10, "2": 10}, 7)
     assert sum(capped[p] - {"0": 5, "1": 0, "2": 7}[p] for p in capped) == 7
+
+
+def test_cached_range_consumers_are_reused_and_closed_once_idle(stream_env, monkeypatch):
+    """Python workers keep a consumer per partition between batches, but not forever: one whose
+    partition was not read for IDLE_CONSUMER_SECONDS is closed (it would otherwise keep its threads
+    and reconnect to a broker that may be long gone)."""
+    import spark_streaming.source as source_module
+
+    topic = stream_env["FRAUD_TOPIC_TRANSACTIONS"]
+    produce([(str(i).encode(), f"v{i}".encode()) for i in range(40)], topic=topic)
+    options = reader(topic).options
+    monkeypatch.setattr(source_module, "_CONSUMERS", {})
+
+    def read(partition: int, start: int, end: int) -> list[int]:
+        return [o for b in source_module.read_range(options, KafkaRange(topic, partition, start, end), 10.0)
+                for o in b.column("offset").to_pylist()]
+
+    assert read(0, 0, 10) == list(range(10))
+    [(first, position, _)] = source_module._CONSUMERS.values()
+    assert position == 10
+    assert read(0, 10, 20) == list(range(10, 20))
+    assert [c for c, _, _ in source_module._CONSUMERS.values()] == [first]  # the same consumer went on
+
+    monkeypatch.setattr(source_module, "IDLE_CONSUMER_SECONDS", 0.0)
+    assert read(1, 0, 5) == list(range(5))  # partition 0's consumer has been idle: closed
+    assert [key[2] for key in source_module._CONSUMERS] == [1]
+    with pytest.raises(RuntimeError, match="closed"):
+        first.assignment()
