@@ -18,6 +18,8 @@ from fraud_platform.infra.lake import LakeStore
 from fraud_platform.quality.suites import DatasetSuite, PartitionContext, QualityBounds, previous_day
 
 MAX_REPORTED = 20
+# Offending rows whose values and ids are read back from the frame (the report keeps MAX_REPORTED distinct ones).
+MAX_ROWS_READ_BACK = 1_000
 # Rows per GX run when partitions are validated together (bounds the concatenated frame's memory).
 MAX_ROWS_PER_RUN = 500_000
 # Nullable pandas dtypes keep int/bool columns typed even when they contain nulls.
@@ -91,7 +93,7 @@ def _failure(result: Any, frame: pd.DataFrame, id_column: str, positions: list[i
     column = kwargs.get("column") or (",".join(pair) if pair else None)
     if positions is None:
         positions = list(details.get("unexpected_index_list") or [])
-    shown = positions[: MAX_REPORTED * 50]
+    shown = positions[:MAX_ROWS_READ_BACK]
     if shown and (kwargs.get("column") or pair):
         rows = frame.iloc[shown]
         raw_values = rows[kwargs["column"]].tolist() if kwargs.get("column") else list(zip(rows[pair[0]], rows[pair[1]]))
