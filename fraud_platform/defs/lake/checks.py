@@ -6,6 +6,7 @@ by design and is owned by ingestion). One factory, so every check reports failur
 """
 
 
+import time
 from dataclasses import asdict
 from datetime import date
 
@@ -54,10 +55,13 @@ def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition
     def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource, lake_processing: LakeProcessingResource) -> dg.AssetCheckResult:
         days = [date.fromisoformat(key) for key in context.partition_keys]
         store = lake.store()
+        started = time.monotonic()
         outcomes = validate_partitions(store, suite, days, lake_processing.bounds())
         if blocking:
             record_verdicts(store, suite.target, outcomes, context.run.run_id)
         failed = [o for o in outcomes if not o.success]
+        context.log.info(f"GX suite on {dataset}: {len(outcomes)} partitions, {sum(o.rows for o in outcomes):,} rows, "
+                         f"{len(failed)} failed, {time.monotonic() - started:.1f}s")
         failures = {o.day.isoformat(): [asdict(f) for f in o.failures] for o in failed}
         return dg.AssetCheckResult(
             passed=not failed,
