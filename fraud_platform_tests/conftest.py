@@ -80,7 +80,7 @@ def broker(platform_home: Path):
     # range consumers the streaming source keeps between batches when it read in this process.
     gc.collect()
     if "spark_streaming.source" in sys.modules:
-        sys.modules["spark_streaming.source"].close_cached_consumers()
+        sys.modules["spark_streaming.source"].close_consumers()
     embedded.stop()
 
 

@@ -71,7 +71,7 @@ class TaskPlan:
     decision_log: DecisionLogTarget | None = None  # every decision upserted here from the tasks
     shadow: ShadowPlan | None = None  # the challenger scoring in shadow, if one is aliased
     eof_timeout_seconds: float = 10.0  # reading a range (``source.read_ranges``) fails after this long without progress
-    delivery_timeout_seconds: float = 60.0  # the task fails when its Kafka deliveries take longer
+    delivery_timeout_seconds: float = 30.0  # the task fails when its Kafka deliveries take longer (StreamingSettings)
     alerts_table_sql: str | None = None  # the driver's DuckDB alert table (``CREATE TABLE``), probed before staging
     dlq_max_message_bytes: int = DEFAULT_MAX_DEAD_LETTER_BYTES  # dead letters are cut to this (the broker's limit)
 

@@ -229,24 +229,19 @@ _CONSUMERS: dict[tuple, tuple[object, int, float]] = {}
 IDLE_CONSUMER_SECONDS = 120.0
 
 
-def _close_idle_consumers(now: float) -> None:
-    for key in [key for key, (_, _, used) in _CONSUMERS.items() if now - used > IDLE_CONSUMER_SECONDS]:
+def close_consumers(idle_seconds: float = 0.0) -> None:
+    """Close the consumers this process keeps between batches that were not used for at least
+    ``idle_seconds`` (all of them by default: before their broker goes away, e.g. at the end of a
+    test session that read ranges in-process)."""
+    now = time.monotonic()
+    for key in [key for key, (_, _, used) in _CONSUMERS.items() if now - used >= idle_seconds]:
         _CONSUMERS.pop(key)[0].close()
-
-
-def close_cached_consumers() -> int:
-    """Close every consumer this process keeps between batches (before its broker goes away, e.g.
-    at the end of a test session that read ranges in-process); returns how many."""
-    closed = len(_CONSUMERS)
-    while _CONSUMERS:
-        _CONSUMERS.popitem()[1][0].close()
-    return closed
 
 
 def _range_consumer(options: Mapping[str, str], part: KafkaRange):
     from confluent_kafka import TopicPartition
 
-    _close_idle_consumers(time.monotonic())
+    close_consumers(IDLE_CONSUMER_SECONDS)
     key = (tuple(sorted((k, v) for k, v in options.items() if k.startswith(_KAFKA_PREFIX))), part.topic, part.partition)
     consumer, position, _ = _CONSUMERS.pop(key, (None, -1, 0.0))
     if consumer is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -133,16 +133,17 @@ def run_expectations(df: pd.DataFrame, expectations: list, name: str = "partitio
     return list(batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format=result_format).results)
 
 
-def _validate_together(suite: DatasetSuite, bounds: QualityBounds, parts: list[tuple[PartitionContext, pd.DataFrame]]) -> list[ValidationOutcome]:
-    """Validate partitions of one shape in a single GX run: GX's cost is per run (it builds a metric
-    graph of the ~70 expectations, seconds each time) far more than per row. Row-level expectations
-    run once over the concatenated rows and their failures are split by row position; each
-    partition's own expectations run on its rows only (``PartitionContext.scope``)."""
-    frame = pd.concat([df for _, df in parts], ignore_index=True)
-    ends = list(itertools.accumulate(len(df) for _, df in parts))
-    contexts = [replace(ctx, rows=(end - len(df), end)) for (ctx, df), end in zip(parts, ends)]
+def _validate_together(suite: DatasetSuite, bounds: QualityBounds, parts: list[tuple[date, int | None, pd.DataFrame]]) -> list[ValidationOutcome]:
+    """Validate partitions of one shape, given as (day, previous partition's row count, frame), in a
+    single GX run: GX's cost is per run (it builds a metric graph of the ~70 expectations, seconds
+    each time) far more than per row. Row-level expectations run once over the concatenated rows and
+    their failures are split by row position; each partition's own expectations run on its rows
+    only (``PartitionContext.scope``)."""
+    frame = pd.concat([df for _, _, df in parts], ignore_index=True)
+    ends = list(itertools.accumulate(len(df) for _, _, df in parts))
+    contexts = [PartitionContext(day, (end - len(df), end), previous) for (day, previous, df), end in zip(parts, ends)]
     expectations = [*suite.rows(), *(e for ctx in contexts for e in suite.partition(ctx, bounds))]
-    days = [ctx.day for ctx in contexts]
+    days = [day for day, _, _ in parts]
     evaluated = dict.fromkeys(days, 0)
     failures: dict[date, list[FailedExpectation]] = {day: [] for day in days}
     for result in run_expectations(frame, expectations, name=suite.name):
@@ -167,8 +168,7 @@ def _validate_together(suite: DatasetSuite, bounds: QualityBounds, parts: list[t
             by_partition.setdefault(bisect.bisect_right(ends, position), []).append(position)
         for index, owned in by_partition.items():
             failures[days[index]].append(_failure(result, frame, suite.id_column, owned))
-    return [ValidationOutcome(suite.name, ctx.day, len(df), evaluated[ctx.day], failures[ctx.day])
-            for ctx, (_, df) in zip(contexts, parts)]
+    return [ValidationOutcome(suite.name, day, len(df), evaluated[day], failures[day]) for day, _, df in parts]
 
 
 def validate_partitions(store: LakeStore, suite: DatasetSuite, days: list[date], bounds: QualityBounds,
@@ -179,12 +179,13 @@ def validate_partitions(store: LakeStore, suite: DatasetSuite, days: list[date],
     days = sorted(set(days))
     outcomes: dict[date, ValidationOutcome] = {}
     rows_of: dict[date, int] = {}
-    batch: list[tuple[PartitionContext, pd.DataFrame]] = []
+    batch: list[tuple[date, int | None, pd.DataFrame]] = []
 
     def flush() -> None:
-        shapes: dict[tuple, list[tuple[PartitionContext, pd.DataFrame]]] = {}
-        for ctx, df in batch:  # a partition whose columns or types differ is validated apart
-            shapes.setdefault(tuple(zip(df.columns, map(str, df.dtypes))), []).append((ctx, df))
+        shapes: dict[tuple, list[tuple[date, int | None, pd.DataFrame]]] = {}
+        for part in batch:  # a partition whose columns or types differ is validated apart
+            df = part[2]
+            shapes.setdefault(tuple(zip(df.columns, map(str, df.dtypes))), []).append(part)
         for parts in shapes.values():
             outcomes.update((o.day, o) for o in _validate_together(suite, bounds, parts))
         batch.clear()
@@ -194,12 +195,12 @@ def validate_partitions(store: LakeStore, suite: DatasetSuite, days: list[date],
         if df is None:
             outcomes[day] = _missing_partition(store, suite, day)
             continue
-        if batch and sum(len(f) for _, f in batch) + len(df) > max_rows:
+        if batch and sum(len(f) for _, _, f in batch) + len(df) > max_rows:
             flush()
         before = previous_day(day)
         previous_rows = rows_of[before] if before in rows_of else partition_row_count(store, suite, before)
         rows_of[day] = len(df)
-        batch.append((PartitionContext(day, previous_rows), df))
+        batch.append((day, previous_rows, df))
     flush()
     return [outcomes[day] for day in days]
 

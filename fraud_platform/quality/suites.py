@@ -55,16 +55,13 @@ class QualityBounds:
 @dataclass(frozen=True)
 class PartitionContext:
     day: date
+    rows: tuple[int, int]  # [first, end) row positions of this partition in the validated frame
     previous_row_count: int | None = None
-    # [first, end) row positions of this partition when several are validated in one frame.
-    rows: tuple[int, int] | None = None
 
     @property
     def scope(self) -> dict:
-        """Keyword arguments restricting a partition's expectation to its own rows (none when the
-        frame holds only this partition); ``meta`` names the partition so results map back to it."""
-        if self.rows is None:
-            return {}
+        """Keyword arguments restricting a partition's expectation to its own rows; ``meta`` names
+        the partition so results map back to it."""
         first, end = self.rows
         return {"row_condition": (Column("index") >= first) & (Column("index") < end), "meta": {"partition": self.day.isoformat()}}
 

@@ -60,7 +60,8 @@ def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition
         if blocking:
             record_verdicts(store, suite.target, outcomes, context.run.run_id)
         failed = [o for o in outcomes if not o.success]
-        context.log.info(f"GX suite on {dataset}: {len(outcomes)} partitions, {sum(o.rows for o in outcomes):,} rows, "
+        rows = sum(o.rows for o in outcomes)
+        context.log.info(f"GX suite on {dataset}: {len(outcomes)} partitions, {rows:,} rows, "
                          f"{len(failed)} failed, {time.monotonic() - started:.1f}s")
         failures = {o.day.isoformat(): [asdict(f) for f in o.failures] for o in failed}
         return dg.AssetCheckResult(
@@ -70,7 +71,7 @@ def gx_partition_check(dataset: str, blocking: bool) -> dg.AssetChecksDefinition
             metadata={
                 "partitions_checked": len(outcomes),
                 "partitions_failed": [o.day.isoformat() for o in failed],
-                "rows_checked": sum(o.rows for o in outcomes),
+                "rows_checked": rows,
                 "expectations_evaluated": sum(o.evaluated for o in outcomes),
                 "failures": dg.MetadataValue.json(failures),
                 "failing_transaction_ids": sorted({t for o in failed for f in o.failures for t in f.transaction_ids})[:50],
