@@ -369,7 +369,7 @@ def decide_one_transaction(timeout: float = 180.0) -> dict:
     from fraud_platform.api.auth import new_key
     from fraud_platform.domain.catalogue import RAW_TRANSACTIONS
     from fraud_platform.domain.schema import TRANSACTION_FIELDS
-    from fraud_platform.infra.broker import free_port
+    from fraud_platform.infra.broker import free_port, start_service
     from fraud_platform.infra.lake import lake_store_from_settings
 
     lake = lake_store_from_settings(PlatformSettings.from_env().lake)
@@ -387,7 +387,7 @@ def decide_one_transaction(timeout: float = 180.0) -> dict:
     url = f"http://127.0.0.1:{port}"
     print(f"decision API: starting a server on {url} (log {log_path})", flush=True)
     with open(log_path, "ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "fraud_platform.api"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        server = start_service([sys.executable, "-m", "fraud_platform.api"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout
         while True:

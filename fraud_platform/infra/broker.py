@@ -77,6 +77,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Runs in the child before the service: SIGTERM back to its default, then exec (same pid).
+_DEFAULT_SIGTERM_EXEC = "import os, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
+def start_service(command: list[str], **popen) -> subprocess.Popen:
+    """``subprocess.Popen`` for a long-running service that must stop when sent SIGTERM.
+
+    An ignored signal stays ignored across ``exec``, and Dagster maps SIGTERM to SIGINT's
+    disposition while it runs assets in a process (``dagster._utils.interrupts``): where SIGINT
+    is ignored (a shell's background job, a pytest-xdist worker) SIGTERM then is too, and every
+    service started afterwards (tansu, the storage server, Spark daemons) ignored ``stop`` until
+    the SIGKILL fallback 10-20 s later. Started from such a process, the service goes through a
+    one-line Python trampoline that restores SIGTERM and execs it."""
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        command = [sys.executable, "-I", "-S", "-c", _DEFAULT_SIGTERM_EXEC, *command]
+    return subprocess.Popen(command, **popen)
+
+
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     with socket.socket() as sock:
         sock.settimeout(timeout)
@@ -181,7 +199,7 @@ class EmbeddedBroker(EmbeddedProcess):
                 group = self._start_store(env)
             storage = storage or (DURABLE_STORAGE if durable else MEMORY_STORAGE)
             with open(self.log_file, "ab") as log:
-                process = subprocess.Popen(
+                process = start_service(
                     [
                         str(binary), "broker",
                         "--listener-url", f"tcp://{address}",
@@ -209,7 +227,7 @@ class EmbeddedBroker(EmbeddedProcess):
         port = free_port()
         log_path = self.state_dir / "storage.log"
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(
+            process = start_service(
                 [sys.executable, "-m", "fraud_platform.infra.local_s3", "--root", str(self.data_dir), "--port", str(port)],
                 # A new group in our session (not a new session), so tansu may join it.
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0,

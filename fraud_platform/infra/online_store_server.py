@@ -25,6 +25,7 @@ from fraud_platform.infra.broker import (
     free_port,
     packaged_binary,
     port_open,
+    start_service,
 )
 from fraud_platform.settings import EmbeddedBinaries
 
@@ -93,7 +94,7 @@ class EmbeddedOnlineStore(EmbeddedProcess):
             "--hash-max-ziplist-entries", str(HASH_COMPACT_ENTRIES), "--hash-max-ziplist-value", "128",
         ]
         log = open(self.log_file, "ab")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        process = start_service(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, cwd=self.data_dir)
         try:
             _wait_for_port("127.0.0.1", port, timeout, process, "redis-server", self.log_file)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from fraud_platform.infra.broker import free_port
+from fraud_platform.infra.broker import free_port, start_service
 
 
 class SparkClusterError(RuntimeError):
@@ -50,7 +50,7 @@ class StandaloneCluster:
 
     def _daemon(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")
-        process = subprocess.Popen([str(spark_home() / "bin" / "spark-class"), *args], env=self._env(), stdout=log,
+        process = start_service([str(spark_home() / "bin" / "spark-class"), *args], env=self._env(), stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         self._processes.append(process)
         return process

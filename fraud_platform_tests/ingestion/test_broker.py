@@ -238,6 +238,36 @@ def test_stop_and_start_never_leave_processes_behind(tmp_path: Path) -> None:
     assert not broker.state_file.exists()
 
 
+def _ignores_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    raise AssertionError(f"no SigIgn line for pid {pid}")
+
+
+def test_services_honour_sigterm_when_the_starting_process_ignores_it(tmp_path: Path) -> None:
+    """Dagster leaves SIGTERM ignored in a process whose SIGINT is ignored (it maps one onto the
+    other), and an ignored signal survives exec: the broker and its storage server started from
+    such a process must still stop on SIGTERM, not only on the SIGKILL fallback after 10-20 s."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        state = broker.start(durable=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    try:
+        members = group_members(state.process_group)
+        assert len(members) == 2  # tansu + its storage server
+        assert [pid for pid in members if _ignores_sigterm(pid)] == []
+        os.killpg(state.process_group, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while group_members(state.process_group) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert group_members(state.process_group) == []
+    finally:
+        broker.stop()
+
+
 def test_topics_are_created_with_the_configured_min_insync_replicas(broker: str) -> None:
     """ensure_topics passes replication factor and min.insync.replicas from settings (the embedded
     broker keeps topic configs; a real cluster also enforces them)."""
