@@ -76,11 +76,14 @@ def broker(platform_home: Path):
     yield state.address
     import gc
 
-    # Close Kafka clients first, or they log reconnect errors at exit: unreferenced ones, and the
-    # range consumers the streaming source keeps between batches when it read in this process.
+    # Close Kafka clients first, or they log reconnect errors at exit: unreferenced ones, the
+    # range consumers the streaming source keeps between batches and the producer (and other
+    # clients) the scoring task caches, when tasks ran in this process.
     gc.collect()
     if "spark_streaming.source" in sys.modules:
         sys.modules["spark_streaming.source"].close_consumers()
+    if "spark_streaming.executor" in sys.modules:
+        sys.modules["spark_streaming.executor"].close_clients()
     embedded.stop()
 
 

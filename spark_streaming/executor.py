@@ -159,6 +159,19 @@ def _client(kind: str, key: object, build):
         return _CLIENTS[(kind, key)]
 
 
+def close_clients() -> None:
+    """Close the clients this worker keeps between tasks (producer, store, alert and decision-log
+    connections) while their servers are still up, e.g. at the end of a test session that ran
+    tasks in-process: a cached producer would otherwise keep reconnecting to a stopped broker."""
+    with _LOCK:
+        clients = list(_CLIENTS.values())
+        _CLIENTS.clear()
+    for client in clients:
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+
 def worker_outputs(plan: TaskPlan):
     from fraud_platform.infra.kafka import make_producer
     from spark_streaming.sinks import KafkaOutputs
