@@ -156,6 +156,38 @@ def phase_stats(name: str, rate: str, sent: int, pairs: list[tuple[float, float]
     }
 
 
+_BATCH_LINE = re.compile(r"^(\S+ \S+) INFO spark_streaming: batch (\d+): (\d+) in = .*; [\d.]+s \(\d+ tasks, "
+                         r"slowest ([\d.]+)s; plan (\d+) ms, tasks (\d+) ms, complete (\d+) ms\)")
+_DURATIONS_LINE = re.compile(r"^\S+ \S+ INFO spark_streaming: batch (\d+) durations ms: (\{.*\})")
+
+
+def batch_anatomy(log: Path, since: datetime, until: datetime) -> dict:
+    """Where a phase's micro-batches spent their time, from the scorer's own log (batches that
+    ended in [since, until], local time like the log's): median and p90 of records per batch, the
+    Spark job ("tasks"), the slowest task's own ``process_range``, the driver's sinks ("complete")
+    and Spark's trigger durations (plain loop: no Spark durations). A record waits for the running
+    batch and rides the next, so p99 latency is about two p90 batches."""
+    batches, spark = {}, {}
+    for line in log.read_text(errors="replace").splitlines():
+        if m := _BATCH_LINE.match(line):
+            ended = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+            if since <= ended <= until:
+                records, slowest, _, tasks, complete = (float(x) for x in m.groups()[2:])
+                batches[int(m.group(2))] = {"records": records, "job": tasks, "slowest task": slowest * 1000,
+                                            "complete": complete}
+        elif m := _DURATIONS_LINE.match(line):
+            spark[int(m.group(1))] = json.loads(m.group(2))
+    spark_names = {"triggerExecution": "trigger", "latestOffset": "latestOffset", "walCommit": "walCommit",
+                   "commitOffsets": "commitOffsets"}
+    rows = [{**row, **{short: spark[batch][name] for name, short in spark_names.items() if name in spark.get(batch, {})}}
+            for batch, row in batches.items()]
+    if not rows:
+        return {}
+    frame = pd.DataFrame(rows)
+    return {"batches": len(frame), **{column: f"{frame[column].median():,.0f} ({frame[column].quantile(0.9):,.0f})"
+                                      for column in frame.columns}}
+
+
 def plain_worker() -> None:
     """The reference: confluent-kafka assign/consume -> the same BatchHandler -> same sinks, no Spark."""
     from confluent_kafka import KafkaError, TopicPartition
@@ -231,7 +263,8 @@ def use_topics(home: Path, name: str, partitions: int) -> dict[str, str]:
     return env_topics
 
 
-def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None], results: list, memory: list) -> None:
+def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None], results: list, memory: list,
+                anatomy: list) -> None:
     for name in args.scorers.split(","):
         env_topics = use_topics(home, name, args.partitions)
         worker = spawn(scorer_command(name, args.trigger_seconds), home / f"{name}.log")
@@ -258,11 +291,14 @@ def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None],
             start_memory, started = tree.sample(), time.monotonic()
             for i, rate in enumerate(rates):
                 phase = f"{name}{i}"
-                begun = time.monotonic()
+                begun, begun_at = time.monotonic(), datetime.now()
                 sent = producer.run(phase, rate or args.max_offered, args.duration)
                 produce_seconds = time.monotonic() - begun
+                produced_at = datetime.now()
                 pairs = collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], phase, sent, positions, 600)
-                results.append(phase_stats(name, "max" if rate is None else f"{rate:.0f}", sent, pairs, produce_seconds))
+                rate_name = "max" if rate is None else f"{rate:.0f}"
+                results.append(phase_stats(name, rate_name, sent, pairs, produce_seconds))
+                anatomy.append({"scorer": name, "rate": rate_name, **batch_anatomy(home / f"{name}.log", begun_at, produced_at)})
                 print(results[-1], flush=True)
             memory.append({"scorer": name, "minutes": (time.monotonic() - started) / 60,
                            **{f"start_{k}": v for k, v in start_memory.items()}, **{f"end_{k}": v for k, v in tree.sample().items()}})
@@ -361,7 +397,7 @@ def main() -> None:
 
     home = bench_home("fraud-bench-", args.partitions)
     machine = machine_line()
-    results, memory, scaling, soaked = [], [], [], []
+    results, memory, anatomy, scaling, soaked = [], [], [], [], []
     with embedded_services():
         pool = simulated_pool(customers=args.customers, terminals=args.terminals)
         state = fill_online_store(pool)
@@ -369,7 +405,7 @@ def main() -> None:
         train_champion(pool, (home / "artifacts").as_uri())
         rates = [None if r == "max" else float(r) for r in args.rates.split(",") if r]
         if rates:
-            rate_phases(args, home, pool, rates, results, memory)
+            rate_phases(args, home, pool, rates, results, memory, anatomy)
         if args.backlog:
             scaling = scale_out(args, home, pool)
         if args.soak_minutes:
@@ -386,6 +422,9 @@ def main() -> None:
         if len(spark_max) and len(plain_max):
             ratio = spark_max["throughput/s"].iloc[0] / plain_max["throughput/s"].iloc[0]
             print(f"spark / plain throughput at max rate: {ratio:.2f}x (target >= 1.0x)")
+    if anatomy:
+        print("\nmicro-batches of each phase, from the scorer's log: p50 (p90); records, else ms (p99 latency ~ two p90 batches)")
+        print(pd.DataFrame(anatomy).to_string(index=False))
     if memory:
         print("\nscorer RSS (MiB) at the start and end of the rate phases (driver = the Python driver; tree = + JVM + workers)")
         print(pd.DataFrame(memory).to_string(index=False, float_format=fmt))
