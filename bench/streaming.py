@@ -193,12 +193,14 @@ def plain_worker() -> None:
     from confluent_kafka import KafkaError, TopicPartition
 
     from fraud_platform.infra.kafka import make_consumer, topic_partitions
+    from spark_streaming import configure_logging
     from spark_streaming.config import StreamConfig
     from spark_streaming.job import BatchHandler, build_components, settle_heap
     from spark_streaming.source import messages_to_batch
 
     import pyarrow as pa
 
+    configure_logging()  # the batch lines the phases' anatomy is read from
     config = StreamConfig.load()
     parts = build_components(config)
     handler = BatchHandler(parts)

@@ -13,6 +13,8 @@ import argparse
 import logging
 import sys
 
+from spark_streaming import configure_logging
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m spark_streaming", description="Score live Kafka transactions with the MLflow champion.")
@@ -39,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return features_main(argv[1:])
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("py4j", "mlflow", "urllib3", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(args.log_level)
 
     from spark_streaming.config import StreamConfig
     from spark_streaming.job import run, run_cli

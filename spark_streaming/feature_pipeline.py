@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 import time
 from typing import Callable, Iterator
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 
 from fraud_platform.infra.online_store import OnlineFeatureStore, OnlineStoreUnavailable
 
+from spark_streaming import configure_logging
 from spark_streaming.champion import one_line
 from spark_streaming.config import StreamConfig
 from spark_streaming.source import SOURCE_NAME, KafkaDataSource, kafka_options
@@ -229,9 +229,7 @@ def load_config(args: argparse.Namespace) -> StreamConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("py4j", "mlflow", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(args.log_level)
     from spark_streaming.job import run_cli
 
     code, handler = run_cli("spark_streaming features", lambda: run(load_config(args)))
