@@ -194,6 +194,9 @@ def main() -> None:
         servers_used = {k: v - start_servers[k] for k, v in server_cpu().items()}
         parts.close()
     finally:
+        from spark_streaming import close_cached_clients
+
+        close_cached_clients()
         online.stop()
         broker.stop()
 

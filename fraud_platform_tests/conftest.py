@@ -76,14 +76,12 @@ def broker(platform_home: Path):
     yield state.address
     import gc
 
-    # Close Kafka clients first, or they log reconnect errors at exit: unreferenced ones, the
-    # range consumers the streaming source keeps between batches and the producer (and other
-    # clients) the scoring task caches, when tasks ran in this process.
+    from spark_streaming import close_cached_clients
+
+    # Close Kafka clients first, or they log reconnect errors at exit: unreferenced ones, and those
+    # the streaming source and the scoring task cache between batches when they ran in this process.
     gc.collect()
-    if "spark_streaming.source" in sys.modules:
-        sys.modules["spark_streaming.source"].close_consumers()
-    if "spark_streaming.executor" in sys.modules:
-        sys.modules["spark_streaming.executor"].close_clients()
+    close_cached_clients()
     embedded.stop()
 
 
