@@ -22,6 +22,8 @@ MAX_REPORTED = 20
 MAX_ROWS_READ_BACK = 1_000
 # Rows per GX run when partitions are validated together (bounds the concatenated frame's memory).
 MAX_ROWS_PER_RUN = 500_000
+# A partition waiting to be validated: its day, the previous partition's row count, its rows.
+PendingPartition = tuple[date, int | None, pd.DataFrame]
 # Nullable pandas dtypes keep int/bool columns typed even when they contain nulls.
 _PANDAS_TYPES = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
@@ -133,7 +135,7 @@ def run_expectations(df: pd.DataFrame, expectations: list, name: str = "partitio
     return list(batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format=result_format).results)
 
 
-def _validate_together(suite: DatasetSuite, bounds: QualityBounds, parts: list[tuple[date, int | None, pd.DataFrame]]) -> list[ValidationOutcome]:
+def _validate_together(suite: DatasetSuite, bounds: QualityBounds, parts: list[PendingPartition]) -> list[ValidationOutcome]:
     """Validate partitions of one shape, given as (day, previous partition's row count, frame), in a
     single GX run: GX's cost is per run (it builds a metric graph of the ~70 expectations, seconds
     each time) far more than per row. Row-level expectations run once over the concatenated rows and
@@ -179,13 +181,12 @@ def validate_partitions(store: LakeStore, suite: DatasetSuite, days: list[date],
     days = sorted(set(days))
     outcomes: dict[date, ValidationOutcome] = {}
     rows_of: dict[date, int] = {}
-    batch: list[tuple[date, int | None, pd.DataFrame]] = []
+    batch: list[PendingPartition] = []
 
     def flush() -> None:
-        shapes: dict[tuple, list[tuple[date, int | None, pd.DataFrame]]] = {}
-        for part in batch:  # a partition whose columns or types differ is validated apart
-            df = part[2]
-            shapes.setdefault(tuple(zip(df.columns, map(str, df.dtypes))), []).append(part)
+        shapes: dict[tuple, list[PendingPartition]] = {}
+        for day, previous, df in batch:  # a partition whose columns or types differ is validated apart
+            shapes.setdefault(tuple(zip(df.columns, map(str, df.dtypes))), []).append((day, previous, df))
         for parts in shapes.values():
             outcomes.update((o.day, o) for o in _validate_together(suite, bounds, parts))
         batch.clear()
