@@ -82,15 +82,9 @@ def count_rows(batches):
 
 
 def run_shape(spark, shape: str, seconds: float) -> list[dict]:
-    from pyspark.sql.streaming import StreamingQueryListener
+    from spark_streaming.job import add_progress_listener
 
     durations: list[dict] = []
-
-    class Collect(StreamingQueryListener):
-        def onQueryStarted(self, event) -> None: ...
-        def onQueryProgress(self, event) -> None: durations.append(dict(event.progress.durationMs))
-        def onQueryIdle(self, event) -> None: ...
-        def onQueryTerminated(self, event) -> None: ...
 
     def handler(frame, batch_id: int) -> None:
         if shape == "rdd":
@@ -98,13 +92,12 @@ def run_shape(spark, shape: str, seconds: float) -> list[dict]:
         elif shape == "scorer shape":
             frame.mapInArrow(count_rows, "rows long").collect()
 
-    listener = Collect()
-    spark.streams.addListener(listener)
+    remove_listener = add_progress_listener(spark, lambda progress: durations.append(progress["durationMs"]))  # the scorer's own
     query = (spark.readStream.format("spark_floor").load().writeStream.foreachBatch(handler)
              .option("checkpointLocation", tempfile.mkdtemp(prefix="spark-floor-")).trigger(processingTime="0 seconds").start())
     time.sleep(seconds)
     query.stop()
-    spark.streams.removeListener(listener)
+    remove_listener()
     return durations[WARM_BATCHES:]
 
 

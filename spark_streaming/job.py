@@ -350,26 +350,36 @@ def _native_options(client: dict[str, object]) -> dict[str, str]:
     return options
 
 
-def lag_listener(metrics: StreamMetrics):
-    """A query listener setting consumer lag (source latestOffset - endOffset) and input rate."""
-    from pyspark.sql.streaming import StreamingQueryListener
+def record_progress(metrics: StreamMetrics, progress: dict) -> None:
+    """Consumer lag (source latestOffset - endOffset), input rate and the batch's durations, from
+    one micro-batch's progress (``StreamingQueryProgress.json()``, parsed)."""
+    for source in progress.get("sources", []):
+        try:
+            latest, end = (json.loads(o) if isinstance(o, str) else o or {} for o in (source.get("latestOffset"), source.get("endOffset")))
+            metrics.consumer_lag.set(sum(max(0, int(v) - int(end.get(p, 0))) for p, v in latest.items()))
+        except (ValueError, TypeError, AttributeError):
+            pass  # the native source reports nested offsets; lag then comes from Kafka tooling
+    metrics.input_rows_per_second.set(progress.get("inputRowsPerSecond") or 0.0)
+    # Where a micro-batch's time went outside the tasks (walCommit, latestOffset, addBatch, ...)
+    log.info("batch %d durations ms: %s", progress["batchId"], json.dumps(progress.get("durationMs", {}), sort_keys=True))
 
-    class LagListener(StreamingQueryListener):
+
+def add_progress_listener(spark, on_progress: Callable[[dict], None]) -> Callable[[], None]:
+    """Call ``on_progress`` with each micro-batch's progress as a dict; returns the remover.
+
+    Not PySpark's ``StreamingQueryListener``: its wrapper rebuilds every event from the JVM object
+    with dozens of Py4J calls, which the JVM's listener-bus thread serves one by one - 15-20 % of a
+    core at 5k tx/s (2-3 batches a second, measured with ``jcmd Thread.print``). One
+    ``progress().json()`` call per event carries the same content.
+    """
+    from pyspark.java_gateway import ensure_callback_server_started
+
+    class ProgressCallback:  # a Py4J proxy for the JVM interface PySpark's wrapper implements
         def onQueryStarted(self, event) -> None:
             pass
 
         def onQueryProgress(self, event) -> None:
-            progress = event.progress
-            for source in progress.sources:
-                try:
-                    latest = json.loads(source.latestOffset or "null") or {}
-                    end = json.loads(source.endOffset or "null") or {}
-                    metrics.consumer_lag.set(sum(max(0, int(v) - int(end.get(p, 0))) for p, v in latest.items()))
-                except (ValueError, TypeError, AttributeError):
-                    pass  # the native source reports nested offsets; lag then comes from Kafka tooling
-            metrics.input_rows_per_second.set(progress.inputRowsPerSecond or 0.0)
-            # Where a micro-batch's time went outside the tasks (walCommit, latestOffset, addBatch, ...)
-            log.info("batch %d durations ms: %s", progress.batchId, json.dumps(progress.durationMs, sort_keys=True))
+            on_progress(json.loads(event.progress().json()))
 
         def onQueryIdle(self, event) -> None:
             pass
@@ -377,7 +387,15 @@ def lag_listener(metrics: StreamMetrics):
         def onQueryTerminated(self, event) -> None:
             pass
 
-    return LagListener()
+        class Java:
+            implements = ["org.apache.spark.sql.streaming.PythonStreamingQueryListener"]
+
+    context = spark.sparkContext
+    ensure_callback_server_started(context._gateway)
+    listener = context._jvm.org.apache.spark.sql.streaming.PythonStreamingQueryListenerWrapper(ProgressCallback())
+    manager = spark._jsparkSession.streams()
+    manager.addListener(listener)
+    return lambda: manager.removeListener(listener)
 
 
 def run_cli(program: str, start: Callable[[], object]) -> tuple[int, object | None]:
@@ -469,8 +487,7 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
     handler = BatchHandler(parts)
     if own_spark:  # this process is the scorer (python -m / spark-submit), not a host embedding it
         settle_heap()
-    listener = lag_listener(parts.metrics)
-    spark.streams.addListener(listener)
+    remove_listener = add_progress_listener(spark, lambda progress: record_progress(parts.metrics, progress))
     parts.watcher.start()
     if parts.challenger is not None:
         parts.challenger.start()
@@ -497,7 +514,7 @@ def run(config: StreamConfig, spark=None, parts: Components | None = None, stop:
                     break
     finally:
         parts.close()
-        spark.streams.removeListener(listener)
+        remove_listener()
         if own_spark:
             spark.stop()
     return handler

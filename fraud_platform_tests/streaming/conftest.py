@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -132,6 +133,15 @@ def pg_dsn():
 
 
 # -- transactions -----------------------------------------------------------------------------------
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    """Poll until ``condition()``; a generous deadline only guards against hangs (not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
 def transaction(i: int, amount: float | None = None, when: datetime | None = None, prefix: str = "tx") -> dict:
     rng = random.Random(i)
     return {

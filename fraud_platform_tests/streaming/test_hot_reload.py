@@ -19,18 +19,9 @@ from fraud_platform.infra.broker import free_port
 from spark_streaming.config import StreamConfig
 from spark_streaming.job import build_components, run
 
-from .conftest import MODEL_NAME, consume_all, produce_transactions, transaction
+from .conftest import MODEL_NAME, consume_all, produce_transactions, transaction, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition, what: str, timeout: float = 120.0) -> None:
-    """Poll until ``condition()``; a generous deadline only guards against hangs (not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ from fraud_platform.ml.shadow import ShadowLog
 from spark_streaming.config import StreamConfig
 from spark_streaming.job import build_components, run
 
-from .conftest import MODEL_NAME, consume_all, invalid_records, produce, produce_transactions, transaction
+from .conftest import MODEL_NAME, consume_all, invalid_records, produce, produce_transactions, transaction, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +146,38 @@ def test_available_now_scores_each_valid_transaction_once_and_dead_letters_the_r
             assert page.status_code == 200 and flagged_row["reasons"][0]["feature"] in page.text
     finally:
         server.stop()
+
+
+def test_progress_listener_reports_each_micro_batch_lag_rate_and_durations(spark, stream_env, tmp_path, caplog):
+    """The scorer's progress listener (one Py4J call per event, not PySpark's wrapper) sees every
+    micro-batch of a query over the Kafka source, and each batch's progress sets the lag gauge to
+    what is left of the topic and logs the batch's durations (what bench/streaming.py reads)."""
+    import logging
+
+    from spark_streaming.job import add_progress_listener, record_progress, source_frame
+    from spark_streaming.metrics import StreamMetrics
+
+    produce_transactions([transaction(i, prefix="progress") for i in range(40)])
+    config = StreamConfig.load({"available_now": True, "max_offsets_per_trigger": 10})
+    seen: list[dict] = []
+    remove = add_progress_listener(spark, seen.append)
+    try:
+        query = (source_frame(spark, config).writeStream.format("noop").option("checkpointLocation", str(tmp_path / "checkpoint"))
+                 .trigger(availableNow=True).start())
+        query.awaitTermination(180)
+        batches = query.lastProgress["batchId"] + 1
+        wait_for(lambda: len({p["batchId"] for p in seen}) >= batches, "a progress event per micro-batch", 60)
+    finally:
+        remove()
+    assert batches >= 4  # 40 records, at most 10 a micro-batch
+
+    metrics = StreamMetrics()
+    lags = []
+    with caplog.at_level(logging.INFO, logger="spark_streaming"):
+        for progress in sorted(seen, key=lambda p: p["batchId"]):
+            record_progress(metrics, progress)
+            lags.append(metrics.value("fraud_stream_consumer_lag_records"))
+    assert lags[0] == 30 and lags[-1] == 0 and lags == sorted(lags, reverse=True)
+    assert metrics.value("fraud_stream_input_rows_per_second") == (seen[-1].get("inputRowsPerSecond") or 0.0)
+    logged = [r.getMessage() for r in caplog.records if "durations ms" in r.getMessage()]
+    assert len(logged) == len(seen) and all('"triggerExecution"' in line for line in logged)

@@ -113,9 +113,16 @@ def test_cached_range_consumers_are_reused_and_closed_once_idle(stream_env, monk
 
     assert read(0, 0, 10) == list(range(10))
     [(first, position, _)] = source_module._CONSUMERS.values()
-    assert position == 10
-    assert read(0, 10, 20) == list(range(10, 20))
-    assert [c for c, _, _ in source_module._CONSUMERS.values()] == [first]  # the same consumer went on
+    # Caught up (less than PREFETCH_BACKLOG_RECORDS left): cached unassigned, so it does not tail the topic.
+    assert position == -1 and first.assignment() == []
+    monkeypatch.setattr(source_module, "PREFETCH_BACKLOG_RECORDS", 5)
+    assert read(0, 10, 12) == [10, 11]
+    [(consumer, position, _)] = source_module._CONSUMERS.values()
+    # A backlog (the partition holds >= 20 records): it stays assigned, already fetching the next range.
+    assert consumer is first and position == 12 and [tp.partition for tp in first.assignment()] == [0]
+    assert read(0, 12, 20) == list(range(12, 20))
+    assert read(0, 5, 8) == [5, 6, 7]  # any start, not only where the last range ended
+    assert [c for c, _, _ in source_module._CONSUMERS.values()] == [first]  # the same consumer all along
 
     monkeypatch.setattr(source_module, "IDLE_CONSUMER_SECONDS", 0.0)
     assert read(1, 0, 5) == list(range(5))  # partition 0's consumer has been idle: closed
