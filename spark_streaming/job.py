@@ -355,7 +355,7 @@ def record_progress(metrics: StreamMetrics, progress: dict) -> None:
     one micro-batch's progress (``StreamingQueryProgress.json()``, parsed)."""
     for source in progress.get("sources", []):
         try:
-            latest, end = (json.loads(o) if isinstance(o, str) else o or {} for o in (source.get("latestOffset"), source.get("endOffset")))
+            latest, end = source.get("latestOffset") or {}, source.get("endOffset") or {}  # JSON objects in the progress JSON
             metrics.consumer_lag.set(sum(max(0, int(v) - int(end.get(p, 0))) for p, v in latest.items()))
         except (ValueError, TypeError, AttributeError):
             pass  # the native source reports nested offsets; lag then comes from Kafka tooling
