@@ -14,7 +14,8 @@ DuckDB alert store, local lake, Spark local[N]. Latency per transaction = Kafka 
 prediction - its event_time (stamped when the producer sends it).
 Targets (2 cores): throughput >= 1.0x the plain loop, p99 <= 500 ms at 5k tx/s, 2 cores >= 1.6x 1 core
 on a backlog, RSS flat over a long run. Every row carries the 1-minute load average at its end: other
-processes on the machine share the cores.
+processes on the machine share the cores; each rate phase also gets the CPU its scorer (driver, JVM,
+workers), the broker, the online store and the producer used, and the machine's total.
 """
 
 from __future__ import annotations
@@ -244,6 +245,52 @@ class ProcessTree:
         return {"driver_rss_mib": driver / 2**20, "tree_rss_mib": tree / 2**20}
 
 
+class PhaseCpu:
+    """CPU used during a phase, as % of one core: the scorer's process tree (driver, JVM, Python
+    workers), the embedded broker, the online store, this process (the producer) and the machine.
+    Shows where the cores go in every run (a broker whose cost grows with the topic, say)."""
+
+    def __init__(self, scorer_pid: int) -> None:
+        import psutil
+
+        from fraud_platform.infra.broker import EmbeddedBroker
+        from fraud_platform.infra.online_store_server import EmbeddedOnlineStore
+
+        pids = {"broker": EmbeddedBroker.default().state().pid, "online store": EmbeddedOnlineStore.default().state().pid,
+                "bench producer": os.getpid()}
+        self.roots = {"scorer": psutil.Process(scorer_pid), **{name: psutil.Process(pid) for name, pid in pids.items()}}
+
+    def _times(self) -> dict[str, dict[int, float]]:
+        import psutil
+
+        out: dict[str, dict[int, float]] = {}
+        for name, root in self.roots.items():
+            processes = [root] + (root.children(recursive=True) if name in ("scorer", "broker") else [])
+            out[name] = {}
+            for process in processes:
+                try:
+                    times = process.cpu_times()
+                    out[name][process.pid] = times.user + times.system
+                except psutil.Error:
+                    pass
+        return out
+
+    def start(self) -> None:
+        import psutil
+
+        self.begun, self.machine, self.first = time.monotonic(), psutil.cpu_times(), self._times()
+
+    def shares(self) -> dict[str, float]:
+        import psutil
+
+        wall, machine, last = time.monotonic() - self.begun, psutil.cpu_times(), self._times()
+        row = {f"{name} %": 100 * sum(cpu - self.first[name].get(pid, 0.0) for pid, cpu in pids.items()) / wall
+               for name, pids in last.items()}
+        idle = (machine.idle + machine.iowait) - (self.machine.idle + self.machine.iowait)
+        row["machine %"] = 100 * (sum(machine) - sum(self.machine) - idle) / wall
+        return row
+
+
 def scorer_command(name: str, trigger: float, master: str = "local[2]", extra: tuple[str, ...] = ()) -> list[str]:
     if name == "plain":
         return [sys.executable, str(Path(__file__).resolve()), "--plain-worker"]
@@ -266,11 +313,11 @@ def use_topics(home: Path, name: str, partitions: int) -> dict[str, str]:
 
 
 def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None], results: list, memory: list,
-                anatomy: list) -> None:
+                anatomy: list, cpu_rows: list) -> None:
     for name in args.scorers.split(","):
         env_topics = use_topics(home, name, args.partitions)
         worker = spawn(scorer_command(name, args.trigger_seconds), home / f"{name}.log")
-        tree = ProcessTree(worker.pid)
+        tree, cpu = ProcessTree(worker.pid), PhaseCpu(worker.pid)
         producer = Producer(pool, env_topics["FRAUD_TOPIC_TRANSACTIONS"])
         positions = dict.fromkeys(range(args.partitions), 0)
         try:
@@ -294,13 +341,16 @@ def rate_phases(args, home: Path, pool: pd.DataFrame, rates: list[float | None],
             for i, rate in enumerate(rates):
                 phase = f"{name}{i}"
                 begun, begun_at = time.monotonic(), datetime.now()
+                cpu.start()
                 sent = producer.run(phase, rate or args.max_offered, args.duration)
                 produce_seconds = time.monotonic() - begun
+                cpu_shares = cpu.shares()
                 produced_at = datetime.now()
                 pairs = collect(env_topics["FRAUD_TOPIC_PREDICTIONS"], phase, sent, positions, 600)
                 rate_name = "max" if rate is None else f"{rate:.0f}"
                 results.append(phase_stats(name, rate_name, sent, pairs, produce_seconds))
                 anatomy.append({"scorer": name, "rate": rate_name, **batch_anatomy(home / f"{name}.log", begun_at, produced_at)})
+                cpu_rows.append({"scorer": name, "rate": rate_name, **cpu_shares})
                 print(results[-1], flush=True)
             memory.append({"scorer": name, "minutes": (time.monotonic() - started) / 60,
                            **{f"start_{k}": v for k, v in start_memory.items()}, **{f"end_{k}": v for k, v in tree.sample().items()}})
@@ -399,7 +449,7 @@ def main() -> None:
 
     home = bench_home("fraud-bench-", args.partitions)
     machine = machine_line()
-    results, memory, anatomy, scaling, soaked = [], [], [], [], []
+    results, memory, anatomy, cpu_rows, scaling, soaked = [], [], [], [], [], []
     with embedded_services():
         pool = simulated_pool(customers=args.customers, terminals=args.terminals)
         state = fill_online_store(pool)
@@ -407,7 +457,7 @@ def main() -> None:
         train_champion(pool, (home / "artifacts").as_uri())
         rates = [None if r == "max" else float(r) for r in args.rates.split(",") if r]
         if rates:
-            rate_phases(args, home, pool, rates, results, memory, anatomy)
+            rate_phases(args, home, pool, rates, results, memory, anatomy, cpu_rows)
         if args.backlog:
             scaling = scale_out(args, home, pool)
         if args.soak_minutes:
@@ -427,6 +477,10 @@ def main() -> None:
     if anatomy:
         print("\nmicro-batches of each phase, from the scorer's log: p50 (p90); records, else ms (p99 latency ~ two p90 batches)")
         print(pd.DataFrame(anatomy).to_string(index=False))
+    if cpu_rows:
+        print("\nCPU while each phase was produced, % of one core (the machine has "
+              f"{os.cpu_count()} cores; bench producer = this process)")
+        print(pd.DataFrame(cpu_rows).to_string(index=False, float_format=lambda v: f"{v:,.0f}"))
     if memory:
         print("\nscorer RSS (MiB) at the start and end of the rate phases (driver = the Python driver; tree = + JVM + workers)")
         print(pd.DataFrame(memory).to_string(index=False, float_format=fmt))
