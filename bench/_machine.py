@@ -24,6 +24,19 @@ def machine_line() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}, load avg at start {load}"
 
 
+def cpu_seconds_by_process(root: psutil.Process, children: bool = True) -> dict[int, float]:
+    """User + system CPU seconds of ``root`` and (by default) its descendants, by pid. By pid so a
+    phase's share can count a process that started during it; one that exits meanwhile is skipped."""
+    seconds = {}
+    for process in [root, *(root.children(recursive=True) if children else [])]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
 @dataclass
 class Stage:
     seconds: float = 0.0

@@ -344,7 +344,7 @@ def main() -> None:
     import httpx
     import numpy as np
 
-    from _machine import machine_line, print_table
+    from _machine import cpu_seconds_by_process, machine_line, print_table
     from fraud_platform.api.auth import hash_key
     from fraud_platform.infra.broker import free_port
 
@@ -392,8 +392,7 @@ def main() -> None:
             """CPU time of the server and its worker processes: the contention-free cost per request."""
             import psutil
 
-            processes = [psutil.Process(server.pid)] + psutil.Process(server.pid).children(recursive=True)
-            return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+            return sum(cpu_seconds_by_process(psutil.Process(server.pid)).values())
 
         rows = []
         for rate in args.rates.split(","):

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _machine import machine_line  # noqa: E402
+from _machine import cpu_seconds_by_process, machine_line  # noqa: E402
 from _stack import bench_home, embedded_services, load1, register_champion, spawn, stop_worker  # noqa: E402
 from _stack import scorer_command as spark_scorer_command  # noqa: E402
 
@@ -261,19 +261,8 @@ class PhaseCpu:
         self.roots = {"scorer": psutil.Process(scorer_pid), **{name: psutil.Process(pid) for name, pid in pids.items()}}
 
     def _times(self) -> dict[str, dict[int, float]]:
-        import psutil
-
-        out: dict[str, dict[int, float]] = {}
-        for name, root in self.roots.items():
-            processes = [root] + (root.children(recursive=True) if name in ("scorer", "broker") else [])
-            out[name] = {}
-            for process in processes:
-                try:
-                    times = process.cpu_times()
-                    out[name][process.pid] = times.user + times.system
-                except psutil.Error:
-                    pass
-        return out
+        # The producer's children are the scorer's processes, counted apart; Redis has none.
+        return {name: cpu_seconds_by_process(root, children=name in ("scorer", "broker")) for name, root in self.roots.items()}
 
     def start(self) -> None:
         import psutil

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _machine import machine_line  # noqa: E402
+from _machine import cpu_seconds_by_process, machine_line  # noqa: E402
 
 TOTALS: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
 
@@ -147,17 +147,7 @@ def main() -> None:
         servers = {"broker": psutil.Process(broker_state.pid), "redis": psutil.Process(online_state.pid)}
 
         def server_cpu() -> dict[str, float]:
-            out = {}
-            for name, proc in servers.items():
-                total = 0.0
-                for p in [proc, *proc.children(recursive=True)]:
-                    try:
-                        t = p.cpu_times()
-                        total += t.user + t.system
-                    except psutil.Error:
-                        pass
-                out[name] = total
-            return out
+            return {name: sum(cpu_seconds_by_process(proc).values()) for name, proc in servers.items()}
 
         topic = topics["FRAUD_TOPIC_TRANSACTIONS"]
         import cProfile
